@@ -1,0 +1,197 @@
+"""Command line: parse options, call the pipeline, print a short report, map errors to exit codes.
+
+Exit codes (README "Exit codes"): 0 done, nothing rejected; 1 done, some rows rejected (or verify found
+mismatches); 2 unusable input or options, nothing billed; 3 the input changes an issued invoice (use
+--amend); 4 another run holds the ledger.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import re
+import sys
+from pathlib import Path
+
+from .errors import EXIT_INPUT, EXIT_OK, EXIT_REJECTS, InvoicerError, Reject
+
+PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+def default_period(today: dt.date | None = None) -> str:
+    """The previous calendar month: the clerk bills October in the first days of November."""
+    today = today or dt.date.today()
+    first = today.replace(day=1)
+    last = first - dt.timedelta(days=1)
+    return f"{last.year:04d}-{last.month:02d}"
+
+
+def _period(text: str) -> str:
+    if not PERIOD_RE.match(text):
+        raise argparse.ArgumentTypeError(f"period must look like 2026-10 (year-month), not {text!r}")
+    return text
+
+
+def _print_rejects(rejects: list[Reject], out=sys.stderr) -> None:
+    for r in rejects:
+        print(f"rejected: sheet '{r.sheet}' row {r.row} column {r.column} value {r.value!r}: {r.reason}", file=out)
+
+
+def cmd_run(args) -> int:
+    """Bill one month: invoices, notices, summary.xlsx and manifest.json under --out.
+
+    Example: invoicer run samples/roster.xlsx --period 2026-10 --out out/2026-10
+    """
+    from .pipeline import RunOptions, run
+
+    opts = RunOptions(roster=Path(args.roster), period=args.period or default_period(), out=Path(args.out),
+                      pricebook=args.pricebook, ledger=args.ledger, templates=args.templates, amend=args.amend,
+                      dry_run=args.dry_run, workers=args.workers)
+    report = run(opts)
+    for w in report.warnings:
+        print(f"note: {w}", file=sys.stderr)
+    _print_rejects(report.rejects)
+    plan = report.plan
+    if report.dry_run:
+        print(f"dry run for {report.period} ({report.prefix}): nothing numbered or written")
+        for doc in plan.new:
+            print(f"  new        {doc['customer']['customer_id']}: {doc['total_fen'] / 100:,.2f}")
+        for _, old in plan.unchanged:
+            print(f"  unchanged  {old.customer_id}: {old.number}")
+        for line in plan.differences():
+            print(f"  changed    {line}")
+    else:
+        print(f"{report.period}: {len(plan.new)} new, {len(plan.unchanged)} unchanged, "
+              f"{len(plan.changed)} amended, {len(plan.withdrawn)} cancelled invoice(s); "
+              f"issued {len(report.issued)} numbered document(s); {len(report.rejects)} row(s) rejected; "
+              f"total {report.totals_fen / 100:,.2f} CNY")
+        print(f"outputs in {report.out}: summary.xlsx, manifest.json, invoices/, notices/")
+    return report.exit_code
+
+
+def cmd_check(args) -> int:
+    """Validate a roster only: print every rejected row; exit 1 if there are any, 0 if none.
+
+    Example: invoicer check samples/roster.xlsx
+    """
+    from . import pricebook
+    from .pipeline import price_roster
+
+    book = pricebook.load(args.pricebook)
+    period = args.period or "9999-12"
+    priced = price_roster(Path(args.roster), book, period)
+    for w in priced.roster.warnings:
+        print(f"note: {w}", file=sys.stderr)
+    _print_rejects(priced.rejects, sys.stdout)
+    print(f"{len(priced.rejects)} row(s) rejected" if priced.rejects else "no rejected rows")
+    return EXIT_REJECTS if priced.rejects else EXIT_OK
+
+
+def cmd_template(args) -> int:
+    """Write a blank roster workbook to fill in (headers, drop-downs, date formats, instructions).
+
+    Example: invoicer template roster.xlsx --lang zh
+    """
+    from .publish import atomic_write
+    from .template import blank_roster
+
+    atomic_write(Path(args.out), blank_roster(args.lang))
+    print(f"wrote {args.out}")
+    return EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    """Audit an output folder: re-hash every file against the manifest and the ledger, and recompute every
+    invoice from the roster and price book recorded in the ledger. Exit 0 clean, 1 mismatches.
+
+    Example: invoicer verify out/2026-10
+    """
+    from .verify import verify
+
+    problems, checked = verify(Path(args.outdir), Path(args.ledger) if args.ledger else None)
+    for p in problems:
+        print(f"MISMATCH: {p}")
+    if problems:
+        print(f"{len(problems)} problem(s) found ({checked} checks)")
+        return EXIT_REJECTS
+    print(f"clean: {checked} checks passed")
+    return EXIT_OK
+
+
+def cmd_watch(args) -> int:
+    """Watch a drop folder (INBOX/<reseller>/*.xlsx) and bill each roster exactly once.
+
+    Example: invoicer watch /srv/inbox --out /srv/out --once
+    """
+    from .watch import watch
+
+    return watch(Path(args.inbox), Path(args.out), once=args.once, pricebook=args.pricebook,
+                 templates=args.templates, poll=args.poll, interval=args.interval)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="invoicer", description="Enterprise QQ (企业QQ) reseller invoicer.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def doc(fn):
+        return fn.__doc__.strip().replace("\n    ", "\n")
+
+    r = sub.add_parser("run", help="bill one month", description=doc(cmd_run),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("roster")
+    r.add_argument("--period", type=_period, help="billing month YYYY-MM (default: the previous month)")
+    r.add_argument("--out", required=True, help="output folder")
+    r.add_argument("--pricebook", help="a reseller's own price-book TOML (default: the shipped one)")
+    r.add_argument("--ledger", help="ledger file (default: OUT/ledger.sqlite)")
+    r.add_argument("--templates", help="folder with a reseller's own invoice templates and style.css")
+    r.add_argument("--amend", action="store_true", help="cancel changed invoices with credit notes and reissue")
+    r.add_argument("--dry-run", action="store_true", help="show what would be issued; number and write nothing")
+    r.add_argument("--workers", type=int, help="PDF worker processes (default: all cores)")
+    r.set_defaults(fn=cmd_run)
+
+    c = sub.add_parser("check", help="validate a roster only", description=doc(cmd_check),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("roster")
+    c.add_argument("--period", type=_period, help="check state as of the end of this month (default: all rows)")
+    c.add_argument("--pricebook")
+    c.set_defaults(fn=cmd_check)
+
+    t = sub.add_parser("template", help="write a blank roster", description=doc(cmd_template),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("out")
+    t.add_argument("--lang", choices=["zh", "en"], default="zh")
+    t.set_defaults(fn=cmd_template)
+
+    v = sub.add_parser("verify", help="audit an output folder", description=doc(cmd_verify),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("outdir")
+    v.add_argument("--ledger", help="ledger file (default: OUTDIR/ledger.sqlite, or as the manifest says)")
+    v.set_defaults(fn=cmd_verify)
+
+    w = sub.add_parser("watch", help="process a drop folder", description=doc(cmd_watch),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    w.add_argument("inbox")
+    w.add_argument("--out", required=True)
+    w.add_argument("--once", action="store_true", help="process what is there now, then exit")
+    w.add_argument("--poll", action="store_true", help="poll instead of using file-system events")
+    w.add_argument("--interval", type=float, default=2.0, help="seconds between scans (default 2)")
+    w.add_argument("--pricebook")
+    w.add_argument("--templates")
+    w.set_defaults(fn=cmd_watch)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse exits 2 on bad options, as documented
+    try:
+        return args.fn(args)
+    except InvoicerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""Priced lines -> invoice and notice documents: plain, JSON-able dicts that hold everything printed.
+
+A document is a snapshot: the customer's and seller's data are copied onto it when it is issued, and the
+ledger stores it whole, so a document can be re-rendered byte for byte years later without the roster.
+Every line carries its calculation in words (``explanation``), so an auditor can re-derive the amount
+from the page alone.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+
+from .money import chinese_capital, div_round_half_up, plain_yuan
+from .pricebook import PriceBook
+from .pricing.dates import DAY, to_date
+
+KIND_ZH = {"opening": "开通", "addition": "加工号", "renewal": "续费"}
+
+
+def _d(x) -> str:
+    return "" if pd.isna(x) else str(np.datetime64(x, "D"))
+
+
+def months_rule(line: dict, book: PriceBook) -> str:
+    """'2026-10-10 -> 2027-05-01: 6 months 21 days -> 7 months (over 15 days rounds up)'."""
+    start = line["date"]
+    anniversary = str(np.datetime64(line["term_end"], "D") + DAY)
+    whole, extra, months = line["whole_months"], line["extra_days"], line["months"]
+    limit = book.round_up_after_days
+    if extra == 0:
+        why = "whole months"
+    elif extra > limit:
+        why = f"over {limit} days rounds up"
+    else:
+        why = f"{limit} days or fewer round down"
+    return f"{start} -> {anniversary}: {whole} months {extra} days -> {months} months ({why})"
+
+
+def explain(line: dict, book: PriceBook) -> str:
+    seats, unit, amount = line["seats"], line["unit_fen"], line["amount_fen"]
+    tier = "legacy rate" if line["legacy"] else f"tier {line['tier']}"
+    zh = KIND_ZH[line["kind"]]
+    if line["kind"] == "addition":
+        basis = (f"by account total {line['account_seats']} seats" if book.tier_basis == "account_total"
+                 else f"by {seats} added seats")
+        text = (f"{zh} addition: {seats} seats x {plain_yuan(unit)}/month x {line['months']} months = "
+                f"{plain_yuan(seats * unit * line['months'])}; {tier} {basis}; {months_rule(line, book)}")
+        if line["capped"]:
+            text += (f"; capped at {seats} x {plain_yuan(line['annual_fen'])} a year = {plain_yuan(amount)} "
+                     f"(a prorated seat never costs more than a year)")
+        text += f"; paid through {line['term_end']}"
+    elif line["kind"] == "renewal":
+        done = line["completes_on"] + ("" if line["completes_exact"] else " (weekends only: no holiday data)")
+        text = (f"{zh} renewal: {seats} seats x {plain_yuan(unit)} = {plain_yuan(amount)}; {tier} by seats on "
+                f"the signing date; new term {line['term_start']} to {line['term_end']}; signed {line['date']}, "
+                f"completes {done} ({book.completion_working_days} working days)")
+    else:
+        text = (f"{zh} opening: {seats} seats x {plain_yuan(unit)} = {plain_yuan(amount)}; {tier}; "
+                f"term {line['term_start']} to {line['term_end']}")
+    if line["legacy"]:
+        text += (f"; legacy allowance (opened before {book.legacy_cutoff}): {plain_yuan(line['annual_fen'])} a year"
+                 + (f", {plain_yuan(unit)} a month" if line["kind"] == "addition" else ""))
+    return text
+
+
+def line_dicts(lines: pd.DataFrame, book: PriceBook) -> list[dict]:
+    out = []
+    for rec in lines.to_dict("records"):
+        line = {
+            "kind": rec["kind"], "date": _d(rec["date"]), "seats": int(rec["seats"]),
+            "account_seats": int(rec["account_seats"]), "months": int(rec["months"]),
+            "whole_months": int(rec["whole_months"]), "extra_days": int(rec["extra_days"]),
+            "unit_fen": int(rec["unit_fen"]), "annual_fen": int(rec["annual_fen"]),
+            "amount_fen": int(rec["amount_fen"]), "list_fen": int(rec["list_fen"]), "tier": str(rec["tier"]),
+            "legacy": bool(rec["legacy"]), "capped": bool(rec["capped"]), "term_start": _d(rec["term_start"]),
+            "term_end": _d(rec["term_end"]), "completes_on": _d(rec["completes_on"]),
+            "completes_exact": bool(rec["completes_exact"]), "reference": str(rec["reference"] or ""),
+            "row": int(rec["row"]),
+        }
+        line["discount_fen"] = line["list_fen"] - line["amount_fen"]
+        line["months_rule"] = months_rule(line, book) if line["kind"] == "addition" else ""
+        line["explanation"] = explain(line, book)
+        out.append(line)
+    return out
+
+
+def customer_snapshot(row: dict) -> dict:
+    return {k: str(row.get(k) or "") for k in ("customer_id", "name", "qq_number", "email", "address", "tax_id")}
+
+
+def content_hash(doc: dict) -> str:
+    """Hash of what a document says (not its number or file): equal hashes mean an unchanged invoice."""
+    keep = {k: doc[k] for k in ("kind", "customer", "seller", "lines", "total_fen", "period", "issue_date",
+                                "currency", "notice")
+            if k in doc}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def build_invoices(lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[str], seller: dict,
+                   book: PriceBook, period: str, issue_date: dt.date) -> list[dict]:
+    """One invoice per customer with billable lines, none for customers with a rejected row."""
+    lines = lines.loc[~lines["customer_id"].isin(blocked)]
+    by_id = customers.loc[customers["valid"]].drop_duplicates("customer_id").set_index("customer_id")
+    docs = []
+    for cid, group in lines.groupby("customer_id", sort=True):
+        items = line_dicts(group, book)
+        doc = {
+            "kind": "invoice", "customer": customer_snapshot({"customer_id": cid, **by_id.loc[cid].to_dict()}),
+            "seller": dict(seller), "lines": items, "total_fen": sum(x["amount_fen"] for x in items),
+            "list_total_fen": sum(x["list_fen"] for x in items), "period": period,
+            "issue_date": issue_date.isoformat(), "currency": book.currency,
+            "pricebook_version": book.version,
+        }
+        doc["total_words"] = chinese_capital(doc["total_fen"])
+        assert doc["total_fen"] == sum(x["amount_fen"] for x in doc["lines"])
+        docs.append(doc)
+    return docs
+
+
+def credit_note_for(invoice: dict, issue_date: dt.date) -> dict:
+    """A cancellation is a new document with the original's lines negated (never an edit of the original)."""
+    lines = []
+    for x in invoice["lines"]:
+        neg = dict(x)
+        for k in ("amount_fen", "list_fen", "discount_fen"):
+            neg[k] = -x[k]
+        neg["explanation"] = f"cancels {invoice['number']}: " + x["explanation"]
+        lines.append(neg)
+    doc = {k: invoice[k] for k in ("customer", "seller", "period", "currency", "pricebook_version")}
+    doc.update({
+        "kind": "credit_note", "lines": lines, "total_fen": -invoice["total_fen"],
+        "list_total_fen": -invoice.get("list_total_fen", 0), "issue_date": issue_date.isoformat(),
+        "cancels": invoice["number"],
+    })
+    doc["total_words"] = chinese_capital(doc["total_fen"])
+    return doc
+
+
+def build_notices(accounts: pd.DataFrame, customers: pd.DataFrame, blocked: set[str], seller: dict,
+                  book: PriceBook, period: str, issue_date: dt.date) -> list[dict]:
+    """A renewal notice for each account due for renewal at the end of the period, an overdue notice for
+    each account in grace (not invoices, not numbered as invoices)."""
+    by_id = customers.loc[customers["valid"]].drop_duplicates("customer_id").set_index("customer_id")
+    out = []
+    due = accounts.loc[accounts["status"].isin(["renewal_due", "grace"]) & ~accounts["customer_id"].isin(blocked)]
+    for rec in due.sort_values("customer_id").to_dict("records"):
+        kind = "renewal" if rec["status"] == "renewal_due" else "overdue"
+        expiry = to_date(rec["paid_through"])
+        notice = {
+            "notice_kind": kind, "seats": int(rec["seats"]), "paid_through": expiry.isoformat(),
+            "window_opens_on": _d(rec["window_opens_on"]), "reclaim_on": _d(rec["reclaim_on"]),
+            "grace_from": (expiry + dt.timedelta(days=1)).isoformat(),
+            "quote_unit_fen": int(rec["quote_unit_fen"]), "quote_fen": int(rec["quote_fen"]),
+            "quote_tier": str(rec["quote_tier"]),
+            "new_term_start": (expiry + dt.timedelta(days=1)).isoformat(),
+        }
+        doc = {
+            "kind": "notice", "notice": notice, "customer": customer_snapshot(
+                {"customer_id": rec["customer_id"], **by_id.loc[rec["customer_id"]].to_dict()}),
+            "seller": dict(seller), "period": period, "issue_date": issue_date.isoformat(),
+            "currency": book.currency, "pricebook_version": book.version,
+            "total_words": chinese_capital(int(rec["quote_fen"])),
+        }
+        out.append(doc)
+    return out
+
+
+def unit_monthly_list(book: PriceBook) -> int:
+    return div_round_half_up(book.list_price_fen, book.monthly_divisor)

@@ -1,0 +1,193 @@
+"""The append-only SQLite ledger of issued documents: numbering, idempotent re-runs, credit notes.
+
+Rules (after pretix's invoicing): a number is unique per prefix, gapless per prefix and calendar year,
+and never reused; an issued document is never edited or deleted (triggers refuse it); a cancellation is
+a new document (a credit note with negated lines) that names the invoice it cancels. The ledger also
+keeps the exact bytes of every roster and price book it priced, so ``invoicer verify`` can recompute
+every invoice years later.
+
+Concurrency and crashes: a run holds SQLite's write lock (BEGIN IMMEDIATE) from the moment it reads
+the numbers until it commits, so two runs never interleave numbers; the second waits up to the busy
+timeout and then fails with a clear message. Everything a run issues is committed in one transaction:
+a run killed before COMMIT leaves no trace, and one killed after it is completed by re-running.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LedgerBusy
+
+SCHEMA_VERSION = "1"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS blobs (
+    sha256 TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY, prefix TEXT NOT NULL, period TEXT NOT NULL, input_sha256 TEXT NOT NULL,
+    pricebook_sha256 TEXT NOT NULL, pricebook_version TEXT NOT NULL, tool_version TEXT NOT NULL,
+    amend INTEGER NOT NULL, issued INTEGER NOT NULL, recorded_at TEXT NOT NULL DEFAULT (datetime('now')));
+CREATE TABLE IF NOT EXISTS documents (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    kind TEXT NOT NULL CHECK (kind IN ('invoice', 'credit_note', 'notice')),
+    prefix TEXT NOT NULL,
+    year INTEGER,
+    seq INTEGER,
+    number TEXT UNIQUE,
+    customer_id TEXT NOT NULL,
+    period TEXT NOT NULL,
+    issue_date TEXT NOT NULL,
+    total_fen INTEGER NOT NULL,
+    content_sha256 TEXT NOT NULL,
+    content_json TEXT NOT NULL,
+    file_name TEXT NOT NULL,
+    file_sha256 TEXT NOT NULL,
+    cancels TEXT REFERENCES documents(number),
+    input_sha256 TEXT NOT NULL,
+    pricebook_sha256 TEXT NOT NULL,
+    UNIQUE (prefix, year, seq),
+    CHECK ((kind = 'notice') = (number IS NULL))
+);
+CREATE INDEX IF NOT EXISTS documents_period ON documents (prefix, period, customer_id);
+CREATE TRIGGER IF NOT EXISTS documents_immutable BEFORE UPDATE ON documents
+BEGIN SELECT RAISE(ABORT, 'issued documents are immutable: issue a credit note instead'); END;
+CREATE TRIGGER IF NOT EXISTS documents_undeletable BEFORE DELETE ON documents
+BEGIN SELECT RAISE(ABORT, 'issued documents are never deleted'); END;
+CREATE TRIGGER IF NOT EXISTS runs_immutable BEFORE UPDATE ON runs
+BEGIN SELECT RAISE(ABORT, 'the run log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS runs_undeletable BEFORE DELETE ON runs
+BEGIN SELECT RAISE(ABORT, 'the run log is append-only'); END;
+"""
+
+
+@dataclass
+class Issued:
+    kind: str
+    number: str | None
+    customer_id: str
+    period: str
+    content_sha256: str
+    file_name: str
+    file_sha256: str
+    cancels: str | None
+    content: dict
+    input_sha256: str
+    pricebook_sha256: str
+    run_id: int
+
+
+def format_number(prefix: str, year: int, seq: int, digits: int) -> str:
+    """SZTY-2026-000123: prefix, calendar year of the issue date, gapless sequence."""
+    return f"{prefix}-{year}-{seq:0{digits}d}"
+
+
+class Ledger:
+    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.busy_timeout_s = busy_timeout_s
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._write(lambda: self.db.executescript(SCHEMA))
+        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+
+    def _write(self, fn):
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise LedgerBusy(self._busy_message()) from None
+            raise
+
+    def _busy_message(self) -> str:
+        return (f"the ledger {self.path} is in use by another run (waited {self.busy_timeout_s:.0f} s); "
+                f"try again when it has finished")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- transactions -------------------------------------------------------------------------------
+    def begin(self) -> None:
+        """Take the write lock now, so numbers read below stay ours until commit."""
+        self._write(lambda: self.db.execute("BEGIN IMMEDIATE"))
+
+    def commit(self) -> None:
+        self.db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
+    # -- reads --------------------------------------------------------------------------------------
+    def _issued(self, row: sqlite3.Row) -> Issued:
+        return Issued(row["kind"], row["number"], row["customer_id"], row["period"], row["content_sha256"],
+                      row["file_name"], row["file_sha256"], row["cancels"], json.loads(row["content_json"]),
+                      row["input_sha256"], row["pricebook_sha256"], row["run_id"])
+
+    def documents(self, prefix: str | None = None, period: str | None = None) -> list[Issued]:
+        sql, args = "SELECT * FROM documents WHERE 1=1", []
+        if prefix is not None:
+            sql += " AND prefix = ?"
+            args.append(prefix)
+        if period is not None:
+            sql += " AND period = ?"
+            args.append(period)
+        return [self._issued(r) for r in self.db.execute(sql + " ORDER BY id", args)]
+
+    def active_invoices(self, prefix: str, period: str) -> dict[str, Issued]:
+        """The invoice in force per customer for a period: issued and not cancelled by a credit note."""
+        rows = self.db.execute(
+            "SELECT * FROM documents d WHERE kind = 'invoice' AND prefix = ? AND period = ? AND NOT EXISTS "
+            "(SELECT 1 FROM documents c WHERE c.kind = 'credit_note' AND c.cancels = d.number) ORDER BY id",
+            (prefix, period))
+        return {r["customer_id"]: self._issued(r) for r in rows}
+
+    def latest_notices(self, prefix: str, period: str) -> dict[tuple[str, str], Issued]:
+        out = {}
+        for r in self.db.execute("SELECT * FROM documents WHERE kind = 'notice' AND prefix = ? AND period = ? "
+                                 "ORDER BY id", (prefix, period)):
+            doc = self._issued(r)
+            out[(doc.customer_id, doc.content["notice"]["notice_kind"])] = doc
+        return out
+
+    def next_seq(self, prefix: str, year: int) -> int:
+        row = self.db.execute("SELECT MAX(seq) FROM documents WHERE prefix = ? AND year = ?", (prefix, year)).fetchone()
+        return (row[0] or 0) + 1
+
+    def blob(self, sha256: str) -> bytes | None:
+        row = self.db.execute("SELECT data FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def runs(self) -> list[sqlite3.Row]:
+        return list(self.db.execute("SELECT * FROM runs ORDER BY id"))
+
+    # -- writes (inside begin/commit) ----------------------------------------------------------------
+    def put_blob(self, sha256: str, kind: str, name: str, data: bytes) -> None:
+        self.db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", (sha256, kind, name, data))
+
+    def add_run(self, prefix, period, input_sha256, pricebook_sha256, pricebook_version, tool_version, amend,
+                issued) -> int:
+        cur = self.db.execute(
+            "INSERT INTO runs (prefix, period, input_sha256, pricebook_sha256, pricebook_version, tool_version, "
+            "amend, issued) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (prefix, period, input_sha256, pricebook_sha256, pricebook_version, tool_version, int(amend), issued))
+        return int(cur.lastrowid)
+
+    def add_document(self, run_id: int, doc: dict, prefix: str, year: int | None, seq: int | None,
+                     content_sha256: str, file_name: str, file_sha256: str, input_sha256: str,
+                     pricebook_sha256: str) -> None:
+        self.db.execute(
+            "INSERT INTO documents (run_id, kind, prefix, year, seq, number, customer_id, period, issue_date, "
+            "total_fen, content_sha256, content_json, file_name, file_sha256, cancels, input_sha256, "
+            "pricebook_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, doc["kind"], prefix, year, seq, doc.get("number"), doc["customer"]["customer_id"],
+             doc["period"], doc["issue_date"], int(doc.get("total_fen", 0)), content_sha256,
+             json.dumps(doc, sort_keys=True, ensure_ascii=False), file_name, file_sha256, doc.get("cancels"),
+             input_sha256, pricebook_sha256))

@@ -1,0 +1,370 @@
+"""The only place that sequences the stages:
+
+    read -> validate -> price -> document -> ledger (compare, number, record) -> render -> publish
+
+Each stage returns values (frames, documents, Reject records); only ``publish`` writes files and only the
+ledger stage writes the database. See README.md for the output layout.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from importlib.metadata import version as pkg_version
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import documents as docs_mod
+from . import pricebook as pricebook_mod
+from .errors import EXIT_CONFLICT, EXIT_OK, EXIT_REJECTS, InvoicerError, Reject
+from .ledger import Issued, Ledger, format_number
+from .publish import safe_path, sha256, write_if_different, write_json
+from .render.summary import render_summary
+from .roster import read_roster
+from .pricing.engine import price_period
+from .validate import Roster, validate
+
+LEDGER_NAME = "ledger.sqlite"
+
+
+def tool_version() -> str:
+    try:
+        return pkg_version("qq-invoicer")
+    except Exception:
+        return "0+unknown"
+
+
+class Conflict(InvoicerError):
+    """The input changes invoices already issued for the period; --amend is needed."""
+
+    exit_code = EXIT_CONFLICT
+
+
+@dataclass
+class RunOptions:
+    roster: Path
+    period: str
+    out: Path
+    pricebook: Path | None = None
+    ledger: Path | None = None
+    templates: Path | None = None
+    amend: bool = False
+    dry_run: bool = False
+    workers: int | None = None
+    progress: bool | None = None
+
+
+@dataclass
+class Plan:
+    """What a run would do, per customer: new, unchanged, changed (needs --amend) or withdrawn."""
+
+    new: list[dict] = field(default_factory=list)
+    unchanged: list[tuple[dict, Issued]] = field(default_factory=list)
+    changed: list[tuple[dict, Issued]] = field(default_factory=list)
+    withdrawn: list[Issued] = field(default_factory=list)
+
+    def differences(self) -> list[str]:
+        out = []
+        for new, old in self.changed:
+            out.append(f"{old.customer_id}: invoice {old.number} " + "; ".join(describe_change(old.content, new)))
+        for old in self.withdrawn:
+            out.append(f"{old.customer_id}: invoice {old.number} would no longer be issued "
+                       f"(no billable line now, or the customer has a rejected row)")
+        return out
+
+
+def describe_change(old: dict, new: dict) -> list[str]:
+    diffs = []
+    if old["total_fen"] != new["total_fen"]:
+        diffs.append(f"total {old['total_fen'] / 100:.2f} -> {new['total_fen'] / 100:.2f}")
+    old_lines = {x["explanation"] for x in old["lines"]}
+    new_lines = {x["explanation"] for x in new["lines"]}
+    diffs += [f"line removed: {x}" for x in sorted(old_lines - new_lines)]
+    diffs += [f"line added: {x}" for x in sorted(new_lines - old_lines)]
+    for key in ("customer", "seller"):
+        for k in sorted(set(old[key]) | set(new[key])):
+            if old[key].get(k) != new[key].get(k):
+                diffs.append(f"{key} {k}: {old[key].get(k)!r} -> {new[key].get(k)!r}")
+    return diffs or ["content differs"]
+
+
+@dataclass
+class RunReport:
+    period: str
+    out: Path
+    prefix: str
+    plan: Plan
+    rejects: list[Reject]
+    warnings: list[str]
+    issued: list[str]
+    written: list[str]
+    dry_run: bool
+    totals_fen: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_REJECTS if self.rejects else EXIT_OK
+
+
+@dataclass
+class Priced:
+    """Everything computed from one roster for one period, before the ledger is involved."""
+
+    roster: Roster
+    invoices: list[dict]
+    notices: list[dict]
+    accounts: pd.DataFrame
+    rejects: list[Reject]
+    prefix: str
+    input_sha256: str
+    input_bytes: bytes
+    input_name: str
+
+
+def price_roster_bytes(data: bytes, name: str, book: pricebook_mod.PriceBook, period: str) -> Priced:
+    from .roster import read_roster_bytes
+
+    return _price(read_roster_bytes(data, name), book, period)
+
+
+def price_roster(path: Path, book: pricebook_mod.PriceBook, period: str) -> Priced:
+    return _price(read_roster(path), book, period)
+
+
+def _price(raw, book, period) -> Priced:
+    roster = validate(raw, book)
+    sheets = (raw.sheet_titles["customers"], raw.sheet_titles["changes"])
+    result = price_period(roster.customers, roster.changes, book, period, sheets)
+    rejects = sorted(roster.rejects + result.rejects, key=lambda r: (r.sheet != sheets[0], r.sheet, r.row))
+    blocked = roster.blocked | {r.customer_id for r in result.rejects if r.customer_id}
+    issue_date = result.period_end
+    invoices = docs_mod.build_invoices(result.lines, roster.customers, blocked, roster.reseller, book, period,
+                                       issue_date)
+    notices = docs_mod.build_notices(result.accounts, roster.customers, blocked, roster.reseller, book, period,
+                                     issue_date)
+    accounts = result.accounts.copy()
+    names = roster.customers.drop_duplicates("customer_id").set_index("customer_id")["name"]
+    accounts["customer_name"] = accounts["customer_id"].map(names)
+    held = {r.customer_id: f"held: {r.sheet} row {r.row} rejected ({r.column})" for r in reversed(rejects)}
+    accounts["invoice_held"] = accounts["customer_id"].map(held).fillna("")
+    return Priced(roster, invoices, notices, accounts, rejects, roster.reseller["invoice_prefix"], raw.sha256,
+                  raw.data, Path(raw.path).name)
+
+
+def plan_against(ledger: Ledger, prefix: str, period: str, invoices: list[dict]) -> Plan:
+    active = ledger.active_invoices(prefix, period)
+    plan = Plan()
+    seen = set()
+    for doc in invoices:
+        cid = doc["customer"]["customer_id"]
+        seen.add(cid)
+        old = active.get(cid)
+        if old is None:
+            plan.new.append(doc)
+        elif old.content_sha256 == docs_mod.content_hash(doc):
+            plan.unchanged.append((doc, old))
+        else:
+            plan.changed.append((doc, old))
+    plan.withdrawn = [old for cid, old in sorted(active.items()) if cid not in seen]
+    return plan
+
+
+def run(opts: RunOptions) -> RunReport:
+    book = pricebook_mod.load(opts.pricebook)
+    priced = price_roster(opts.roster, book, opts.period)
+    out = Path(opts.out)
+    ledger_path = Path(opts.ledger) if opts.ledger else out / LEDGER_NAME
+    if opts.dry_run and not ledger_path.exists():
+        plan = Plan(new=list(priced.invoices))
+        return _report(opts, priced, plan, [], [])
+    ledger = Ledger(ledger_path)
+    try:
+        ledger.begin()
+        plan = plan_against(ledger, priced.prefix, opts.period, priced.invoices)
+        if opts.dry_run:
+            ledger.rollback()
+            return _report(opts, priced, plan, [], [])
+        if (plan.changed or plan.withdrawn) and not opts.amend:
+            ledger.rollback()
+            raise Conflict(
+                f"{opts.roster}: the input changes {len(plan.changed) + len(plan.withdrawn)} invoice(s) already "
+                f"issued for {opts.period}; nothing was issued. Re-run with --amend to cancel them with credit "
+                f"notes and issue replacements.\n  " + "\n  ".join(plan.differences()))
+        new_docs = _number(ledger, priced, plan, book)
+        notices = _changed_notices(ledger, priced, opts.period)
+        rendered = _render(new_docs + notices, opts)
+        run_id = ledger.add_run(priced.prefix, opts.period, priced.input_sha256, book.sha256, book.version,
+                                tool_version(), opts.amend, len(new_docs))
+        ledger.put_blob(priced.input_sha256, "roster", priced.input_name, priced.input_bytes)
+        ledger.put_blob(book.sha256, "pricebook", Path(book.source).name, book.raw)
+        for doc, data in zip(new_docs + notices, rendered):
+            year = seq = None
+            if doc["kind"] != "notice":
+                year, seq = doc["_year"], doc["_seq"]
+            ledger.add_document(run_id, _clean(doc), priced.prefix, year, seq, docs_mod.content_hash(doc),
+                                file_name_for(doc), sha256(data), priced.input_sha256, book.sha256)
+        ledger.commit()
+    except BaseException:
+        ledger.rollback()
+        ledger.close()
+        raise
+    try:
+        fresh = {file_name_for(d): data for d, data in zip(new_docs + notices, rendered)}
+        written = publish_period(ledger, out, priced.prefix, opts.period, priced.accounts, priced.rejects, book,
+                                 priced, opts, fresh)
+    finally:
+        ledger.close()
+    return _report(opts, priced, plan, [d["number"] for d in new_docs], written)
+
+
+def _clean(doc: dict) -> dict:
+    return {k: v for k, v in doc.items() if not k.startswith("_")}
+
+
+def _number(ledger: Ledger, priced: Priced, plan: Plan, book) -> list[dict]:
+    """Assign gapless numbers, customer by customer: a credit note before its replacement invoice."""
+    work: list[tuple[str, list[dict]]] = []
+    for doc in plan.new:
+        work.append((doc["customer"]["customer_id"], [doc]))
+    for new, old in plan.changed:
+        credit = docs_mod.credit_note_for({**old.content, "number": old.number}, dt.date.fromisoformat(new["issue_date"]))
+        work.append((old.customer_id, [credit, {**new, "replaces": old.number}]))
+    for old in plan.withdrawn:
+        issue = old.content["issue_date"]
+        work.append((old.customer_id, [docs_mod.credit_note_for({**old.content, "number": old.number},
+                                                                 dt.date.fromisoformat(issue))]))
+    out = []
+    next_by_year: dict[int, int] = {}
+    for _, group in sorted(work, key=lambda w: w[0]):
+        for doc in group:
+            year = dt.date.fromisoformat(doc["issue_date"]).year
+            if year not in next_by_year:
+                next_by_year[year] = ledger.next_seq(priced.prefix, year)
+            seq = next_by_year[year]
+            next_by_year[year] += 1
+            doc = {**doc, "number": format_number(priced.prefix, year, seq, book.number_digits),
+                   "_year": year, "_seq": seq}
+            out.append(doc)
+    # a credit note is numbered before its replacement; the replacement names what it replaces
+    return out
+
+
+def _changed_notices(ledger: Ledger, priced: Priced, period: str) -> list[dict]:
+    latest = ledger.latest_notices(priced.prefix, period)
+    out = []
+    for doc in priced.notices:
+        key = (doc["customer"]["customer_id"], doc["notice"]["notice_kind"])
+        old = latest.get(key)
+        if old is None or old.content_sha256 != docs_mod.content_hash(doc):
+            out.append(doc)
+    return out
+
+
+def file_name_for(doc: dict) -> str:
+    if doc["kind"] == "invoice":
+        return f"invoices/{doc['number']}.pdf"
+    if doc["kind"] == "credit_note":
+        return f"credit_notes/{doc['number']}.pdf"
+    return f"notices/{doc['customer']['customer_id']}-{doc['notice']['notice_kind']}.pdf"
+
+
+def _render(docs: list[dict], opts: RunOptions) -> list[bytes]:
+    from .render.pdf import render_many
+
+    return render_many([_clean(d) for d in docs], opts.templates, opts.workers, opts.progress)
+
+
+def period_documents(ledger: Ledger, prefix: str, period: str) -> list[Issued]:
+    return [d for d in ledger.documents(prefix, period)]
+
+
+def publish_period(ledger: Ledger, out: Path, prefix: str, period: str, accounts: pd.DataFrame,
+                   rejects: list[Reject], book, priced: Priced, opts: RunOptions,
+                   fresh: dict[str, bytes]) -> list[str]:
+    """Make the output folder match the ledger for this period: every issued document's file (re-rendered
+    from its recorded snapshot if missing), the summary and, last, the manifest."""
+    issued = period_documents(ledger, prefix, period)
+    cancelled = {d.content.get("cancels") for d in issued if d.kind == "credit_note"}
+    latest_notice: dict[str, Issued] = {}
+    for d in issued:
+        if d.kind == "notice":
+            latest_notice[d.file_name] = d
+    current_notice_keys = {file_name_for(n) for n in priced.notices}
+    files: dict[str, str] = {}
+    written: list[str] = []
+    missing = []
+    for d in issued:
+        if d.kind == "notice" and (latest_notice[d.file_name] is not d or d.file_name not in current_notice_keys):
+            continue
+        path = safe_path(out, *d.file_name.split("/"))
+        if d.file_name in fresh:
+            data = fresh[d.file_name]
+            if write_if_different(path, data):
+                written.append(d.file_name)
+        elif not (path.is_file() and sha256(path.read_bytes()) == d.file_sha256):
+            missing.append(d)
+        files[d.file_name] = d.file_sha256
+    if missing:
+        from .render.pdf import render_many
+
+        again = render_many([d.content for d in missing], opts.templates, opts.workers, opts.progress)
+        for d, data in zip(missing, again):
+            if sha256(data) != d.file_sha256:
+                raise InvoicerError(f"re-rendering {d.file_name} from the ledger gave different bytes; the "
+                                    f"templates or fonts changed since it was issued")
+            write_if_different(safe_path(out, *d.file_name.split("/")), data)
+            written.append(d.file_name)
+    listed = []
+    for d in issued:
+        if d.kind == "notice":
+            continue
+        status = "cancelled" if d.number in cancelled else ("issued" if d.kind == "invoice" else "credit_note")
+        listed.append({**d.content, "status": status})
+    listed.sort(key=lambda x: x["number"])
+    acc = _account_records(accounts)
+    created = dt.datetime.combine(dt.date.fromisoformat(priced.invoices[0]["issue_date"]) if priced.invoices
+                                  else _period_end(period), dt.time())
+    summary = render_summary(listed, acc, rejects, created)
+    if write_if_different(out / "summary.xlsx", summary):
+        written.append("summary.xlsx")
+    files["summary.xlsx"] = sha256(summary)
+    manifest = {
+        "tool": "qq-invoicer", "tool_version": tool_version(), "period": period, "invoice_prefix": prefix,
+        "pricebook": {"version": book.version, "sha256": book.sha256, "source": Path(book.source).name},
+        "input": {"name": priced.input_name, "sha256": priced.input_sha256},
+        "ledger": str(Path(opts.ledger).resolve()) if opts.ledger else LEDGER_NAME,
+        "counts": {"invoices": sum(1 for x in listed if x["kind"] == "invoice" and x["status"] == "issued"),
+                   "credit_notes": sum(1 for x in listed if x["kind"] == "credit_note"),
+                   "notices": len(current_notice_keys), "rejected_rows": len(rejects)},
+        "total_fen": sum(x["total_fen"] for x in listed),
+        "files": dict(sorted(files.items())),
+        "warnings": priced.roster.warnings,
+    }
+    write_json(out / "manifest.json", manifest)
+    written.append("manifest.json")
+    return written
+
+
+def _period_end(period: str) -> dt.date:
+    start = np.datetime64(period, "M")
+    return ((start + 1).astype("datetime64[D]") - np.timedelta64(1, "D")).astype(dt.date)
+
+
+def _account_records(accounts: pd.DataFrame) -> list[dict]:
+    out = []
+    for r in accounts.sort_values("customer_id").to_dict("records"):
+        out.append({
+            "customer_id": r["customer_id"], "customer_name": r.get("customer_name") or "",
+            "seats": int(r["seats"]), "paid_through": docs_mod._d(r["paid_through"]), "status": r["status"],
+            "next_action_on": docs_mod._d(r["next_action_on"]), "window_opens_on": docs_mod._d(r["window_opens_on"]),
+            "reclaim_on": docs_mod._d(r["reclaim_on"]), "quote_fen": int(r["quote_fen"]),
+            "invoice_held": r.get("invoice_held") or "",
+        })
+    return out
+
+
+def _report(opts, priced: Priced, plan: Plan, issued: list[str], written: list[str]) -> RunReport:
+    total = sum(d["total_fen"] for d in priced.invoices)
+    return RunReport(opts.period, Path(opts.out), priced.prefix, plan, priced.rejects, priced.roster.warnings,
+                     issued, written, opts.dry_run, total)

@@ -1,0 +1,140 @@
+"""Loads the versioned price-book file (TOML) into typed, validated settings.
+
+The shipped default is ``invoicer/data/pricebook.toml``; a reseller passes its own with ``--pricebook``.
+The file's SHA-256 goes into the manifest and the ledger so every document names the rules that priced it.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .errors import InputError
+from .money import MoneyError, yuan_to_fen
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    min_seats: int
+    max_seats: int
+    annual_fen: int
+    monthly_fen: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.min_seats}-{self.max_seats}"
+
+
+@dataclass(frozen=True)
+class PriceBook:
+    version: str
+    currency: str
+    list_price_fen: int
+    min_seats: int
+    max_seats: int
+    tiers: tuple[Tier, ...]
+    monthly_divisor: int
+    round_up_after_days: int
+    cap_at_annual: bool
+    tier_basis: str
+    window_months: int
+    grace_months: int
+    completion_working_days: int
+    legacy_cutoff: dt.date
+    default_prefix: str
+    number_digits: int
+    sha256: str
+    source: str
+    raw: bytes
+
+    def tier_for(self, seats: int) -> Tier:
+        for t in self.tiers:
+            if t.min_seats <= seats <= t.max_seats:
+                return t
+        raise ValueError(f"no tier for {seats} seats")
+
+
+DEFAULT_PATH = "data/pricebook.toml"
+
+
+def load_default() -> PriceBook:
+    raw = resources.files("invoicer").joinpath(DEFAULT_PATH).read_bytes()
+    return parse(raw, source="invoicer/" + DEFAULT_PATH)
+
+
+def load(path: str | Path | None) -> PriceBook:
+    if path is None:
+        return load_default()
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read price book {p}: {exc.strerror}") from None
+    return parse(raw, source=str(p))
+
+
+def parse(raw: bytes, source: str) -> PriceBook:
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise InputError(f"price book {source} is not valid TOML: {exc}") from None
+    try:
+        tiers = tuple(
+            Tier(
+                name=str(t.get("name", f"{t['min_seats']}-{t['max_seats']}")),
+                min_seats=int(t["min_seats"]),
+                max_seats=int(t["max_seats"]),
+                annual_fen=yuan_to_fen(t["annual"]),
+                monthly_fen=yuan_to_fen(t["monthly"]),
+            )
+            for t in doc["tiers"]
+        )
+        add, ren, leg, inv = doc["additions"], doc["renewal"], doc["legacy"], doc.get("invoicing", {})
+        book = PriceBook(
+            version=str(doc["version"]),
+            currency=str(doc.get("currency", "CNY")),
+            list_price_fen=yuan_to_fen(doc["list_price"]),
+            min_seats=int(doc["min_seats"]),
+            max_seats=int(doc["max_seats"]),
+            tiers=tiers,
+            monthly_divisor=int(add["monthly_divisor"]),
+            round_up_after_days=int(add["round_up_after_days"]),
+            cap_at_annual=bool(add["cap_at_annual"]),
+            tier_basis=str(add["tier_basis"]),
+            window_months=int(ren["window_months"]),
+            grace_months=int(ren["grace_months"]),
+            completion_working_days=int(ren["completion_working_days"]),
+            legacy_cutoff=dt.date.fromisoformat(str(leg["cutoff"])),
+            default_prefix=str(inv.get("default_prefix", "QQ")),
+            number_digits=int(inv.get("number_digits", 6)),
+            sha256=hashlib.sha256(raw).hexdigest(),
+            source=source,
+            raw=raw,
+        )
+    except (KeyError, TypeError, ValueError, MoneyError) as exc:
+        raise InputError(f"price book {source} is incomplete or wrong: {exc!r}") from None
+    _check(book)
+    return book
+
+
+def _check(book: PriceBook) -> None:
+    problems = []
+    expected = book.min_seats
+    for t in sorted(book.tiers, key=lambda t: t.min_seats):
+        if t.min_seats != expected:
+            problems.append(f"tiers must cover every seat count from {book.min_seats}; gap or overlap at {expected}")
+        expected = t.max_seats + 1
+        if t.annual_fen <= 0 or t.monthly_fen <= 0:
+            problems.append(f"tier {t.label} must have positive prices")
+    if expected != book.max_seats + 1:
+        problems.append(f"tiers must end at max_seats {book.max_seats}")
+    if book.tier_basis not in ("account_total", "added_seats"):
+        problems.append("additions.tier_basis must be 'account_total' or 'added_seats'")
+    if book.monthly_divisor <= 0 or book.window_months < 0 or book.grace_months < 0:
+        problems.append("monthly_divisor must be positive; window and grace months not negative")
+    if problems:
+        raise InputError(f"price book {book.source}: " + "; ".join(problems))

@@ -1,0 +1,69 @@
+"""The only module that writes output files. Every write is atomic: a temporary file in the same folder,
+flushed to disk, then renamed over the target, so a reader (or a crash) never sees half a file."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class UnsafePath(ValueError):
+    pass
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def safe_path(root: Path, *parts: str) -> Path:
+    """root/parts..., refusing any part that could leave root (customer ids name files)."""
+    for part in parts:
+        if not SAFE_NAME.match(part) or part in (".", ".."):
+            raise UnsafePath(f"refusing unsafe file name {part!r}")
+    root = root.resolve()
+    path = root.joinpath(*parts).resolve()
+    if not path.is_relative_to(root):
+        raise UnsafePath(f"refusing a path outside {root}: {path}")
+    return path
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_if_different(path: Path, data: bytes) -> bool:
+    """Write unless the file already holds exactly these bytes (issued files are not rewritten)."""
+    if path.is_file() and sha256(path.read_bytes()) == sha256(data):
+        return False
+    atomic_write(path, data)
+    return True
+
+
+def write_json(path: Path, obj) -> bytes:
+    data = (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode()
+    atomic_write(path, data)
+    return data

@@ -1,0 +1,1 @@
+"""Documents -> bytes. Renderers never write files; publish.py does."""

@@ -1,0 +1,142 @@
+"""The summary workbook (openpyxl) as bytes: invoices, lines, accounts, rejected, totals.
+
+Sheet and column names are the contract of SPEC section 5. Every text cell is written as text: a value
+starting with '=', '+', '-' or '@' stays a string, never a formula. The file is byte-for-byte
+deterministic (fixed document dates and zip timestamps).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+import zipfile
+from collections import defaultdict
+from decimal import Decimal
+
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.styles import Font
+
+from ..errors import Reject
+from ..money import fen_to_decimal
+
+MONEY_FORMAT = "#,##0.00"
+DATE_FORMAT = "yyyy-mm-dd"
+
+INVOICE_COLUMNS = ["invoice_number", "customer_id", "customer_name", "issue_date", "total", "document",
+                   "status", "cancels", "period", "total_in_words"]
+LINE_COLUMNS = ["invoice_number", "customer_id", "kind", "date", "seats", "months", "unit_price", "amount",
+                "explanation", "tier", "account_seats", "whole_months", "extra_days", "list_amount", "discount",
+                "term_start", "term_end", "completes_on", "legacy", "capped", "reference", "source_row"]
+ACCOUNT_COLUMNS = ["customer_id", "seats", "paid_through", "status", "next_action_on", "customer_name",
+                   "window_opens_on", "reclaim_on", "renewal_quote", "invoice_held"]
+REJECT_COLUMNS = ["sheet", "row", "column", "value", "reason", "customer_id"]
+TOTAL_COLUMNS = ["group", "key", "lines", "seats", "amount"]
+
+
+def _cell(ws, value, fmt: str | None = None, bold: bool = False):
+    c = WriteOnlyCell(ws, value=value)
+    if isinstance(value, str):
+        c.data_type = "s"  # never a formula, whatever the text starts with
+    if fmt:
+        c.number_format = fmt
+    if bold:
+        c.font = Font(bold=True)
+    return c
+
+
+def _date(s: str):
+    return dt.date.fromisoformat(s) if s else None
+
+
+def _row(ws, values: list, formats: dict[int, str]):
+    ws.append([_cell(ws, v, formats.get(i)) for i, v in enumerate(values)])
+
+
+def _sheet(wb, title: str, columns: list[str], rows: list[list], formats: dict[str, str], widths: dict[str, int]):
+    ws = wb.create_sheet(title)
+    for i, name in enumerate(columns):
+        letter = chr(ord("A") + i) if i < 26 else "A" + chr(ord("A") + i - 26)
+        ws.column_dimensions[letter].width = widths.get(name, 14)
+    ws.freeze_panes = "A2"
+    ws.append([_cell(ws, c, bold=True) for c in columns])
+    fmt_by_index = {columns.index(k): v for k, v in formats.items() if k in columns}
+    for r in rows:
+        _row(ws, r, fmt_by_index)
+    return ws
+
+
+def totals_rows(documents: list[dict]) -> list[list]:
+    """Per kind, per tier and grand total, over every line of every document listed."""
+    by_kind, by_tier = defaultdict(lambda: [0, 0, 0]), defaultdict(lambda: [0, 0, 0])
+    grand = [0, 0, 0]
+    for doc in documents:
+        sign = -1 if doc["kind"] == "credit_note" else 1
+        for x in doc["lines"]:
+            for acc in (by_kind[x["kind"]], by_tier[x["tier"]], grand):
+                acc[0] += sign
+                acc[1] += sign * x["seats"]
+                acc[2] += x["amount_fen"]
+    rows = [["kind", k, *by_kind[k][:2], fen_to_decimal(by_kind[k][2])] for k in ("opening", "addition", "renewal")
+            if k in by_kind]
+    rows += [["tier", k, *v[:2], fen_to_decimal(v[2])] for k, v in sorted(by_tier.items())]
+    rows.append(["grand_total", "all", *grand[:2], fen_to_decimal(grand[2])])
+    return rows
+
+
+def render_summary(documents: list[dict], accounts: list[dict], rejects: list[Reject], created: dt.datetime) -> bytes:
+    """documents: issued invoices and credit notes of the period (with 'number' and 'status')."""
+    wb = Workbook(write_only=True)
+    inv_rows, line_rows = [], []
+    for doc in documents:
+        cust = doc["customer"]
+        inv_rows.append([doc["number"], cust["customer_id"], cust["name"], _date(doc["issue_date"]),
+                         fen_to_decimal(doc["total_fen"]), doc["kind"], doc.get("status", "issued"),
+                         doc.get("cancels") or "", doc["period"], doc["total_words"]])
+        for x in doc["lines"]:
+            line_rows.append([
+                doc["number"], cust["customer_id"], x["kind"], _date(x["date"]), x["seats"], x["months"],
+                fen_to_decimal(x["unit_fen"]), fen_to_decimal(x["amount_fen"]), x["explanation"], x["tier"],
+                x["account_seats"], x["whole_months"], x["extra_days"], fen_to_decimal(x["list_fen"]),
+                fen_to_decimal(x["discount_fen"]), _date(x["term_start"]), _date(x["term_end"]),
+                _date(x["completes_on"]), "yes" if x["legacy"] else "", "yes" if x["capped"] else "",
+                x["reference"], x["row"]])
+        assert sum(x["amount_fen"] for x in doc["lines"]) == doc["total_fen"], doc["number"]
+    acc_rows = [[a["customer_id"], a["seats"], _date(a["paid_through"]), a["status"], _date(a["next_action_on"]),
+                 a["customer_name"], _date(a["window_opens_on"]), _date(a["reclaim_on"]),
+                 fen_to_decimal(a["quote_fen"]), a["invoice_held"]] for a in accounts]
+    rej_rows = [[r.sheet, r.row, r.column, r.value, r.reason, r.customer_id] for r in rejects]
+    money = {k: MONEY_FORMAT for k in ("total", "unit_price", "amount", "list_amount", "discount", "renewal_quote")}
+    money["amount"] = MONEY_FORMAT
+    dates = {k: DATE_FORMAT for k in ("issue_date", "date", "paid_through", "next_action_on", "term_start",
+                                      "term_end", "completes_on", "window_opens_on", "reclaim_on")}
+    fmts = {**money, **dates}
+    _sheet(wb, "invoices", INVOICE_COLUMNS, inv_rows, fmts, {"customer_name": 34, "invoice_number": 18,
+                                                              "total_in_words": 30})
+    _sheet(wb, "lines", LINE_COLUMNS, line_rows, fmts, {"explanation": 90, "invoice_number": 18})
+    _sheet(wb, "accounts", ACCOUNT_COLUMNS, acc_rows, fmts, {"customer_name": 34, "invoice_held": 40})
+    _sheet(wb, "rejected", REJECT_COLUMNS, rej_rows, fmts, {"reason": 80, "value": 24})
+    totals = totals_rows(documents)
+    grand = sum((d["total_fen"] for d in documents), 0)
+    assert totals[-1][-1] == fen_to_decimal(grand), "summary totals must equal the sum of the invoices"
+    _sheet(wb, "totals", TOTAL_COLUMNS, totals, fmts, {})
+    wb.properties.creator = "qq-invoicer"
+    wb.properties.created = wb.properties.modified = created
+    buf = io.BytesIO()
+    wb.save(buf)
+    return deterministic_zip(buf.getvalue())
+
+
+def deterministic_zip(data: bytes) -> bytes:
+    """Rewrite a zip (xlsx) with fixed member timestamps, so equal content gives equal bytes."""
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type = zipfile.ZIP_DEFLATED
+            fixed.external_attr = 0o600 << 16
+            dst.writestr(fixed, src.read(info.filename))
+    return out.getvalue()
+
+
+__all__ = ["render_summary", "totals_rows", "Decimal"]
