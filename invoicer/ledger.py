@@ -66,6 +66,7 @@ BEGIN SELECT RAISE(ABORT, 'the run log is append-only'); END;
 
 @dataclass
 class Issued:
+    prefix: str
     kind: str
     number: str | None
     customer_id: str
@@ -127,7 +128,7 @@ class Ledger:
 
     # -- reads --------------------------------------------------------------------------------------
     def _issued(self, row: sqlite3.Row) -> Issued:
-        return Issued(row["kind"], row["number"], row["customer_id"], row["period"], row["content_sha256"],
+        return Issued(row["prefix"], row["kind"], row["number"], row["customer_id"], row["period"], row["content_sha256"],
                       row["file_name"], row["file_sha256"], row["cancels"], json.loads(row["content_json"]),
                       row["input_sha256"], row["pricebook_sha256"], row["run_id"])
 

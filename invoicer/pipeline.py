@@ -147,7 +147,7 @@ def _price(raw, book, period) -> Priced:
     names = roster.customers.drop_duplicates("customer_id").set_index("customer_id")["name"]
     accounts["customer_name"] = accounts["customer_id"].map(names)
     held = {r.customer_id: f"held: {r.sheet} row {r.row} rejected ({r.column})" for r in reversed(rejects)}
-    accounts["invoice_held"] = accounts["customer_id"].map(held).fillna("")
+    accounts["invoice_held"] = [held.get(c, "") for c in accounts["customer_id"]]
     return Priced(roster, invoices, notices, accounts, rejects, roster.reseller["invoice_prefix"], raw.sha256,
                   raw.data, Path(raw.path).name)
 

@@ -151,7 +151,7 @@ def _customers(raw: RawRoster, book: PriceBook) -> tuple[pd.DataFrame, list[Reje
     opened_arr = np.array([d or dt.date(1970, 1, 1) for d in opened], dtype="datetime64[D]")
     paid_arr = np.array([p or dt.date(1970, 1, 1) for p in paid], dtype="datetime64[D]")
     k, ok = term_index_of_end(opened_arr, paid_arr)
-    has_paid = np.array([p is not None for p in paid])
+    has_paid = np.array([p is not None for p in paid], dtype=bool)
     col.reject(has_paid & ~ok, "paid_through",
                lambda v, i: f"paid_through must be the last day of a term (a term ends the day before an "
                             f"anniversary of opened_on {opened[i]}), e.g. {_first_end(opened[i])}")
@@ -176,7 +176,8 @@ def _customers(raw: RawRoster, book: PriceBook) -> tuple[pd.DataFrame, list[Reje
         if c in f:
             col.reject(np.array([len(as_text(v)) > limit for v in f[c]]), c, f"longer than {limit} characters")
     first_end = np.array(
-        [np.datetime64(_first_end(d), "D") if d else np.datetime64("1970-01-01") for d in opened]
+        [np.datetime64(_first_end(d), "D") if d else np.datetime64("1970-01-01") for d in opened],
+        dtype="datetime64[D]",
     )
     out = pd.DataFrame({
         "customer_id": ids,
@@ -228,10 +229,10 @@ def _changes(raw: RawRoster, customers: pd.DataFrame) -> tuple[pd.DataFrame, lis
     col.reject(np.array([t is None for t in types]), "type",
                "type must be add (加工号), remove (减工号) or renew (续费)")
     seats = [parse_whole(v) for v in f["seats"]]
-    needs_seats = np.array([t in ("add", "remove") for t in types])
+    needs_seats = np.array([t in ("add", "remove") for t in types], dtype=bool)
     blank_seats = _blank_mask(f["seats"])
     col.reject(needs_seats & blank_seats, "seats", "add and remove rows need the number of seats")
-    col.reject(needs_seats & ~blank_seats & np.array([s is None or s <= 0 for s in seats]), "seats",
+    col.reject(needs_seats & ~blank_seats & np.array([s is None or s <= 0 for s in seats], dtype=bool), "seats",
                "seats must be a positive whole number")
     col.reject(np.array([len(as_text(v)) > MAX_TEXT["reference"] for v in f["reference"]]), "reference",
                f"longer than {MAX_TEXT['reference']} characters")

@@ -1,0 +1,18 @@
+# The README's two commands: `make sample` runs the bundled sample, `make test` runs the tests.
+# Both do all the set-up they need (scripts/setup.sh is idempotent and fast when nothing is missing).
+.PHONY: setup sample test bench
+
+setup:
+	@bash scripts/setup.sh
+
+# The sample has deliberately bad rows, so the run ends with exit code 1 (done, rows rejected).
+sample: setup
+	@.venv/bin/invoicer run samples/roster.xlsx --period 2026-10 --out out/sample; rc=$$?; \
+	  if [ $$rc -gt 1 ]; then exit $$rc; fi; echo "sample done: see out/sample/"
+
+test: setup
+	@.venv/bin/python -m pytest
+
+bench: setup
+	@.venv/bin/python benchmarks/pricing.py
+	@.venv/bin/python benchmarks/render.py

@@ -1,0 +1,124 @@
+"""What an auditor runs: ``invoicer verify OUTDIR``.
+
+1. Every file the manifest lists still has the SHA-256 the manifest recorded.
+2. Every issued document of the manifest's period is on disk with the SHA-256 the ledger recorded when
+   it was issued (documents of other periods are checked too when their file is in this folder).
+3. Every invoice is recomputed from the roster and price book bytes the ledger kept, and must say
+   exactly what was issued; every credit note must negate the invoice it cancels.
+4. Numbers are gapless per prefix and year, and the ledger's immutability triggers are in place.
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from . import documents as docs_mod
+from . import pricebook
+from .errors import InvoicerError
+from .ledger import Ledger
+from .publish import sha256
+
+
+def verify(outdir: Path, ledger_path: Path | None = None) -> tuple[list[str], int]:
+    problems: list[str] = []
+    checked = 0
+    manifest_path = outdir / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvoicerError(f"{manifest_path}: cannot read the manifest ({exc})") from None
+    for name, expected in manifest["files"].items():
+        checked += 1
+        path = outdir / name
+        if not path.is_file():
+            problems.append(f"{name}: listed in the manifest but missing")
+        elif sha256(path.read_bytes()) != expected:
+            problems.append(f"{name}: changed since it was written (SHA-256 differs from the manifest)")
+    if ledger_path is None:
+        recorded = Path(manifest.get("ledger", "ledger.sqlite"))
+        ledger_path = recorded if recorded.is_absolute() else outdir / recorded
+    if not ledger_path.is_file():
+        raise InvoicerError(f"{ledger_path}: no ledger there (pass --ledger)")
+    ledger = Ledger(ledger_path)
+    try:
+        docs = ledger.documents()
+        prefix, period = manifest["invoice_prefix"], manifest["period"]
+        latest_notice = {d.file_name: d for d in docs if d.kind == "notice" and d.period == period}
+        for d in docs:
+            path = outdir / d.file_name
+            mine = d.prefix == prefix and d.period == period
+            if d.kind == "notice" and latest_notice.get(d.file_name) is not d:
+                continue
+            if d.kind == "notice" and d.file_name not in manifest["files"]:
+                continue
+            if not path.is_file():
+                if mine:
+                    problems.append(f"{d.file_name}: issued ({d.number or d.kind}) but missing from {outdir}")
+                continue
+            checked += 1
+            if sha256(path.read_bytes()) != d.file_sha256:
+                problems.append(f"{d.file_name}: differs from the file issued as {d.number or d.kind} "
+                                f"(SHA-256 differs from the ledger)")
+        problems += _recompute(ledger, docs)
+        checked += len(docs)
+        problems += _gapless(ledger)
+        problems += _triggers(ledger)
+        checked += 2
+    finally:
+        ledger.close()
+    return problems, checked
+
+
+def _recompute(ledger: Ledger, docs) -> list[str]:
+    from .pipeline import price_roster_bytes
+
+    problems = []
+    cache: dict[tuple[str, str, str], dict[str, dict]] = {}
+    by_number = {d.number: d for d in docs if d.number}
+    for d in docs:
+        if d.content_sha256 != docs_mod.content_hash(d.content):
+            problems.append(f"{d.number or d.file_name}: recorded content does not match its recorded hash")
+            continue
+        if d.kind == "credit_note":
+            original = by_number.get(d.content.get("cancels"))
+            if original is None or original.content["total_fen"] != -d.content["total_fen"] or \
+                    [x["amount_fen"] for x in original.content["lines"]] != [-x["amount_fen"] for x in d.content["lines"]]:
+                problems.append(f"{d.number}: credit note does not negate the invoice it cancels")
+            continue
+        if d.kind != "invoice":
+            continue
+        key = (d.input_sha256, d.pricebook_sha256, d.period)
+        if key not in cache:
+            roster_bytes, book_bytes = ledger.blob(d.input_sha256), ledger.blob(d.pricebook_sha256)
+            if roster_bytes is None or book_bytes is None:
+                problems.append(f"{d.number}: the ledger lost the roster or price book it was priced from")
+                continue
+            book = pricebook.parse(book_bytes, source="ledger:" + d.pricebook_sha256[:12])
+            priced = price_roster_bytes(roster_bytes, "ledger:" + d.input_sha256[:12], book, d.period)
+            cache[key] = {x["customer"]["customer_id"]: x for x in priced.invoices}
+        again = cache[key].get(d.customer_id)
+        if again is None:
+            problems.append(f"{d.number}: recomputing {d.period} from the recorded roster bills nothing for "
+                            f"{d.customer_id}")
+        elif docs_mod.content_hash(again) != d.content_sha256:
+            problems.append(f"{d.number}: recomputing from the recorded roster and price book gives "
+                            f"{again['total_fen'] / 100:.2f}, the invoice says {d.content['total_fen'] / 100:.2f}")
+    return problems
+
+
+def _gapless(ledger: Ledger) -> list[str]:
+    seqs = defaultdict(list)
+    for row in ledger.db.execute("SELECT prefix, year, seq FROM documents WHERE seq IS NOT NULL"):
+        seqs[(row[0], row[1])].append(row[2])
+    problems = []
+    for (prefix, year), s in seqs.items():
+        if sorted(s) != list(range(1, len(s) + 1)):
+            problems.append(f"numbers {prefix}-{year}: not gapless ({len(s)} documents, highest {max(s)})")
+    return problems
+
+
+def _triggers(ledger: Ledger) -> list[str]:
+    names = {r[0] for r in ledger.db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    need = {"documents_immutable", "documents_undeletable"}
+    return [f"ledger trigger {n} is missing: documents could be edited" for n in sorted(need - names)]
