@@ -168,7 +168,7 @@ def _to_frame(rows: list[list], sheet: str, title: str, name: str, warnings: lis
     row_numbers = []
     for i in range(header_idx + 1, len(rows)):
         r = rows[i]
-        cells = {c: (r[p] if p < len(r) else None) for c, p in positions.items()}
+        cells = {c: (r[positions[c]] if c in positions and positions[c] < len(r) else None) for c in spec}
         if all(_blank(v) for v in cells.values()):
             continue  # wholly blank rows are layout, not data
         records.append(cells)

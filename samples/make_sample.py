@@ -127,7 +127,7 @@ CHANGES = [
     ("C026", D(2026, 10, 15), "add", 1, None, "after the renewal: 12 months, capped"),
     ("C027", "2026年10月9日", "renew", None, None, "Chinese date text"),
     ("C999", D(2026, 10, 3), "add", 1, None, "bad: unknown customer"),
-    ("C001", D(2026, 10, 5), "upgrade", 1, None, "bad: unknown type"),
+    ("C034", D(2026, 10, 5), "upgrade", 1, None, "bad: unknown type"),
     ("C033", D(2026, 10, 7), "add", "2.5", None, "bad: seats not whole"),
     ("C034", D(2026, 11, 3), "add", 1, None, "after the period: ignored by the October run"),
 ]
