@@ -97,7 +97,8 @@ class Ledger:
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.execute("PRAGMA foreign_keys=ON")
         self._write(lambda: self.db.executescript(SCHEMA))
-        self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        self._write(lambda: self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                                            (SCHEMA_VERSION,)))
 
     def _write(self, fn):
         try:

@@ -53,6 +53,7 @@ class RunOptions:
     dry_run: bool = False
     workers: int | None = None
     progress: bool | None = None
+    wait_s: float = 30.0
 
 
 @dataclass
@@ -178,7 +179,7 @@ def run(opts: RunOptions) -> RunReport:
     if opts.dry_run and not ledger_path.exists():
         plan = Plan(new=list(priced.invoices))
         return _report(opts, priced, plan, [], [])
-    ledger = Ledger(ledger_path)
+    ledger = Ledger(ledger_path, opts.wait_s)
     try:
         ledger.begin()
         plan = plan_against(ledger, priced.prefix, opts.period, priced.invoices)
@@ -204,7 +205,9 @@ def run(opts: RunOptions) -> RunReport:
                 year, seq = doc["_year"], doc["_seq"]
             ledger.add_document(run_id, _clean(doc), priced.prefix, year, seq, docs_mod.content_hash(doc),
                                 file_name_for(doc), sha256(data), priced.input_sha256, book.sha256)
+        _fault_point("before_commit")
         ledger.commit()
+        _fault_point("after_commit")
     except BaseException:
         ledger.rollback()
         ledger.close()
@@ -216,6 +219,14 @@ def run(opts: RunOptions) -> RunReport:
     finally:
         ledger.close()
     return _report(opts, priced, plan, [d["number"] for d in new_docs], written)
+
+
+def _fault_point(name: str) -> None:
+    """Crash-safety tests kill the process at named points (INVOICER_TEST_CRASH_AT); a no-op otherwise."""
+    import os
+
+    if os.environ.get("INVOICER_TEST_CRASH_AT") == name:
+        os._exit(70)
 
 
 def _clean(doc: dict) -> dict:

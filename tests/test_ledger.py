@@ -1,0 +1,172 @@
+"""Ledger: gapless numbers, idempotent re-runs, refusal and amendment, dry run, crashes, concurrency, verify."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+from openpyxl import load_workbook
+
+from .conftest import INVOICER, ROOT, change, cust, run_cli, write_roster
+
+D = dt.date
+
+
+def files(out):
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in out.rglob("*.pdf")}
+
+
+def numbers(ledger):
+    db = sqlite3.connect(ledger)
+    return db.execute("SELECT number, kind, customer_id FROM documents WHERE number IS NOT NULL ORDER BY id").fetchall()
+
+
+@pytest.fixture
+def roster(tmp_path):
+    def make(extra_seats=2, name="杭州西湖电子商务有限公司", path="r.xlsx", ids=("A", "B")):
+        return write_roster(tmp_path / path, [cust(ids[0], D(2026, 5, 1), 5, name=name),
+                                              cust(ids[1], D(2026, 10, 8), 3)],
+                            [change(ids[0], D(2026, 10, 1), "add", extra_seats)])
+    return make
+
+
+def test_rerun_reissues_nothing_and_republishes_missing_files(tmp_path, roster):
+    out = tmp_path / "out"
+    r1 = run_cli("run", roster(), "--period", "2026-10", "--out", out)
+    assert r1.returncode == 0, r1.stderr
+    first = files(out)
+    assert set(first) == {"invoices/QQ-2026-000001.pdf", "invoices/QQ-2026-000002.pdf"}
+    (out / "invoices" / "QQ-2026-000002.pdf").unlink()
+    r2 = run_cli("run", roster(), "--period", "2026-10", "--out", out)
+    assert r2.returncode == 0 and "0 new, 2 unchanged" in r2.stdout
+    assert files(out) == first  # same numbers, byte-identical files
+    assert len(numbers(out / "ledger.sqlite")) == 2
+    assert run_cli("verify", out).returncode == 0
+
+
+def test_changed_input_is_refused_then_amended_with_a_credit_note(tmp_path, roster):
+    out = tmp_path / "out"
+    assert run_cli("run", roster(), "--period", "2026-10", "--out", out).returncode == 0
+    changed = roster(extra_seats=3)
+    r = run_cli("run", changed, "--period", "2026-10", "--out", out)
+    assert r.returncode == 3
+    assert "A: invoice QQ-2026-000001 total 1400.00 -> 2100.00" in r.stderr
+    assert "--amend" in r.stderr
+    assert len(numbers(out / "ledger.sqlite")) == 2  # nothing issued
+    r = run_cli("run", changed, "--period", "2026-10", "--out", out, "--amend")
+    assert r.returncode == 0, r.stderr
+    assert numbers(out / "ledger.sqlite") == [("QQ-2026-000001", "invoice", "A"), ("QQ-2026-000002", "invoice", "B"),
+                                              ("QQ-2026-000003", "credit_note", "A"),
+                                              ("QQ-2026-000004", "invoice", "A")]
+    assert (out / "credit_notes" / "QQ-2026-000003.pdf").is_file()
+    ws = load_workbook(out / "summary.xlsx")["invoices"]
+    rows = {r[0]: r for r in ws.iter_rows(min_row=2, values_only=True)}
+    assert rows["QQ-2026-000001"][6] == "cancelled" and rows["QQ-2026-000003"][4] == -1400
+    assert rows["QQ-2026-000003"][7] == "QQ-2026-000001" and rows["QQ-2026-000004"][4] == 2100
+    total = [r for r in load_workbook(out / "summary.xlsx")["totals"].iter_rows(values_only=True)
+             if r[0] == "grand_total"][0]
+    assert total[4] == 2100 + 3000  # net of the credit note
+    assert run_cli("verify", out).returncode == 0
+
+
+def test_dry_run_numbers_and_writes_nothing(tmp_path, roster):
+    out = tmp_path / "out"
+    r = run_cli("run", roster(), "--period", "2026-10", "--out", out, "--dry-run")
+    assert r.returncode == 0 and "new        A: 1,400.00" in r.stdout
+    assert not out.exists()
+    run_cli("run", roster(), "--period", "2026-10", "--out", out)
+    before = files(out)
+    r = run_cli("run", roster(extra_seats=3), "--period", "2026-10", "--out", out, "--dry-run")
+    assert "unchanged  B: QQ-2026-000002" in r.stdout and "changed    A: invoice QQ-2026-000001" in r.stdout
+    assert files(out) == before and len(numbers(out / "ledger.sqlite")) == 2
+
+
+def test_several_periods_against_one_ledger_bill_their_own_month(tmp_path):
+    roster = write_roster(tmp_path / "legacy.xlsx", [cust("L", D(2009, 5, 1), 5, legacy_rate="1100")],
+                          [change("L", D(2010, 5, 10), "renew"), change("L", D(2010, 12, 1), "add", 2),
+                           change("L", D(2011, 1, 10), "add", 1), change("L", D(2011, 5, 5), "renew")],
+                          reseller={"name": "测试经销商", "invoice_prefix": "LG"})
+    ledger = tmp_path / "ledger.sqlite"
+    totals = {}
+    for period in ("2010-05", "2010-12", "2011-01", "2011-05"):
+        out = tmp_path / period
+        r = run_cli("run", roster, "--period", period, "--out", out, "--ledger", ledger)
+        assert r.returncode == 0, r.stderr
+        totals[period] = [r[4] for r in load_workbook(out / "summary.xlsx")["invoices"].iter_rows(min_row=2,
+                                                                                                   values_only=True)]
+        assert run_cli("verify", out, "--ledger", ledger).returncode == 0
+    assert totals == {"2010-05": [5500], "2010-12": [1100], "2011-01": [400], "2011-05": [8000]}
+    assert [n for n, _, _ in numbers(ledger)] == ["LG-2010-000001", "LG-2010-000002", "LG-2011-000001",
+                                                  "LG-2011-000002"]
+
+
+def test_issued_documents_cannot_be_edited_and_verify_finds_tampering(tmp_path, roster):
+    out = tmp_path / "out"
+    run_cli("run", roster(), "--period", "2026-10", "--out", out)
+    db = sqlite3.connect(out / "ledger.sqlite")
+    with pytest.raises(sqlite3.IntegrityError, match="immutable"):
+        db.execute("UPDATE documents SET total_fen = 1")
+    with pytest.raises(sqlite3.IntegrityError, match="never deleted"):
+        db.execute("DELETE FROM documents")
+    db.rollback()
+    db.close()
+    pdf = out / "invoices" / "QQ-2026-000001.pdf"
+    pdf.write_bytes(pdf.read_bytes().replace(b"%%EOF", b"%%EOF "))
+    r = run_cli("verify", out)
+    assert r.returncode == 1
+    assert "invoices/QQ-2026-000001.pdf: changed since it was written" in r.stdout
+    assert "differs from the file issued as QQ-2026-000001" in r.stdout
+
+
+@pytest.mark.parametrize("point", ["before_commit", "after_commit"])
+def test_a_run_killed_mid_way_is_completed_by_a_rerun(tmp_path, roster, point):
+    out = tmp_path / "out"
+    env = {**os.environ, "INVOICER_TEST_CRASH_AT": point}
+    r = subprocess.run([*INVOICER, "run", str(roster()), "--period", "2026-10", "--out", str(out)], env=env,
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 70
+    issued = numbers(out / "ledger.sqlite")
+    assert len(issued) == (0 if point == "before_commit" else 2)  # all of the run or none of it
+    r = run_cli("run", roster(), "--period", "2026-10", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert [n for n, _, _ in numbers(out / "ledger.sqlite")] == ["QQ-2026-000001", "QQ-2026-000002"]
+    assert run_cli("verify", out).returncode == 0
+
+
+def test_two_runs_at_once_never_interleave_numbers(tmp_path, roster):
+    """Two clerks bill different months of one reseller at the same moment against one ledger."""
+    ledger, r = tmp_path / "shared.sqlite", roster()
+    procs = [subprocess.Popen([*INVOICER, "run", str(r), "--period", period, "--out", str(tmp_path / period),
+                               "--ledger", str(ledger), "--workers", "1"], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for period in ("2026-10", "2026-05", "2026-10")]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    issued = numbers(ledger)
+    assert sorted(n for n, _, _ in issued) == [f"QQ-2026-{i:06d}" for i in range(1, 4)]  # no duplicate, no gap
+    periods = [json.loads(row[0])["period"] for row in sqlite3.connect(ledger).execute(
+        "SELECT content_json FROM documents WHERE number IS NOT NULL ORDER BY seq")]
+    assert periods in (["2026-10", "2026-10", "2026-05"], ["2026-05", "2026-10", "2026-10"])  # never interleaved
+
+
+def test_a_busy_ledger_fails_with_a_clear_message_and_exit_4(tmp_path, roster):
+    out = tmp_path / "out"
+    run_cli("run", roster(), "--period", "2026-10", "--out", out)
+    holder = sqlite3.connect(out / "ledger.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        r = run_cli("run", roster(), "--period", "2026-10", "--out", out, "--wait", "0.5")
+    finally:
+        holder.execute("ROLLBACK")
+    assert r.returncode == 4 and "in use by another run" in r.stderr
+
+
+def test_manifest_and_summary_agree_with_the_ledger(tmp_path, roster):
+    out = tmp_path / "out"
+    run_cli("run", roster(), "--period", "2026-10", "--out", out)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["counts"]["invoices"] == 2 and m["total_fen"] == 140000 + 300000
