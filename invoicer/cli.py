@@ -117,17 +117,6 @@ def cmd_verify(args) -> int:
     return EXIT_OK
 
 
-def cmd_watch(args) -> int:
-    """Watch a drop folder (INBOX/<reseller>/*.xlsx) and bill each roster exactly once.
-
-    Example: invoicer watch /srv/inbox --out /srv/out --once
-    """
-    from .watch import watch
-
-    return watch(Path(args.inbox), Path(args.out), once=args.once, pricebook=args.pricebook,
-                 templates=args.templates, poll=args.poll, interval=args.interval)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="invoicer", description="Enterprise QQ (企业QQ) reseller invoicer.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -169,16 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--ledger", help="ledger file (default: OUTDIR/ledger.sqlite, or as the manifest says)")
     v.set_defaults(fn=cmd_verify)
 
-    w = sub.add_parser("watch", help="process a drop folder", description=doc(cmd_watch),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    w.add_argument("inbox")
-    w.add_argument("--out", required=True)
-    w.add_argument("--once", action="store_true", help="process what is there now, then exit")
-    w.add_argument("--poll", action="store_true", help="poll instead of using file-system events")
-    w.add_argument("--interval", type=float, default=2.0, help="seconds between scans (default 2)")
-    w.add_argument("--pricebook")
-    w.add_argument("--templates")
-    w.set_defaults(fn=cmd_watch)
     return p
 
 
