@@ -14,7 +14,7 @@ import json
 import numpy as np
 import pandas as pd
 
-from .money import chinese_capital, div_round_half_up, plain_yuan
+from .money import chinese_capital, plain_yuan
 from .pricebook import PriceBook
 from .pricing.dates import DAY, to_date
 
@@ -168,6 +168,3 @@ def build_notices(accounts: pd.DataFrame, customers: pd.DataFrame, blocked: set[
         out.append(doc)
     return out
 
-
-def unit_monthly_list(book: PriceBook) -> int:
-    return div_round_half_up(book.list_price_fen, book.monthly_divisor)

@@ -10,7 +10,6 @@ import datetime as dt
 import io
 import zipfile
 from collections import defaultdict
-from decimal import Decimal
 
 from openpyxl import Workbook
 from openpyxl.cell import WriteOnlyCell
@@ -138,5 +137,3 @@ def deterministic_zip(data: bytes) -> bytes:
             dst.writestr(fixed, src.read(info.filename))
     return out.getvalue()
 
-
-__all__ = ["render_summary", "totals_rows", "Decimal"]
