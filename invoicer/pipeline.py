@@ -286,16 +286,12 @@ def _render(docs: list[dict], opts: RunOptions) -> list[bytes]:
     return render_many([_clean(d) for d in docs], opts.templates, opts.workers, opts.progress)
 
 
-def period_documents(ledger: Ledger, prefix: str, period: str) -> list[Issued]:
-    return [d for d in ledger.documents(prefix, period)]
-
-
 def publish_period(ledger: Ledger, out: Path, prefix: str, period: str, accounts: pd.DataFrame,
                    rejects: list[Reject], book, priced: Priced, opts: RunOptions,
                    fresh: dict[str, bytes]) -> list[str]:
     """Make the output folder match the ledger for this period: every issued document's file (re-rendered
     from its recorded snapshot if missing), the summary and, last, the manifest."""
-    issued = period_documents(ledger, prefix, period)
+    issued = ledger.documents(prefix, period)
     cancelled = {d.content.get("cancels") for d in issued if d.kind == "credit_note"}
     latest_notice: dict[str, Issued] = {}
     for d in issued:

@@ -74,7 +74,8 @@ def _norm(header: object) -> str:
     return str(header).strip().casefold().replace(" ", "_") if header is not None else ""
 
 
-def _blank(v: object) -> bool:
+def is_blank(v: object) -> bool:
+    """An empty cell: nothing, or only white space."""
     return v is None or (isinstance(v, str) and not v.strip())
 
 
@@ -134,7 +135,7 @@ def _sheet_rows(wb, title: str, name: str) -> list[list]:
 
 def _to_frame(rows: list[list], sheet: str, title: str, name: str, warnings: list[str]) -> pd.DataFrame:
     spec = COLUMNS[sheet]
-    header_idx = next((i for i, r in enumerate(rows) if any(not _blank(v) for v in r)), None)
+    header_idx = next((i for i, r in enumerate(rows) if any(not is_blank(v) for v in r)), None)
     if header_idx is None:
         raise InputError(f"{name}: sheet '{title}' is empty (it needs a header row)")
     header = rows[header_idx]
@@ -145,7 +146,7 @@ def _to_frame(rows: list[list], sheet: str, title: str, name: str, warnings: lis
     positions: dict[str, int] = {}
     extra = []
     for pos, h in enumerate(header):
-        if _blank(h):
+        if is_blank(h):
             continue
         canonical = lookup.get(_norm(h))
         if canonical is None:
@@ -157,7 +158,7 @@ def _to_frame(rows: list[list], sheet: str, title: str, name: str, warnings: lis
     missing = [c for c, (aliases, req) in spec.items() if req and c not in positions]
     if missing:
         want = ", ".join(f"'{c}' ({spec[c][0][0]})" for c in missing)
-        found = ", ".join(str(h).strip() for h in header if not _blank(h))
+        found = ", ".join(str(h).strip() for h in header if not is_blank(h))
         raise InputError(
             f"{name}: sheet '{title}' lacks the required column {want} in its header row "
             f"{header_idx + 1}; columns found: {found}"
@@ -169,7 +170,7 @@ def _to_frame(rows: list[list], sheet: str, title: str, name: str, warnings: lis
     for i in range(header_idx + 1, len(rows)):
         r = rows[i]
         cells = {c: (r[positions[c]] if c in positions and positions[c] < len(r) else None) for c in spec}
-        if all(_blank(v) for v in cells.values()):
+        if all(is_blank(v) for v in cells.values()):
             continue  # wholly blank rows are layout, not data
         records.append(cells)
         row_numbers.append(i + 1)
@@ -183,7 +184,7 @@ def _reseller(rows: list[list], title: str, warnings: list[str]) -> dict[str, st
     lookup = {_norm(a): k for k, aliases in RESELLER_KEYS.items() for a in aliases}
     out: dict[str, str] = {}
     for r in rows:
-        if len(r) < 2 or _blank(r[0]):
+        if len(r) < 2 or is_blank(r[0]):
             continue
         key = lookup.get(_norm(r[0]))
         if key is None:

@@ -19,7 +19,7 @@ from .errors import Reject
 from .money import MoneyError, yuan_to_fen
 from .pricebook import PriceBook
 from .pricing.dates import term_index_of_end
-from .roster import ROW, RawRoster
+from .roster import ROW, RawRoster, is_blank
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 QQ_RE = re.compile(r"^(400|800)\d{7}$")
@@ -110,7 +110,7 @@ class _Collector:
 
 
 def _blank_mask(s: pd.Series) -> np.ndarray:
-    return np.array([v is None or (isinstance(v, str) and not v.strip()) for v in s], dtype=bool)
+    return np.array([is_blank(v) for v in s], dtype=bool)
 
 
 def validate(raw: RawRoster, book: PriceBook) -> Roster:
@@ -145,8 +145,8 @@ def _customers(raw: RawRoster, book: PriceBook) -> tuple[pd.DataFrame, list[Reje
     col.reject(np.array([s is None for s in seats]), "seats", "seats must be a whole number")
     col.reject(np.array([s is not None and not book.min_seats <= s <= book.max_seats for s in seats]), "seats",
                f"an account has {book.min_seats} to {book.max_seats} seats")
-    paid = [None if _blank_one(v) else parse_date(v) for v in f["paid_through"]]
-    col.reject(np.array([not _blank_one(v) and p is None for v, p in zip(f["paid_through"], paid)]),
+    paid = [None if is_blank(v) else parse_date(v) for v in f["paid_through"]]
+    col.reject(np.array([not is_blank(v) and p is None for v, p in zip(f["paid_through"], paid)]),
                "paid_through", "not a date (use an Excel date or 2026-10-05, 2026/10/05, 2026年10月5日)")
     opened_arr = np.array([d or dt.date(1970, 1, 1) for d in opened], dtype="datetime64[D]")
     paid_arr = np.array([p or dt.date(1970, 1, 1) for p in paid], dtype="datetime64[D]")
@@ -196,10 +196,6 @@ def _customers(raw: RawRoster, book: PriceBook) -> tuple[pd.DataFrame, list[Reje
     # a rejected customer row keeps its id in the frame only to hold its changes back (see _changes)
     out["valid"] = ~col.bad
     return out, col.rejects
-
-
-def _blank_one(v) -> bool:
-    return v is None or (isinstance(v, str) and not v.strip())
 
 
 def _first_end(opened: dt.date) -> dt.date:
