@@ -11,6 +11,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from importlib.metadata import version as pkg_version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,9 @@ from .render.summary import render_summary
 from .roster import read_roster
 from .pricing.engine import price_period
 from .validate import Roster, validate
+
+if TYPE_CHECKING:
+    from .render.pdf import RenderPool
 
 LEDGER_NAME = "ledger.sqlite"
 
@@ -171,7 +175,9 @@ def plan_against(ledger: Ledger, prefix: str, period: str, invoices: list[dict])
     return plan
 
 
-def run(opts: RunOptions) -> RunReport:
+def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
+    """One run of the main job. ``pool``: worker processes kept by a long-lived caller (the watcher);
+    without one, a run makes its own when it has enough documents to render."""
     book = pricebook_mod.load(opts.pricebook)
     priced = price_roster(opts.roster, book, opts.period)
     out = Path(opts.out)
@@ -194,7 +200,7 @@ def run(opts: RunOptions) -> RunReport:
                 f"notes and issue replacements.\n  " + "\n  ".join(plan.differences()))
         new_docs = _number(ledger, priced, plan, book)
         notices = _changed_notices(ledger, priced, opts.period)
-        rendered = _render(new_docs + notices, opts)
+        rendered = _render([_clean(d) for d in new_docs + notices], opts, pool)
         run_id = ledger.add_run(priced.prefix, opts.period, priced.input_sha256, book.sha256, book.version,
                                 tool_version(), opts.amend, len(new_docs))
         ledger.put_blob(priced.input_sha256, "roster", priced.input_name, priced.input_bytes)
@@ -215,7 +221,7 @@ def run(opts: RunOptions) -> RunReport:
     try:
         fresh = {file_name_for(d): data for d, data in zip(new_docs + notices, rendered)}
         written = publish_period(ledger, out, priced.prefix, opts.period, priced.accounts, priced.rejects, book,
-                                 priced, opts, fresh)
+                                 priced, opts, fresh, pool)
     finally:
         ledger.close()
     return _report(opts, priced, plan, [d["number"] for d in new_docs], written)
@@ -280,15 +286,17 @@ def file_name_for(doc: dict) -> str:
     return f"notices/{doc['customer']['customer_id']}-{doc['notice']['notice_kind']}.pdf"
 
 
-def _render(docs: list[dict], opts: RunOptions) -> list[bytes]:
+def _render(docs: list[dict], opts: RunOptions, pool: RenderPool | None) -> list[bytes]:
+    if pool is not None:
+        return pool.render(docs, opts.progress)
     from .render.pdf import render_many
 
-    return render_many([_clean(d) for d in docs], opts.templates, opts.workers, opts.progress)
+    return render_many(docs, opts.templates, opts.workers, opts.progress)
 
 
 def publish_period(ledger: Ledger, out: Path, prefix: str, period: str, accounts: pd.DataFrame,
                    rejects: list[Reject], book, priced: Priced, opts: RunOptions,
-                   fresh: dict[str, bytes]) -> list[str]:
+                   fresh: dict[str, bytes], pool: RenderPool | None = None) -> list[str]:
     """Make the output folder match the ledger for this period: every issued document's file (re-rendered
     from its recorded snapshot if missing), the summary and, last, the manifest."""
     issued = ledger.documents(prefix, period)
@@ -313,9 +321,7 @@ def publish_period(ledger: Ledger, out: Path, prefix: str, period: str, accounts
             missing.append(d)
         files[d.file_name] = d.file_sha256
     if missing:
-        from .render.pdf import render_many
-
-        again = render_many([d.content for d in missing], opts.templates, opts.workers, opts.progress)
+        again = _render([d.content for d in missing], opts, pool)
         for d, data in zip(missing, again):
             if sha256(data) != d.file_sha256:
                 raise InvoicerError(f"re-rendering {d.file_name} from the ledger gave different bytes; the "

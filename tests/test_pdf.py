@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from invoicer.render.pdf import Renderer, make_url_fetcher
+from invoicer.render.pdf import Renderer, RenderPool, make_url_fetcher
 
 from .conftest import change, cust
 
@@ -57,6 +57,16 @@ def test_same_document_renders_byte_identical(priced, renderer):
     p = priced([cust("A", D(2026, 10, 3), 5)], reseller=SELLER)
     doc = numbered(p.invoices[0])
     assert renderer.render(doc) == Renderer().render(doc)
+
+
+def test_worker_pool_renders_the_same_bytes_in_order_and_can_be_reused(priced, renderer):
+    p = priced([cust(f"A{i}", D(2026, 10, 3 + i), 5 + i) for i in range(5)], reseller=SELLER)
+    docs = [numbered(d, f"SZTY-2026-{i + 1:06d}") for i, d in enumerate(p.invoices)]
+    with RenderPool(workers=2) as pool:
+        first = pool.render(docs, progress=False)
+        again = pool.render(docs[::-1], progress=False)  # the same workers, a second batch
+    assert first == [renderer.render(d) for d in docs]
+    assert again == first[::-1]
 
 
 def test_untrusted_names_print_as_text_and_fetch_nothing(priced, renderer, tmp_path):

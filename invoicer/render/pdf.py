@@ -2,7 +2,8 @@
 
 Speed (see benchmarks/render.py): the stylesheet is parsed once and one FontConfiguration is kept per
 process (a new one per document leaks memory); documents are rendered by a pool of worker processes,
-each set up once. Safety: Jinja2 autoescapes every value, so a customer named ``<img src=...>`` prints
+each set up once and kept for as long as its owner lives (RenderPool); the template's tables use the
+fixed layout algorithm, which skips WeasyPrint's min/max-content pass (a quarter of a document's time). Safety: Jinja2 autoescapes every value, so a customer named ``<img src=...>`` prints
 as text; the URL fetcher serves only files inside the template folder and refuses every other URL
 (file:, http:, data: ...), so a rendered document never reads the disk or the network.
 Determinism: no clock is read; the PDF identifier derives from the document number, so the same
@@ -90,6 +91,7 @@ def doc_key(doc: dict) -> str:
 
 
 _worker: Renderer | None = None
+_WARM_UP = {"kind": "warm-up"}  # a task that only sets the worker up
 
 
 def _init(templates_dir: str) -> None:
@@ -97,25 +99,69 @@ def _init(templates_dir: str) -> None:
     _worker = Renderer(templates_dir)
 
 
-def _render_one(doc: dict) -> bytes:
+def _render_one(doc: dict) -> bytes | int:
     assert _worker is not None
+    if doc["kind"] == _WARM_UP["kind"]:
+        # loads the font files and Pango's caches, so the first real document is not the slow one
+        from weasyprint import HTML
+
+        HTML(string="<p>企业QQ 发票 Invoice 0123456789</p>", url_fetcher=_worker.fetcher).write_pdf(
+            stylesheets=[_worker.css], font_config=_worker.fonts)
+        return os.getpid()
     return _worker.render(doc)
+
+
+class RenderPool:
+    """Worker processes that render documents; each sets up its Renderer once.
+
+    The workers start (import WeasyPrint, about 1 s, then parse the CSS and load the fonts) as soon as the
+    pool is made, so a caller that makes it early overlaps that start-up with its own work (the run prices
+    the roster meanwhile), and a long-lived caller (the drop-folder watcher) pays it once for many runs.
+    With one worker, documents are rendered in this process instead.
+    """
+
+    def __init__(self, templates_dir: str | Path | None = None, workers: int | None = None):
+        self.templates_dir = str(Path(templates_dir or DEFAULT_TEMPLATES).resolve())
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self._local: Renderer | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        if self.workers > 1:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_init,
+                                             initargs=(self.templates_dir,))
+            for _ in range(self.workers):  # one task each makes the pool start every worker now
+                self._pool.submit(_render_one, _WARM_UP)
+
+    def render(self, docs: list[dict], progress: bool | None = None) -> list[bytes]:
+        """Render documents, in order."""
+        show = sys.stderr.isatty() if progress is None else progress
+        if not docs:
+            return []
+        if self._pool is None:
+            if self._local is None:
+                self._local = Renderer(self.templates_dir)
+            return [self._local.render(d) for d in _progress(docs, show)]
+        chunk = max(1, min(16, len(docs) // (self.workers * 4)))
+        return list(_progress(self._pool.map(_render_one, docs, chunksize=chunk), show, total=len(docs)))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> "RenderPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def render_many(docs: list[dict], templates_dir: str | Path | None = None, workers: int | None = None,
                 progress: bool | None = None) -> list[bytes]:
-    """Render documents in order; in parallel worker processes when there are enough of them."""
-    if not docs:
-        return []
-    workers = workers or os.cpu_count() or 1
-    templates_dir = str(Path(templates_dir or DEFAULT_TEMPLATES).resolve())
-    show = sys.stderr.isatty() if progress is None else progress
-    if workers == 1 or len(docs) < 4:
-        r = Renderer(templates_dir)
-        return [r.render(d) for d in _progress(docs, show)]
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init, initargs=(templates_dir,)) as pool:
-        chunk = max(1, min(16, len(docs) // (workers * 4)))
-        return list(_progress(pool.map(_render_one, docs, chunksize=chunk), show, total=len(docs)))
+    """Render documents in order: in this process when there are only a few, else in a fresh pool."""
+    if len(docs) < 4:
+        workers = 1
+    with RenderPool(templates_dir, workers) as pool:
+        return pool.render(docs, progress)
 
 
 def _progress(items, show: bool, total: int | None = None):
