@@ -117,6 +117,32 @@ def cmd_verify(args) -> int:
     return EXIT_OK
 
 
+def cmd_watch(args) -> int:
+    """Watch a drop folder: bill every roster dropped into INBOX/<reseller>/, exactly once.
+
+    Results go to OUT/<reseller>/<period>/ with one ledger OUT/ledger.sqlite; each file then moves to
+    processed/<reseller>/<period>/ or failed/<reseller>/ (with a .error.txt) beside the inbox.
+    The period comes from the file name (roster-2026-10.xlsx, 202610.xlsx), else --default-period.
+    One JSON line per file on stdout. SIGTERM/Ctrl-C finish the current file, then exit 0.
+    --once: bill what is there and exit (1 if any file failed), for cron and tests.
+
+    Example: invoicer watch /srv/qq/inbox --out /srv/qq/out
+    """
+    from .watch import Watcher, WatchOptions
+
+    opts = WatchOptions(inbox=Path(args.inbox), out=Path(args.out), once=args.once, poll=args.poll,
+                        settle_s=args.settle, rescan_s=args.rescan, default_period=args.default_period,
+                        pricebook=args.pricebook, templates=args.templates, workers=args.workers, wait_s=args.wait,
+                        processing=args.processing, processed=args.processed, failed=args.failed)
+    return Watcher(opts).serve()
+
+
+def _default_period_rule(text: str) -> str:
+    if text in ("previous", "current") or PERIOD_RE.match(text):
+        return text
+    raise argparse.ArgumentTypeError(f"use previous, current or a month like 2026-10, not {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="invoicer", description="Enterprise QQ (企业QQ) reseller invoicer.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -157,6 +183,27 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("outdir")
     v.add_argument("--ledger", help="ledger file (default: OUTDIR/ledger.sqlite, or as the manifest says)")
     v.set_defaults(fn=cmd_verify)
+
+    w = sub.add_parser("watch", help="bill rosters dropped into a folder", description=doc(cmd_watch),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    w.add_argument("inbox", help="the drop folder; rosters go in INBOX/<reseller>/")
+    w.add_argument("--out", required=True, help="output root: OUT/<reseller>/<period>/ and OUT/ledger.sqlite")
+    w.add_argument("--once", action="store_true", help="bill what is in the inbox, then exit")
+    w.add_argument("--poll", action="store_true", help="poll instead of file-system events (network shares)")
+    w.add_argument("--settle", type=float, default=2.0,
+                   help="seconds a file's size and time must stay unchanged before it is taken (default 2)")
+    w.add_argument("--rescan", type=float, default=30.0, help="full rescan interval in seconds (default 30)")
+    w.add_argument("--default-period", type=_default_period_rule, default="previous",
+                   help="billing month when the file name holds none: previous (default: the month before "
+                        "the file is taken), current, or YYYY-MM")
+    w.add_argument("--pricebook")
+    w.add_argument("--templates")
+    w.add_argument("--workers", type=int, help="PDF worker processes, kept while watching (default: all cores)")
+    w.add_argument("--wait", type=float, default=30.0, help="seconds to wait for a busy ledger before retrying")
+    w.add_argument("--processing", help="claimed files (default: INBOX/../processing)")
+    w.add_argument("--processed", help="billed files (default: INBOX/../processed)")
+    w.add_argument("--failed", help="files not billed (default: INBOX/../failed)")
+    w.set_defaults(fn=cmd_watch)
 
     return p
 

@@ -106,6 +106,7 @@ class RunReport:
     written: list[str]
     dry_run: bool
     totals_fen: int = 0
+    accounts: int = 0  # accounts billable this period (customers with no rejected row)
 
     @property
     def exit_code(self) -> int:
@@ -380,4 +381,4 @@ def _account_records(accounts: pd.DataFrame) -> list[dict]:
 def _report(opts, priced: Priced, plan: Plan, issued: list[str], written: list[str]) -> RunReport:
     total = sum(d["total_fen"] for d in priced.invoices)
     return RunReport(opts.period, Path(opts.out), priced.prefix, plan, priced.rejects, priced.roster.warnings,
-                     issued, written, opts.dry_run, total)
+                     issued, written, opts.dry_run, total, len(priced.accounts))

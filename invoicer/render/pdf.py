@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -96,6 +97,10 @@ _WARM_UP = {"kind": "warm-up"}  # a task that only sets the worker up
 
 def _init(templates_dir: str) -> None:
     global _worker
+    # Ctrl-C and SIGTERM are for the owner, which finishes its current work and then closes the pool;
+    # a worker killed by them would break the batch being rendered.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _worker = Renderer(templates_dir)
 
 
