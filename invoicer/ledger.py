@@ -57,6 +57,12 @@ CREATE TRIGGER IF NOT EXISTS documents_immutable BEFORE UPDATE ON documents
 BEGIN SELECT RAISE(ABORT, 'issued documents are immutable: issue a credit note instead'); END;
 CREATE TRIGGER IF NOT EXISTS documents_undeletable BEFORE DELETE ON documents
 BEGIN SELECT RAISE(ABORT, 'issued documents are never deleted'); END;
+CREATE TABLE IF NOT EXISTS prefix_owners (
+    prefix TEXT PRIMARY KEY, owner TEXT NOT NULL, recorded_at TEXT NOT NULL DEFAULT (datetime('now')));
+CREATE TRIGGER IF NOT EXISTS prefix_owners_immutable BEFORE UPDATE ON prefix_owners
+BEGIN SELECT RAISE(ABORT, 'an invoice prefix keeps its owner'); END;
+CREATE TRIGGER IF NOT EXISTS prefix_owners_undeletable BEFORE DELETE ON prefix_owners
+BEGIN SELECT RAISE(ABORT, 'an invoice prefix keeps its owner'); END;
 CREATE TRIGGER IF NOT EXISTS runs_immutable BEFORE UPDATE ON runs
 BEGIN SELECT RAISE(ABORT, 'the run log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS runs_undeletable BEFORE DELETE ON runs
@@ -163,6 +169,11 @@ class Ledger:
         row = self.db.execute("SELECT MAX(seq) FROM documents WHERE prefix = ? AND year = ?", (prefix, year)).fetchone()
         return (row[0] or 0) + 1
 
+    def prefix_owner(self, prefix: str) -> str | None:
+        """Who numbers in this prefix (the drop folder's reseller folder that first used it), if bound."""
+        row = self.db.execute("SELECT owner FROM prefix_owners WHERE prefix = ?", (prefix,)).fetchone()
+        return None if row is None else row[0]
+
     def blob(self, sha256: str) -> bytes | None:
         row = self.db.execute("SELECT data FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
         return None if row is None else bytes(row[0])
@@ -173,6 +184,9 @@ class Ledger:
     # -- writes (inside begin/commit) ----------------------------------------------------------------
     def put_blob(self, sha256: str, kind: str, name: str, data: bytes) -> None:
         self.db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", (sha256, kind, name, data))
+
+    def bind_prefix(self, prefix: str, owner: str) -> None:
+        self.db.execute("INSERT INTO prefix_owners (prefix, owner) VALUES (?, ?)", (prefix, owner))
 
     def add_run(self, prefix, period, input_sha256, pricebook_sha256, pricebook_version, tool_version, amend,
                 issued) -> int:

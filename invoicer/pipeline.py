@@ -58,6 +58,13 @@ class RunOptions:
     workers: int | None = None
     progress: bool | None = None
     wait_s: float = 30.0
+    # who is billing: the drop folder passes the reseller folder, and a prefix is bound to the first folder
+    # that numbers in it; None (the clerk's own run) is trusted with any prefix
+    owner: str | None = None
+
+
+class PrefixTaken(InvoicerError):
+    """A dropped roster names an invoice prefix that belongs to another reseller folder."""
 
 
 @dataclass
@@ -189,6 +196,15 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     ledger = Ledger(ledger_path, opts.wait_s)
     try:
         ledger.begin()
+        if opts.owner is not None:
+            owner = ledger.prefix_owner(priced.prefix)
+            if owner is None:
+                ledger.bind_prefix(priced.prefix, opts.owner)  # kept only if this run commits
+            elif owner != opts.owner:
+                raise PrefixTaken(
+                    f"the roster's invoice prefix {priced.prefix!r} (sheet reseller, invoice_prefix) belongs to "
+                    f"the reseller folder {owner!r}; a roster from {opts.owner!r} cannot number invoices in that "
+                    f"series. Use this reseller's own prefix.")
         plan = plan_against(ledger, priced.prefix, opts.period, priced.invoices)
         if opts.dry_run:
             ledger.rollback()

@@ -360,7 +360,7 @@ class Watcher:
             self.pool = RenderPool(o.templates, o.workers)
         opts = RunOptions(roster=claim.path, period=claim.period, out=out_dir, pricebook=o.pricebook,
                           ledger=ledger_path, templates=o.templates, workers=o.workers, progress=False,
-                          wait_s=o.wait_s)
+                          wait_s=o.wait_s, owner=claim.reseller)
         try:
             report = run(opts, self.pool)
         except LedgerBusy as exc:

@@ -154,14 +154,18 @@ def test_watcher_bills_good_fails_bad_waits_for_half_written_and_knows_duplicate
         # the same roster dropped again (another name): recognised, nothing re-issued
         drop(inbox, "sz", "again-2026-10.xlsx", good)
         wait_for(lambda: any(e["file"] == "again-2026-10.xlsx" for e in file_events(log)), what="the duplicate")
+        # another reseller's folder cannot number in SZ's series
+        drop(inbox, "hz", "roster-2026-10.xlsx", roster_bytes(tmp_path, "SZ", 1, tag="h"))
+        wait_for(lambda: any(e["reseller"] == "hz" for e in file_events(log)), what="the foreign prefix")
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)
     assert rc == 0, proc.stderr.read()
 
     by_file = {(e["reseller"], e["file"]): e for e in file_events(log)}
-    assert len(file_events(log)) == len(by_file) == expected + 1, "a file was handled twice, or not at all"
-    by_file.update({name: e for (folder, name), e in by_file.items() if not folder.startswith("g")})
+    assert len(file_events(log)) == len(by_file) == expected + 2, "a file was handled twice, or not at all"
+    assert by_file[("hz", "roster-2026-10.xlsx")]["result"] == "failed"
+    by_file.update({name: e for (folder, name), e in by_file.items() if folder in ("sz", "bj", "cd", "sh")})
     assert by_file["roster-2026-10.xlsx"]["result"] == "billed"
     assert by_file["roster-2026-10.xlsx"]["documents_issued"] == 3
     assert by_file["again-2026-10.xlsx"]["result"] == "duplicate"
@@ -186,7 +190,9 @@ def test_watcher_bills_good_fails_bad_waits_for_half_written_and_knows_duplicate
     assert (root / "processed" / "sz" / "2026-10" / "roster-2026-10.xlsx").read_bytes() == good
     assert files_under(root / "failed") == sorted([
         "sz/broken-2026-10.xlsx", "sz/broken-2026-10.xlsx.error.txt",
-        "cd/all-bad-2026-10.xlsx", "cd/all-bad-2026-10.xlsx.error.txt"])
+        "cd/all-bad-2026-10.xlsx", "cd/all-bad-2026-10.xlsx.error.txt",
+        "hz/roster-2026-10.xlsx", "hz/roster-2026-10.xlsx.error.txt"])
+    assert "belongs to the reseller folder 'sz'" in (root / "failed" / "hz" / "roster-2026-10.xlsx.error.txt").read_text()
     broken = (root / "failed" / "sz" / "broken-2026-10.xlsx.error.txt").read_text()
     assert "was NOT billed" in broken and "not a readable Excel workbook" in broken
     assert str(root) not in broken
