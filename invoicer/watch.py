@@ -41,6 +41,7 @@ from .errors import EXIT_BUSY, EXIT_INPUT, EXIT_OK, EXIT_REJECTS, InputError, In
 from .publish import SAFE_NAME, atomic_write
 
 ROSTER_SUFFIXES = (".xlsx", ".xlsm")
+MAX_ATTEMPTS = 3  # a claim interrupted this many times is set aside in failed/
 # office lock files, editors' swap files, browsers' partial downloads, our own temporary files
 _IGNORED_PREFIXES = ("~$", ".", "~")
 _IGNORED_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".swp", "~")
@@ -351,6 +352,13 @@ class Watcher:
         except OSError as exc:
             return self._finish_failed(claim, record, t0, f"the file cannot be read: {exc}", [])
         record["sha256"] = hashlib.sha256(data).hexdigest()
+        attempt = _count_attempt(claim)
+        if attempt > MAX_ATTEMPTS:
+            return self._finish_failed(claim, record, t0, (
+                f"billing this file was interrupted {attempt - 1} times (the watcher crashed or was killed "
+                f"while it was in hand), so it was set aside to let the other files be billed. The log "
+                f"(stderr) says what happened. If the interruptions were only restarts, drop it again: "
+                f"anything already issued for it is recognised and not issued twice."), [])
         out_dir = o.out / claim.reseller / claim.period
         ledger_path = o.out / "ledger.sqlite"
         earlier = _earlier_runs(ledger_path, record["sha256"], claim.period)
@@ -396,6 +404,7 @@ class Watcher:
                          _rejects_text(claim, report.rejects).encode())
         _fault_point("before_move")
         _move(claim.path, dest)
+        _attempts_file(claim).unlink(missing_ok=True)
         record.update(moved_to=str(dest), duration_s=round(time.monotonic() - t0, 3))
         self._log(**record)
         return record["result"]
@@ -406,6 +415,7 @@ class Watcher:
         dest = _free_name(self.opts.failed / claim.reseller, claim.name)
         atomic_write(dest.with_name(dest.name + ".error.txt"), _error_text(claim, reason, rejects, advice).encode())
         _move(claim.path, dest)
+        _attempts_file(claim).unlink(missing_ok=True)
         self.failures += 1
         record.update(result="failed", reason=reason.splitlines()[0], rejected_rows=len(rejects),
                       moved_to=str(dest), duration_s=round(time.monotonic() - t0, 3))
@@ -430,6 +440,22 @@ class Watcher:
         if (path, event) not in self.reported:
             self.reported.add((path, event))
             self._log(event=event, file=str(path), message=message)
+
+
+def _attempts_file(claim: Claim) -> Path:
+    return claim.path.with_name(f".{claim.name}.attempts")  # hidden: never taken for a roster
+
+
+def _count_attempt(claim: Claim) -> int:
+    """How many times billing this claim has started, this time included: a file that keeps killing the
+    watcher (a crash in a library, memory) is set aside after MAX_ATTEMPTS instead of blocking the inbox."""
+    marker = _attempts_file(claim)
+    try:
+        n = int(marker.read_text().strip() or 0) + 1
+    except (FileNotFoundError, ValueError):
+        n = 1
+    atomic_write(marker, f"{n}\n".encode())
+    return n
 
 
 def _earlier_runs(ledger_path: Path, sha: str, period: str) -> list[int]:

@@ -225,7 +225,7 @@ def test_a_watcher_killed_mid_file_finishes_it_exactly_once_after_restart(tmp_pa
 
     crashed = watch_once(root, log, env={"INVOICER_TEST_CRASH_AT": point})
     assert crashed.returncode == 70, crashed.stderr
-    assert files_under(root / "processing") == [".watch.lock", "sz/2026-10/roster-2026-10.xlsx"]
+    assert "sz/2026-10/roster-2026-10.xlsx" in files_under(root / "processing")
     assert files_under(root / "inbox") == []
 
     again = watch_once(root, log)
@@ -241,6 +241,22 @@ def test_a_watcher_killed_mid_file_finishes_it_exactly_once_after_restart(tmp_pa
     if point == "after_commit":  # the files were re-published from the ledger: the auditor's check agrees
         v = run_cli("verify", out / "sz" / "2026-10", "--ledger", out / "ledger.sqlite")
         assert v.returncode == 0, v.stdout
+
+
+def test_a_file_that_keeps_killing_the_watcher_is_set_aside_after_three_attempts(tmp_path):
+    root = tmp_path / "drop"
+    (root / "inbox").mkdir(parents=True)
+    log = tmp_path / "watch.jsonl"
+    drop(root / "inbox", "sz", "roster-2026-10.xlsx", roster_bytes(tmp_path, "SZ", 1))
+    poison = {"INVOICER_TEST_CRASH_AT": "before_commit"}
+    for _ in range(3):
+        assert watch_once(root, log, env=poison).returncode == 70
+    last = watch_once(root, log, env=poison)
+    assert last.returncode == 1, last.stderr  # --once: a file failed
+    assert files_under(root / "processing") == [".watch.lock"]
+    assert files_under(root / "failed") == ["sz/roster-2026-10.xlsx", "sz/roster-2026-10.xlsx.error.txt"]
+    assert "interrupted 3 times" in (root / "failed" / "sz" / "roster-2026-10.xlsx.error.txt").read_text()
+    assert ledger_numbers(root / "out", "SZ") == []
 
 
 def test_sigkill_part_way_through_a_batch_then_restart_bills_every_file_once(tmp_path):
