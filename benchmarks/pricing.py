@@ -52,9 +52,17 @@ def main() -> None:
     ap.add_argument("--customers", type=int, default=100_000)
     ap.add_argument("--changes-per-customer", type=int, default=10)
     ap.add_argument("--period", default="2026-10")
+    ap.add_argument("--hostile", type=int, default=0,
+                    help="add one customer with this many rows that each break the seat limit (worst case: "
+                         "one rejection per round)")
     args = ap.parse_args()
     book = pricebook.load_default()
     customers, changes = generate(args.customers, args.changes_per_customer)
+    if args.hostile:
+        changes = pd.concat([changes, pd.DataFrame({
+            "customer_id": "C0000000", "date": customers["opened_on"].iat[0] + pd.Timedelta(days=3),
+            "type": "add", "seats": 1000, "reference": "",
+            "row": np.arange(len(changes) + 2, len(changes) + 2 + args.hostile)})], ignore_index=True)
     rows = len(customers) + len(changes)
     print(f"roster: {len(customers):,} customers, {len(changes):,} change rows, period {args.period}")
 
