@@ -120,8 +120,9 @@ def price_period(customers: pd.DataFrame, changes: pd.DataFrame, book: PriceBook
     # Each round rejects the first offending row of every customer that has one; a customer with none is
     # settled (its rows depend on nothing else), so later rounds replay only the unsettled customers' rows.
     work = np.arange(n)
+    state = replay(work)
     while len(work):
-        seats_before, _, expiry, window, reclaim = replay(work)
+        seats_before, _, expiry, window, reclaim = state
         w_add, w_rem, w_ren, w_d, w_n = is_add[work], is_remove[work], is_renew[work], d[work], n_seats[work]
         expired = (w_add | w_rem) & (w_d > expiry)
         over = w_add & (seats_before + w_n > book.max_seats)
@@ -154,7 +155,10 @@ def price_period(customers: pd.DataFrame, changes: pd.DataFrame, book: PriceBook
             rejects.append(Reject(changes_sheet, int(ch["row"].iat[i]), col, value, why, ch["customer_id"].iat[i]))
         accepted[work[first]] = False
         work = work[np.isin(code[work], code[work[first]])]
-    seats_before, renews_before, expiry, _, _ = replay(np.arange(n))
+        state = replay(work)
+    if len(work) != n:  # the loop ended on a subset: the state of every row, given the final accepted rows
+        state = replay(np.arange(n))
+    seats_before, renews_before, expiry, _, _ = state
 
     # legacy allowances: the first accepted add and the first accepted renew on/after the cutoff
     legacy_cust = c_legacy[code] > 0
