@@ -107,7 +107,7 @@ def main() -> None:
     _, _, peak_2n = child(args.n * 2)
     n = args.n
     print(f"{n} invoices, {args.workers} worker(s); invoices/s (speed-up over naive in the same run)")
-    print(f"                     naive     product")
+    print("                     naive     product")
     print(f"cold (incl. start-up) {n / naive_cold:6.2f}   {n / prod_cold:6.2f}  ({naive_cold / prod_cold:.1f}x)")
     print(f"warm (set up already) {n / naive_warm:6.2f}   {n / prod_warm:6.2f}  ({naive_warm / prod_warm:.1f}x)")
     print(f"peak worker RSS: {peak_n / 1024:.0f} MB for {n} documents, {peak_2n / 1024:.0f} MB for "

@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import EXIT_INPUT, EXIT_OK, EXIT_REJECTS, InvoicerError, Reject
+from .errors import EXIT_OK, EXIT_REJECTS, InvoicerError, Reject
 
 PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 

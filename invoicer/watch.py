@@ -37,7 +37,15 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import EXIT_BUSY, EXIT_INPUT, EXIT_OK, EXIT_REJECTS, InputError, InvoicerError, LedgerBusy, Reject
+from .errors import (
+    EXIT_BUSY,
+    EXIT_OK,
+    EXIT_REJECTS,
+    InputError,
+    InvoicerError,
+    LedgerBusy,
+    Reject,
+)
 from .publish import SAFE_NAME, atomic_write
 
 ROSTER_SUFFIXES = (".xlsx", ".xlsm")

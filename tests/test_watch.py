@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from invoicer.watch import ignored, period_from_name, resolve_default_period
 from invoicer.errors import InputError
+from invoicer.watch import ignored, period_from_name, resolve_default_period
 
-from .conftest import INVOICER, ROOT, change, cust, run_cli, write_roster
+from .conftest import INVOICER, ROOT, cust, run_cli, write_roster
 
 D = dt.date
 FAST = ["--settle", "0.4", "--rescan", "1", "--workers", "1"]
