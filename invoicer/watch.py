@@ -50,6 +50,7 @@ from .publish import SAFE_NAME, atomic_write
 
 ROSTER_SUFFIXES = (".xlsx", ".xlsm")
 MAX_ATTEMPTS = 3  # a claim interrupted this many times is set aside in failed/
+POOL_IDLE_S = 600.0  # PDF workers are closed after this long without a file (and made again when needed)
 # office lock files, editors' swap files, browsers' partial downloads, our own temporary files
 _IGNORED_PREFIXES = ("~$", ".", "~")
 _IGNORED_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".swp", "~")
@@ -140,6 +141,7 @@ class Watcher:
         self.seen: dict[Path, _Seen] = {}
         self.reported: set[tuple[Path, str]] = set()
         self.pool = None
+        self.pool_used = 0.0
         self.failures = 0
         self.mode = "scan"  # or "events" (inotify through watchdog) or "polling"
 
@@ -224,6 +226,9 @@ class Watcher:
                     return
                 self.wake.wait(o.rescan_s)
                 continue
+            if self.pool is not None and time.monotonic() - self.pool_used > POOL_IDLE_S:
+                self.pool.close()  # an idle service should not hold a worker per core
+                self.pool = None
             if o.once and not busy and (not waiting or time.monotonic() > deadline):
                 if waiting:
                     self._log(event="notice", message="files still being written were left in the inbox")
@@ -377,6 +382,7 @@ class Watcher:
         opts = RunOptions(roster=claim.path, period=claim.period, out=out_dir, pricebook=o.pricebook,
                           ledger=ledger_path, templates=o.templates, workers=o.workers, progress=False,
                           wait_s=o.wait_s, owner=claim.reseller)
+        self.pool_used = time.monotonic()
         try:
             report = run(opts, self.pool)
         except LedgerBusy as exc:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -131,8 +132,11 @@ class RenderPool:
         self._local: Renderer | None = None
         self._pool: ProcessPoolExecutor | None = None
         if self.workers > 1:
+            # spawn, not fork: the owner may have threads (the watcher's observer, numpy's BLAS pool, a
+            # progress bar) and forking a threaded process can copy a held lock into the child
             self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_init,
-                                             initargs=(self.templates_dir,))
+                                             initargs=(self.templates_dir,),
+                                             mp_context=multiprocessing.get_context("spawn"))
             for _ in range(self.workers):  # one task each makes the pool start every worker now
                 self._pool.submit(_render_one, _WARM_UP)
 
