@@ -393,7 +393,9 @@ class Watcher:
             return self._finish_failed(claim, record, t0, str(exc).split(": ", 1)[-1] + (
                 "\n\nA roster may change invoices already issued only through the finance clerk: "
                 "`invoicer run ROSTER --period P --out DIR --ledger LEDGER --amend` cancels them with credit "
-                "notes and issues replacements."), [])
+                "notes and issues replacements."), [],
+                "If the change is intended, ask the finance clerk to amend; if not, correct the roster and drop "
+                "it again.")
         except InvoicerError as exc:
             return self._finish_failed(claim, record, t0, str(exc), [])
         except Exception as exc:  # a bug must not stop the watcher; the file and the traceback are kept
