@@ -298,3 +298,20 @@ def test_sigterm_finishes_the_current_file_then_exits_cleanly(tmp_path):
     assert event["result"] == "billed" and event["documents_issued"] == 12
     assert files_under(root / "processed") == ["sz/2026-10/roster-2026-10.xlsx"]
     assert log_events(log)[-1]["event"] == "stopped"
+
+
+def test_a_roster_that_changes_issued_invoices_fails_with_the_differences_and_issues_nothing(tmp_path):
+    root = tmp_path / "drop"
+    (root / "inbox").mkdir(parents=True)
+    log = tmp_path / "watch.jsonl"
+    seller = {"name": "深圳腾云", "invoice_prefix": "SZ"}
+    first = write_roster(tmp_path / "a.xlsx", [cust("A1", D(2026, 10, 3), 5)], [], seller).read_bytes()
+    changed = write_roster(tmp_path / "b.xlsx", [cust("A1", D(2026, 10, 3), 7)], [], seller).read_bytes()
+    drop(root / "inbox", "sz", "roster-2026-10.xlsx", first)
+    assert watch_once(root, log).returncode == 0
+    drop(root / "inbox", "sz", "roster-2026-10.xlsx", changed)
+    assert watch_once(root, log).returncode == 1
+    error = (root / "failed" / "sz" / "roster-2026-10.xlsx.error.txt").read_text()
+    assert "A1: invoice SZ-2026-000001 total 5000.00 -> 7000.00" in error and "--amend" in error
+    assert ledger_numbers(root / "out", "SZ") == ["SZ-2026-000001"]
+    assert [e["result"] for e in file_events(log)] == ["billed", "failed"]
