@@ -161,6 +161,7 @@ class Watcher:
         except BlockingIOError:
             self._log(event="refused", reason=f"another watcher holds {o.processing / '.watch.lock'}")
             return EXIT_BUSY
+        self._sweep_temporary_files()
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         observer = None if o.once else self._start_observer()
         self._log(event="watching", inbox=str(o.inbox), out=str(o.out), mode=self.mode, once=o.once)
@@ -177,6 +178,13 @@ class Watcher:
             self._log(event="stopped", failed_files=self.failures)
             lock.close()
         return EXIT_REJECTS if (o.once and self.failures) else EXIT_OK
+
+    def _sweep_temporary_files(self) -> None:
+        """A watcher killed inside an atomic write leaves its hidden temporary file; these folders are only
+        ever written by the watcher that holds the lock, so what is left there now is litter."""
+        for folder in (self.opts.processing, self.opts.processed, self.opts.failed):
+            for tmp in folder.rglob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
 
     def _on_signal(self, signum, frame) -> None:
         self.stopping = True

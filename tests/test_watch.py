@@ -227,6 +227,8 @@ def test_a_watcher_killed_mid_file_finishes_it_exactly_once_after_restart(tmp_pa
     assert crashed.returncode == 70, crashed.stderr
     assert "sz/2026-10/roster-2026-10.xlsx" in files_under(root / "processing")
     assert files_under(root / "inbox") == []
+    # a kill inside an atomic write leaves its temporary file: the restart sweeps it away
+    (root / "processing" / "sz" / "2026-10" / ".roster-2026-10.xlsx.attempts.k1ll3d.tmp").write_text("1")
 
     again = watch_once(root, log)
     assert again.returncode == 0, again.stderr
