@@ -21,7 +21,7 @@ from . import pricebook as pricebook_mod
 from .errors import EXIT_CONFLICT, EXIT_OK, EXIT_REJECTS, InvoicerError, Reject
 from .ledger import Issued, Ledger, format_number
 from .pricing.engine import price_period
-from .publish import safe_path, sha256, write_if_different, write_json
+from .publish import safe_path, sha256, sweep_stale_temporaries, write_if_different, write_json
 from .render.summary import render_summary
 from .roster import read_roster
 from .validate import Roster, validate
@@ -316,6 +316,8 @@ def publish_period(ledger: Ledger, out: Path, prefix: str, period: str, accounts
                    fresh: dict[str, bytes], pool: RenderPool | None = None) -> list[str]:
     """Make the output folder match the ledger for this period: every issued document's file (re-rendered
     from its recorded snapshot if missing), the summary and, last, the manifest."""
+    for folder in (out, out / "invoices", out / "credit_notes", out / "notices"):
+        sweep_stale_temporaries(folder)  # left by a run killed inside an atomic write
     issued = ledger.documents(prefix, period)
     cancelled = {d.content.get("cancels") for d in issued if d.kind == "credit_note"}
     latest_notice: dict[str, Issued] = {}

@@ -55,6 +55,25 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def sweep_stale_temporaries(folder: Path, older_than_s: float = 3600.0) -> list[Path]:
+    """Remove our hidden temporary files (``.<name>.XXXX.tmp``) that a killed process left behind. Only old
+    ones: a run writing into the same folder right now has its temporary file for milliseconds."""
+    import time
+
+    removed = []
+    if not folder.is_dir():
+        return removed
+    limit = time.time() - older_than_s
+    for tmp in folder.glob(".*.tmp"):
+        try:
+            if tmp.is_file() and tmp.stat().st_mtime < limit:
+                tmp.unlink()
+                removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def write_if_different(path: Path, data: bytes) -> bool:
     """Write unless the file already holds exactly these bytes (issued files are not rewritten)."""
     if path.is_file() and sha256(path.read_bytes()) == sha256(data):

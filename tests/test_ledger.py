@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import time
 
 import pytest
 from openpyxl import load_workbook
@@ -42,9 +43,17 @@ def test_rerun_reissues_nothing_and_republishes_missing_files(tmp_path, roster):
     first = files(out)
     assert set(first) == {"invoices/QQ-2026-000001.pdf", "invoices/QQ-2026-000002.pdf"}
     (out / "invoices" / "QQ-2026-000002.pdf").unlink()
+    # a run killed inside an atomic write leaves a hidden temporary file: an old one is swept away, a
+    # fresh one (another run writing at this moment) is left alone
+    stale, fresh = out / "invoices" / ".QQ-2026-000009.pdf.ab12.tmp", out / ".summary.xlsx.cd34.tmp"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
     r2 = run_cli("run", roster(), "--period", "2026-10", "--out", out)
     assert r2.returncode == 0 and "0 new, 2 unchanged" in r2.stdout
     assert files(out) == first  # same numbers, byte-identical files
+    assert not stale.exists() and fresh.exists()
+    fresh.unlink()
     assert len(numbers(out / "ledger.sqlite")) == 2
     assert run_cli("verify", out).returncode == 0
 
