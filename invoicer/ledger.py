@@ -207,3 +207,18 @@ class Ledger:
              doc["period"], doc["issue_date"], int(doc.get("total_fen", 0)), content_sha256,
              json.dumps(doc, sort_keys=True, ensure_ascii=False), file_name, file_sha256, doc.get("cancels"),
              input_sha256, pricebook_sha256))
+
+
+def runs_of_input(path: Path, input_sha256: str, period: str) -> list[int]:
+    """Ids of the runs that priced exactly this input for this period. Read-only, and it takes no lock, so a
+    caller can ask before its run; a ledger that does not exist yet has none."""
+    if not Path(path).exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return [r[0] for r in db.execute("SELECT id FROM runs WHERE input_sha256 = ? AND period = ? ORDER BY id",
+                                          (input_sha256, period))]
+    except sqlite3.Error:
+        return []
+    finally:
+        db.close()

@@ -21,7 +21,13 @@ from . import pricebook as pricebook_mod
 from .errors import EXIT_CONFLICT, EXIT_OK, EXIT_REJECTS, InvoicerError, Reject
 from .ledger import Issued, Ledger, format_number
 from .pricing.engine import price_period
-from .publish import safe_path, sha256, sweep_stale_temporaries, write_if_different, write_json
+from .publish import (
+    safe_path,
+    sha256,
+    sweep_stale_temporaries,
+    write_if_different,
+    write_json,
+)
 from .render.summary import render_summary
 from .roster import read_roster
 from .validate import Roster, validate

@@ -48,23 +48,35 @@ def atomic_write(path: Path, data: bytes) -> None:
         except FileNotFoundError:
             pass
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def durable_rename(src: Path, dest: Path) -> None:
+    """Move a file within one file system, atomically, and make the move survive a power cut."""
+    os.rename(src, dest)
+    fsync_dir(src.parent)
+    fsync_dir(dest.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename or a new file is durable only once its folder is)."""
+    dir_fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
 
-def sweep_stale_temporaries(folder: Path, older_than_s: float = 3600.0) -> list[Path]:
-    """Remove our hidden temporary files (``.<name>.XXXX.tmp``) that a killed process left behind. Only old
-    ones: a run writing into the same folder right now has its temporary file for milliseconds."""
+def sweep_stale_temporaries(folder: Path, older_than_s: float = 3600.0, recursive: bool = False) -> list[Path]:
+    """Remove our hidden temporary files (``.<name>.XXXX.tmp``) that a killed process left behind. By default
+    only old ones: a run writing into the same folder right now has its temporary file for milliseconds."""
     import time
 
     removed = []
     if not folder.is_dir():
         return removed
     limit = time.time() - older_than_s
-    for tmp in folder.glob(".*.tmp"):
+    for tmp in (folder.rglob if recursive else folder.glob)(".*.tmp"):
         try:
             if tmp.is_file() and tmp.stat().st_mtime < limit:
                 tmp.unlink()

@@ -46,7 +46,8 @@ from .errors import (
     LedgerBusy,
     Reject,
 )
-from .publish import SAFE_NAME, atomic_write
+from .ledger import runs_of_input
+from .publish import SAFE_NAME, atomic_write, durable_rename, sweep_stale_temporaries
 
 ROSTER_SUFFIXES = (".xlsx", ".xlsm")
 MAX_ATTEMPTS = 3  # a claim interrupted this many times is set aside in failed/
@@ -183,8 +184,7 @@ class Watcher:
         """A watcher killed inside an atomic write leaves its hidden temporary file; these folders are only
         ever written by the watcher that holds the lock, so what is left there now is litter."""
         for folder in (self.opts.processing, self.opts.processed, self.opts.failed):
-            for tmp in folder.rglob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
+            sweep_stale_temporaries(folder, older_than_s=0, recursive=True)
 
     def _on_signal(self, signum, frame) -> None:
         self.stopping = True
@@ -348,14 +348,12 @@ class Watcher:
             return None
         target.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.rename(path, target)
+            durable_rename(path, target)
         except FileNotFoundError:
             return None
         except OSError as exc:
             self._report_once(path, "error", f"cannot take the file: {exc}")
             return None
-        _fsync_dir(path.parent)
-        _fsync_dir(target.parent)
         _fault_point("claimed")
         return Claim(target, reseller, period, source)
 
@@ -382,7 +380,7 @@ class Watcher:
                 f"anything already issued for it is recognised and not issued twice."), [])
         out_dir = o.out / claim.reseller / claim.period
         ledger_path = o.out / "ledger.sqlite"
-        earlier = _earlier_runs(ledger_path, record["sha256"], claim.period)
+        earlier = runs_of_input(ledger_path, record["sha256"], claim.period)
         if self.pool is None:
             from .render.pdf import RenderPool
 
@@ -427,7 +425,7 @@ class Watcher:
             atomic_write(dest.with_name(dest.name + ".rejects.txt"),
                          _rejects_text(claim, report.rejects).encode())
         _fault_point("before_move")
-        _move(claim.path, dest)
+        durable_rename(claim.path, dest)
         _attempts_file(claim).unlink(missing_ok=True)
         record.update(moved_to=str(dest), duration_s=round(time.monotonic() - t0, 3))
         self._log(**record)
@@ -438,7 +436,7 @@ class Watcher:
         reason = reason.replace(str(claim.path), claim.name)  # the reseller knows the name, not our folders
         dest = _free_name(self.opts.failed / claim.reseller, claim.name)
         atomic_write(dest.with_name(dest.name + ".error.txt"), _error_text(claim, reason, rejects, advice).encode())
-        _move(claim.path, dest)
+        durable_rename(claim.path, dest)
         _attempts_file(claim).unlink(missing_ok=True)
         self.failures += 1
         record.update(result="failed", reason=reason.splitlines()[0], rejected_rows=len(rejects),
@@ -482,22 +480,6 @@ def _count_attempt(claim: Claim) -> int:
     return n
 
 
-def _earlier_runs(ledger_path: Path, sha: str, period: str) -> list[int]:
-    """Runs that already billed this exact file for this period (read-only; no ledger yet means none)."""
-    if not ledger_path.exists():
-        return []
-    import sqlite3
-
-    db = sqlite3.connect(f"file:{ledger_path}?mode=ro", uri=True, timeout=5)
-    try:
-        return [r[0] for r in db.execute("SELECT id FROM runs WHERE input_sha256 = ? AND period = ? ORDER BY id",
-                                          (sha, period))]
-    except sqlite3.Error:
-        return []
-    finally:
-        db.close()
-
-
 def _free_name(folder: Path, name: str) -> Path:
     """folder/name, or folder/stem.2.xlsx, .3 ... when an earlier file of that name is already there."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -506,20 +488,6 @@ def _free_name(folder: Path, name: str) -> Path:
         n += 1
         path = folder / f"{Path(name).stem}.{n}{Path(name).suffix}"
     return path
-
-
-def _move(src: Path, dest: Path) -> None:
-    os.rename(src, dest)
-    _fsync_dir(src.parent)
-    _fsync_dir(dest.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fault_point(name: str) -> None:

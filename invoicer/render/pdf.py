@@ -3,8 +3,8 @@
 Speed (see benchmarks/render.py): the stylesheet is parsed once and one FontConfiguration is kept per
 process (a new one per document leaks memory); documents are rendered by a pool of worker processes,
 each set up once and kept for as long as its owner lives (RenderPool); the template's tables use the
-fixed layout algorithm, which skips WeasyPrint's min/max-content pass (a quarter of a document's time). Safety: Jinja2 autoescapes every value, so a customer named ``<img src=...>`` prints
-as text; the URL fetcher serves only files inside the template folder and refuses every other URL
+fixed layout algorithm, which skips WeasyPrint's min/max-content pass (a quarter of a document's time).
+Safety: Jinja2 autoescapes every value, so a customer named ``<img src=...>`` prints as text; the URL fetcher serves only files inside the template folder and refuses every other URL
 (file:, http:, data: ...), so a rendered document never reads the disk or the network.
 Determinism: no clock is read; the PDF identifier derives from the document number, so the same
 document renders to the same bytes.
@@ -105,15 +105,14 @@ def _init(templates_dir: str) -> None:
     _worker = Renderer(templates_dir)
 
 
-def _render_one(doc: dict) -> bytes | int:
+def _render_one(doc: dict) -> bytes:
     assert _worker is not None
     if doc["kind"] == _WARM_UP["kind"]:
         # loads the font files and Pango's caches, so the first real document is not the slow one
         from weasyprint import HTML
 
-        HTML(string="<p>企业QQ 发票 Invoice 0123456789</p>", url_fetcher=_worker.fetcher).write_pdf(
+        return HTML(string="<p>企业QQ 发票 Invoice 0123456789</p>", url_fetcher=_worker.fetcher).write_pdf(
             stylesheets=[_worker.css], font_config=_worker.fonts)
-        return os.getpid()
     return _worker.render(doc)
 
 
@@ -121,9 +120,9 @@ class RenderPool:
     """Worker processes that render documents; each sets up its Renderer once.
 
     The workers start (import WeasyPrint, about 1 s, then parse the CSS and load the fonts) as soon as the
-    pool is made, so a caller that makes it early overlaps that start-up with its own work (the run prices
-    the roster meanwhile), and a long-lived caller (the drop-folder watcher) pays it once for many runs.
-    With one worker, documents are rendered in this process instead.
+    pool is made, so a long-lived owner (the drop-folder watcher) pays that once for many runs. (Making it
+    at the start of ``invoicer run`` was measured and not kept: a re-run with nothing to render then waits
+    for the start-up.) With one worker, documents are rendered in this process instead.
     """
 
     def __init__(self, templates_dir: str | Path | None = None, workers: int | None = None):
