@@ -8,8 +8,8 @@ rejected, and the sums are recomputed without it. Each round rejects the first o
 customer at once, so the number of rounds is the largest number of offending rows of any one customer
 (usually 0 or 1), not the number of customers, and a round after the first replays only the customers
 that still had an offending row (a hostile roster with thousands of bad rows for one customer costs
-rounds over that customer's rows, not over the whole roster); and the result is exactly that of replaying each account
-row by row (``reference.py`` does that, and the tests and benchmark compare the two).
+rounds over that customer's rows, not over the whole roster). The result is exactly that of replaying
+each account row by row (``reference.py`` does that, and the tests and benchmark compare the two).
 """
 from __future__ import annotations
 
@@ -137,8 +137,8 @@ def price_period(customers: pd.DataFrame, changes: pd.DataFrame, book: PriceBook
         for j in first:
             i = work[j]
             if expired[j]:
-                state = "reclaimed" if d[i] >= reclaim[j] else "in grace"
-                col, why = "date", f"account expired on {expiry[j]} ({state}): seats cannot change until it is renewed"
+                where = "reclaimed" if d[i] >= reclaim[j] else "in grace"
+                col, why = "date", f"account expired on {expiry[j]} ({where}): seats cannot change until it is renewed"
             elif over[j]:
                 col, why = "seats", (f"{seats_before[j]} + {n_seats[i]} seats would exceed the maximum of "
                                      f"{book.max_seats} per account")
