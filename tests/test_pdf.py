@@ -88,6 +88,35 @@ def test_the_url_fetcher_refuses_everything_outside_the_templates(url, renderer)
         fetch(url)
 
 
+def test_a_logo_in_the_template_folder_renders_and_files_outside_it_do_not(priced, tmp_path):
+    """A reseller's --templates folder may carry a logo; the same folder's page cannot pull in any other file:
+    not by an absolute file: URL, not by "..", not through a symlink that points out of the folder."""
+    import shutil
+
+    from PIL import Image
+
+    from invoicer.render.pdf import DEFAULT_TEMPLATES
+
+    outside = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8), "red").save(outside)
+    tpl = tmp_path / "tpl"
+    shutil.copytree(DEFAULT_TEMPLATES, tpl)
+    Image.new("RGB", (40, 20), (11, 79, 138)).save(tpl / "logo.png")
+    (tpl / "link.png").symlink_to(outside)
+    page = (tpl / "invoice.html.j2").read_text(encoding="utf-8")
+    page = page.replace('<table class="head">', '<img src="logo.png" style="height:8mm">'
+                        f'<img src="{outside.as_uri()}"><img src="../secret.png"><img src="link.png">'
+                        '<table class="head">', 1)
+    (tpl / "invoice.html.j2").write_text(page, encoding="utf-8")
+
+    p = priced([cust("A", D(2026, 10, 3), 5)], reseller=SELLER)
+    f = tmp_path / "logo.pdf"
+    f.write_bytes(Renderer(tpl).render(numbered(p.invoices[0])))
+    images = subprocess.run(["pdfimages", "-list", str(f)], capture_output=True, text=True, check=True).stdout
+    rows = [line.split() for line in images.splitlines()[2:]]
+    assert [(r[3], r[4]) for r in rows] == [("40", "20")]  # the logo, and only the logo
+
+
 def test_notices_say_what_is_due_and_what_reclaim_loses(priced, renderer, tmp_path):
     p = priced([cust("R", D(2025, 11, 10), 12), cust("G", D(2025, 10, 1), 4)], reseller=SELLER, period="2026-10")
     kinds = {n["customer"]["customer_id"]: n for n in p.notices}

@@ -4,8 +4,10 @@ Speed (see benchmarks/render.py): the stylesheet is parsed once and one FontConf
 process (a new one per document leaks memory); documents are rendered by a pool of worker processes,
 each set up once and kept for as long as its owner lives (RenderPool); the template's tables use the
 fixed layout algorithm, which skips WeasyPrint's min/max-content pass (a quarter of a document's time).
-Safety: Jinja2 autoescapes every value, so a customer named ``<img src=...>`` prints as text; the URL fetcher serves only files inside the template folder and refuses every other URL
-(file:, http:, data: ...), so a rendered document never reads the disk or the network.
+Safety: Jinja2 autoescapes every value, so a customer named ``<img src=...>`` prints as text; the URL
+fetcher (a WeasyPrint ``URLFetcher``) serves only files inside the template folder, such as a reseller's
+logo, and refuses every other URL (file: elsewhere, http:, data: ...), so rendering never reads the rest
+of the disk or the network.
 Determinism: no clock is read; the PDF identifier derives from the document number, so the same
 document renders to the same bytes.
 """
@@ -40,19 +42,24 @@ class FetchRefused(Exception):
 
 
 def make_url_fetcher(root: Path):
+    """A WeasyPrint URL fetcher that serves files inside ``root`` (a template's logo, fonts, CSS imports)
+    and refuses every other URL: file: outside the folder, http:, https:, data:, ftp: ..."""
+    from weasyprint.urls import URLFetcher, URLFetcherResponse
+
     root = root.resolve()
 
-    def fetch(url: str, *args, **kwargs):
-        parsed = urlparse(url)
-        if parsed.scheme == "file":
-            path = Path(unquote(parsed.path)).resolve()
-            if path.is_relative_to(root) and path.is_file():
-                from weasyprint.urls import default_url_fetcher
+    class TemplateFolderFetcher(URLFetcher):
+        def fetch(self, url, headers=None):
+            parsed = urlparse(url)
+            if parsed.scheme == "file" and not parsed.netloc:
+                path = Path(unquote(parsed.path)).resolve()  # resolves "..", and symlinks out of the folder
+                if path.is_relative_to(root) and path.is_file():
+                    return URLFetcherResponse(path.as_uri(), path.read_bytes(), status=200)
+            raise FetchRefused(f"refused to fetch {url!r}: documents may only use files of the template folder")
 
-                return default_url_fetcher(url, *args, **kwargs)
-        raise FetchRefused(f"refused to fetch {url!r}: documents may only use files of the template folder")
-
-    return fetch
+    # fail_on_errors=False: a refused or missing resource is left out of the document (WeasyPrint logs it)
+    # rather than failing the invoice; nothing outside the folder is ever read.
+    return TemplateFolderFetcher(allowed_protocols=("file",), fail_on_errors=False)
 
 
 class Renderer:
