@@ -4,7 +4,8 @@ Rules (after pretix's invoicing): a number is unique per prefix, gapless per pre
 and never reused; an issued document is never edited or deleted (triggers refuse it); a cancellation is
 a new document (a credit note with negated lines) that names the invoice it cancels. The ledger also
 keeps the exact bytes of every roster and price book it priced, so ``invoicer verify`` can recompute
-every invoice years later.
+every invoice years later, and the exact bytes of every PDF it issued (content-addressed blobs, about 30 KB
+each), so a lost file is restored as issued even after the templates, fonts or WeasyPrint changed.
 
 Concurrency and crashes: a run holds SQLite's write lock (BEGIN IMMEDIATE) from the moment it reads
 the numbers until it commits, so two runs never interleave numbers; the second waits up to the busy
@@ -63,6 +64,10 @@ CREATE TRIGGER IF NOT EXISTS prefix_owners_immutable BEFORE UPDATE ON prefix_own
 BEGIN SELECT RAISE(ABORT, 'an invoice prefix keeps its owner'); END;
 CREATE TRIGGER IF NOT EXISTS prefix_owners_undeletable BEFORE DELETE ON prefix_owners
 BEGIN SELECT RAISE(ABORT, 'an invoice prefix keeps its owner'); END;
+CREATE TRIGGER IF NOT EXISTS blobs_immutable BEFORE UPDATE ON blobs
+BEGIN SELECT RAISE(ABORT, 'stored bytes are immutable'); END;
+CREATE TRIGGER IF NOT EXISTS blobs_undeletable BEFORE DELETE ON blobs
+BEGIN SELECT RAISE(ABORT, 'stored bytes are never deleted'); END;
 CREATE TRIGGER IF NOT EXISTS runs_immutable BEFORE UPDATE ON runs
 BEGIN SELECT RAISE(ABORT, 'the run log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS runs_undeletable BEFORE DELETE ON runs

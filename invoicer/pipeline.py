@@ -229,6 +229,7 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
         ledger.put_blob(priced.input_sha256, "roster", priced.input_name, priced.input_bytes)
         ledger.put_blob(book.sha256, "pricebook", Path(book.source).name, book.raw)
         for doc, data in zip(new_docs + notices, rendered):
+            ledger.put_blob(sha256(data), "pdf", file_name_for(doc), data)  # the bytes as issued
             year = seq = None
             if doc["kind"] != "notice":
                 year, seq = doc["_year"], doc["_seq"]
@@ -345,14 +346,18 @@ def publish_period(ledger: Ledger, out: Path, prefix: str, period: str, accounts
         elif not (path.is_file() and sha256(path.read_bytes()) == d.file_sha256):
             missing.append(d)
         files[d.file_name] = d.file_sha256
-    if missing:
-        again = _render([d.content for d in missing], opts, pool)
-        for d, data in zip(missing, again):
-            if sha256(data) != d.file_sha256:
-                raise InvoicerError(f"re-rendering {d.file_name} from the ledger gave different bytes; the "
-                                    f"templates or fonts changed since it was issued")
-            write_if_different(safe_path(out, *d.file_name.split("/")), data)
-            written.append(d.file_name)
+    # a missing file is restored from the bytes the ledger kept at issue; only documents issued before the
+    # ledger kept them are rendered again from their snapshot, and must come out byte-identical
+    kept = {d.file_name: ledger.blob(d.file_sha256) for d in missing}
+    again = iter(_render([d.content for d in missing if kept[d.file_name] is None], opts, pool))
+    for d in missing:
+        data = kept[d.file_name] or next(again)
+        if sha256(data) != d.file_sha256:
+            raise InvoicerError(f"re-rendering {d.file_name} from the ledger gave different bytes; the "
+                                f"templates or fonts changed since it was issued, and this ledger predates "
+                                f"keeping issued PDFs")
+        write_if_different(safe_path(out, *d.file_name.split("/")), data)
+        written.append(d.file_name)
     listed = []
     for d in issued:
         if d.kind == "notice":

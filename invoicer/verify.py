@@ -5,7 +5,9 @@
    it was issued (documents of other periods are checked too when their file is in this folder).
 3. Every invoice is recomputed from the roster and price book bytes the ledger kept, and must say
    exactly what was issued; every credit note must negate the invoice it cancels.
-4. Numbers are gapless per prefix and year, and the ledger's immutability triggers are in place.
+4. The PDF bytes the ledger kept at issue (ledgers written before it kept them have none) still have
+   the SHA-256 recorded for the document.
+5. Numbers are gapless per prefix and year, and the ledger's immutability triggers are in place.
 """
 from __future__ import annotations
 
@@ -62,6 +64,7 @@ def verify(outdir: Path, ledger_path: Path | None = None) -> tuple[list[str], in
                                 f"(SHA-256 differs from the ledger)")
         problems += _recompute(ledger, docs)
         checked += len(docs)
+        problems += _kept_bytes(ledger, docs)
         problems += _gapless(ledger)
         problems += _triggers(ledger)
         checked += 2
@@ -107,6 +110,15 @@ def _recompute(ledger: Ledger, docs) -> list[str]:
     return problems
 
 
+def _kept_bytes(ledger: Ledger, docs) -> list[str]:
+    problems = []
+    for d in docs:
+        data = ledger.blob(d.file_sha256)
+        if data is not None and sha256(data) != d.file_sha256:
+            problems.append(f"{d.file_name}: the PDF bytes the ledger kept for {d.number or d.kind} are damaged")
+    return problems
+
+
 def _gapless(ledger: Ledger) -> list[str]:
     seqs = defaultdict(list)
     for row in ledger.db.execute("SELECT prefix, year, seq FROM documents WHERE seq IS NOT NULL"):
@@ -120,5 +132,5 @@ def _gapless(ledger: Ledger) -> list[str]:
 
 def _triggers(ledger: Ledger) -> list[str]:
     names = {r[0] for r in ledger.db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
-    need = {"documents_immutable", "documents_undeletable"}
-    return [f"ledger trigger {n} is missing: documents could be edited" for n in sorted(need - names)]
+    need = {"documents_immutable", "documents_undeletable", "blobs_immutable", "blobs_undeletable"}
+    return [f"ledger trigger {n} is missing: issued records could be edited" for n in sorted(need - names)]

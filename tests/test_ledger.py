@@ -114,6 +114,38 @@ def test_several_periods_against_one_ledger_bill_their_own_month(tmp_path):
                                                   "LG-2011-000002"]
 
 
+def test_a_lost_pdf_comes_back_as_issued_after_the_templates_changed(tmp_path, roster):
+    """The ledger keeps every issued PDF's bytes: a lost file is restored byte for byte even when the
+    templates (or fonts, or WeasyPrint) changed since, which re-rendering could not do."""
+    import shutil
+
+    from invoicer.render.pdf import DEFAULT_TEMPLATES
+
+    out, tpl = tmp_path / "out", tmp_path / "tpl"
+    assert run_cli("run", roster(), "--period", "2026-10", "--out", out).returncode == 0
+    first = files(out)
+    shutil.copytree(DEFAULT_TEMPLATES, tpl)
+    with open(tpl / "style.css", "a", encoding="utf-8") as css:
+        css.write("\n.seller-name { color: #7a1f5c; }\n")  # a new look from now on
+    (out / "invoices" / "QQ-2026-000001.pdf").unlink()
+    r = run_cli("run", roster(), "--period", "2026-10", "--out", out, "--templates", tpl)
+    assert r.returncode == 0, r.stderr
+    assert files(out) == first
+    db = sqlite3.connect(out / "ledger.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM blobs WHERE kind = 'pdf'").fetchone()[0] == 2
+    with pytest.raises(sqlite3.IntegrityError, match="immutable"):
+        db.execute("UPDATE blobs SET data = x'00' WHERE kind = 'pdf'")
+    with pytest.raises(sqlite3.IntegrityError, match="never deleted"):
+        db.execute("DELETE FROM blobs")
+    # bytes damaged behind the triggers' back are found by verify
+    db.execute("DROP TRIGGER blobs_immutable")
+    db.execute("UPDATE blobs SET data = x'00' WHERE name = 'invoices/QQ-2026-000002.pdf'")
+    db.commit()
+    db.close()
+    r = run_cli("verify", out)
+    assert r.returncode == 1 and "the PDF bytes the ledger kept for QQ-2026-000002 are damaged" in r.stdout
+
+
 def test_issued_documents_cannot_be_edited_and_verify_finds_tampering(tmp_path, roster):
     out = tmp_path / "out"
     run_cli("run", roster(), "--period", "2026-10", "--out", out)
