@@ -155,8 +155,9 @@ class RenderPool:
             if self._local is None:
                 self._local = Renderer(self.templates_dir)
             return [self._local.render(d) for d in _progress(docs, show)]
-        chunk = max(1, min(16, len(docs) // (self.workers * 4)))
-        return list(_progress(self._pool.map(_render_one, docs, chunksize=chunk), show, total=len(docs)))
+        # one document per task: a task is ~80 ms against well under 1 ms of hand-over, and bigger chunks
+        # left one worker idle at the end of a batch (measured: 5% slower with 16 per task)
+        return list(_progress(self._pool.map(_render_one, docs, chunksize=1), show, total=len(docs)))
 
     def close(self) -> None:
         if self._pool is not None:
