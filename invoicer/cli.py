@@ -102,12 +102,24 @@ def cmd_template(args) -> int:
 def cmd_verify(args) -> int:
     """Audit an output folder: re-hash every file against the manifest and the ledger, and recompute every
     invoice from the roster and price book recorded in the ledger. Exit 0 clean, 1 mismatches.
+    Given a PDF file instead, say whether it is exactly a document the ledger issued.
 
     Example: invoicer verify out/2026-10
+             invoicer verify SZTY-2026-000001.pdf --ledger out/ledger.sqlite
     """
-    from .verify import verify
+    from .verify import verify, verify_pdf
 
-    problems, checked = verify(Path(args.outdir), Path(args.ledger) if args.ledger else None)
+    target = Path(args.outdir)
+    if target.is_file():
+        if not args.ledger:
+            raise InvoicerError(f"{target} is a file: pass --ledger to say which ledger issued it")
+        problems, findings = verify_pdf(target, Path(args.ledger))
+        for line in findings:
+            print(line)
+        for p in problems:
+            print(f"MISMATCH: {p}")
+        return EXIT_REJECTS if problems else EXIT_OK
+    problems, checked = verify(target, Path(args.ledger) if args.ledger else None)
     for p in problems:
         print(f"MISMATCH: {p}")
     if problems:
@@ -178,9 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lang", choices=["zh", "en"], default="zh")
     t.set_defaults(fn=cmd_template)
 
-    v = sub.add_parser("verify", help="audit an output folder", description=doc(cmd_verify),
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    v.add_argument("outdir")
+    v = sub.add_parser("verify", help="audit an output folder, or check one PDF against the ledger",
+                       description=doc(cmd_verify), formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("outdir", metavar="DIR_OR_PDF")
     v.add_argument("--ledger", help="ledger file (default: OUTDIR/ledger.sqlite, or as the manifest says)")
     v.set_defaults(fn=cmd_verify)
 

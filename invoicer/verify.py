@@ -1,4 +1,7 @@
-"""What an auditor runs: ``invoicer verify OUTDIR``.
+"""What an auditor runs: ``invoicer verify OUTDIR``, or ``invoicer verify FILE.pdf --ledger L`` for one PDF
+(a customer's copy, an e-mail attachment): is it exactly a document the ledger issued?
+
+For a folder:
 
 1. Every file the manifest lists still has the SHA-256 the manifest recorded.
 2. Every issued document of the manifest's period is on disk with the SHA-256 the ledger recorded when
@@ -71,6 +74,34 @@ def verify(outdir: Path, ledger_path: Path | None = None) -> tuple[list[str], in
     finally:
         ledger.close()
     return problems, checked
+
+
+def verify_pdf(path: Path, ledger_path: Path) -> tuple[list[str], list[str]]:
+    """(problems, findings) for one PDF: a document issued byte for byte, or what it is not."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InvoicerError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if not ledger_path.is_file():
+        raise InvoicerError(f"{ledger_path}: no ledger there (pass --ledger)")
+    ledger = Ledger(ledger_path)
+    try:
+        sql = ("SELECT d.*, r.recorded_at FROM documents d JOIN runs r ON r.id = d.run_id WHERE {} "
+               "ORDER BY d.id LIMIT 1")
+        row = ledger.db.execute(sql.format("d.file_sha256 = ?"), (sha256(data),)).fetchone()
+        if row is not None:
+            what = row["number"] or f"the {row['kind']} for {row['customer_id']}"
+            return [], [f"{path.name}: issued as {what} ({row['kind']}, customer {row['customer_id']}, "
+                        f"{row['period']}, total {row['total_fen'] / 100:,.2f} CNY, recorded "
+                        f"{row['recorded_at']} UTC); unchanged since issue (SHA-256 {row['file_sha256']})"]
+        row = ledger.db.execute(sql.format("d.number = ?"), (path.stem,)).fetchone()
+        if row is not None:
+            return [f"{path.name}: not the file issued as {row['number']} (issued SHA-256 {row['file_sha256']}, "
+                    f"this file {sha256(data)}); re-running {row['period']} restores the issued file from the "
+                    f"ledger"], []
+        return [f"{path.name}: not a document this ledger issued (SHA-256 {sha256(data)})"], []
+    finally:
+        ledger.close()
 
 
 def _recompute(ledger: Ledger, docs) -> list[str]:

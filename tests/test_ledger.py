@@ -146,6 +146,32 @@ def test_a_lost_pdf_comes_back_as_issued_after_the_templates_changed(tmp_path, r
     assert r.returncode == 1 and "the PDF bytes the ledger kept for QQ-2026-000002 are damaged" in r.stdout
 
 
+def test_verify_tells_whether_one_pdf_is_exactly_an_issued_document(tmp_path, roster):
+    """An auditor holding a customer's copy asks the ledger: issued as what, and unchanged?"""
+    out = tmp_path / "out"
+    assert run_cli("run", roster(), "--period", "2026-10", "--out", out).returncode == 0
+    ledger = out / "ledger.sqlite"
+    copy = tmp_path / "from-email.pdf"
+    copy.write_bytes((out / "invoices" / "QQ-2026-000001.pdf").read_bytes())
+    r = run_cli("verify", copy, "--ledger", ledger)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "issued as QQ-2026-000001 (invoice, customer A, 2026-10, total 1,400.00 CNY" in r.stdout
+    assert "unchanged since issue" in r.stdout
+
+    forged = tmp_path / "QQ-2026-000001.pdf"
+    forged.write_bytes(copy.read_bytes().replace(b"%%EOF", b"%%EOF\n% edited"))
+    r = run_cli("verify", forged, "--ledger", ledger)
+    assert r.returncode == 1 and "not the file issued as QQ-2026-000001" in r.stdout
+
+    stranger = tmp_path / "other.pdf"
+    stranger.write_bytes(b"%PDF-1.7 not ours")
+    r = run_cli("verify", stranger, "--ledger", ledger)
+    assert r.returncode == 1 and "not a document this ledger issued" in r.stdout
+
+    r = run_cli("verify", copy)  # which ledger? it must be said
+    assert r.returncode == 2 and "pass --ledger" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_issued_documents_cannot_be_edited_and_verify_finds_tampering(tmp_path, roster):
     out = tmp_path / "out"
     run_cli("run", roster(), "--period", "2026-10", "--out", out)
