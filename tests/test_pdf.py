@@ -88,7 +88,7 @@ def test_the_url_fetcher_refuses_everything_outside_the_templates(url, renderer)
         fetch(url)
 
 
-def test_a_logo_in_the_template_folder_renders_and_files_outside_it_do_not(priced, tmp_path):
+def test_a_logo_in_the_template_folder_renders_and_files_outside_it_do_not(priced, tmp_path, caplog):
     """A reseller's --templates folder may carry a logo; the same folder's page cannot pull in any other file:
     not by an absolute file: URL, not by "..", not through a symlink that points out of the folder."""
     import shutil
@@ -115,6 +115,10 @@ def test_a_logo_in_the_template_folder_renders_and_files_outside_it_do_not(price
     images = subprocess.run(["pdfimages", "-list", str(f)], capture_output=True, text=True, check=True).stdout
     rows = [line.split() for line in images.splitlines()[2:]]
     assert [(r[3], r[4]) for r in rows] == [("40", "20")]  # the logo, and only the logo
+    # the template's author is told once per URL (".." names the same file as the file: URL)
+    notes = [r.getMessage() for r in caplog.records]
+    assert len(notes) == 2 and "left out of the PDFs" in notes[0]
+    assert {n.split()[5].rstrip(";") for n in notes} == {outside.as_uri(), (tpl / "link.png").as_uri()}
 
 
 def test_notices_say_what_is_due_and_what_reclaim_loses(priced, renderer, tmp_path):

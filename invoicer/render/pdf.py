@@ -34,11 +34,17 @@ DEFAULT_TEMPLATES = next((p for p in (_HERE.parents[1] / "templates", _HERE.pare
 TEMPLATE_FOR = {"invoice": "invoice.html.j2", "credit_note": "invoice.html.j2", "notice": "notice.html.j2"}
 
 logging.getLogger("weasyprint").setLevel(logging.ERROR)
+# a refused URL is reported once by our fetcher (below), not once per document by WeasyPrint
+logging.getLogger("weasyprint").addFilter(lambda record: "FetchRefused" not in record.getMessage())
 logging.getLogger("fontTools").setLevel(logging.ERROR)
 
 
 class FetchRefused(Exception):
     pass
+
+
+_log = logging.getLogger("invoicer.render")
+_refused: set[str] = set()
 
 
 def make_url_fetcher(root: Path):
@@ -55,10 +61,15 @@ def make_url_fetcher(root: Path):
                 path = Path(unquote(parsed.path)).resolve()  # resolves "..", and symlinks out of the folder
                 if path.is_relative_to(root) and path.is_file():
                     return URLFetcherResponse(path.as_uri(), path.read_bytes(), status=200)
+            shown = url if len(url) <= 120 else url[:117] + "..."
+            if shown not in _refused:  # once per process, so a template's remote logo is one line, not one per PDF
+                _refused.add(shown)
+                _log.warning("note: the template asks for %s; left out of the PDFs (documents may only use "
+                             "files of the template folder %s)", shown, root)
             raise FetchRefused(f"refused to fetch {url!r}: documents may only use files of the template folder")
 
-    # fail_on_errors=False: a refused or missing resource is left out of the document (WeasyPrint logs it)
-    # rather than failing the invoice; nothing outside the folder is ever read.
+    # fail_on_errors=False: a refused or missing resource is left out of the document rather than failing
+    # the invoice (the template's author sees the note above); nothing outside the folder is ever read.
     return TemplateFolderFetcher(allowed_protocols=("file",), fail_on_errors=False)
 
 
