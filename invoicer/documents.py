@@ -67,6 +67,22 @@ def explain(line: dict, book: PriceBook) -> str:
     return text
 
 
+def rules_note(book: PriceBook) -> dict:
+    """The invoice's printed rules, in both languages, from the price book that priced it (a reseller's own
+    book prints its own rules). Kept out of the content hash: it describes the rules, the lines apply them."""
+    n = book.round_up_after_days
+    by_added = book.tier_basis == "added_seats"
+    zh = (f"开通与续费按账户工号数所在套餐计年费; 加工号按{'新增工号数' if by_added else '加工号后账户工号数'}所在套餐"
+          f"的月费计至账户到期日, 不足整月的天数超过{n}天按一个月计, 否则不计")
+    en = ("Opening and renewal: seats × the annual price of the tier of the account's seat count. Added seats: "
+          f"seats × the monthly rate of the tier of {'the seats added' if by_added else 'the account after the addition'}"
+          f" × whole months to the paid-through date (over {n} leftover days rounds up)")
+    if book.cap_at_annual:
+        zh += ", 每工号不超过一年年费"
+        en += ", never more than a year per seat"
+    return {"zh": zh + ".", "en": en + ".", "completion_working_days": book.completion_working_days}
+
+
 def line_dicts(lines: pd.DataFrame, book: PriceBook) -> list[dict]:
     out = []
     for rec in lines.to_dict("records"):
@@ -113,7 +129,7 @@ def build_invoices(lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[st
             "seller": dict(seller), "lines": items, "total_fen": sum(x["amount_fen"] for x in items),
             "list_total_fen": sum(x["list_fen"] for x in items), "period": period,
             "issue_date": issue_date.isoformat(), "currency": book.currency,
-            "pricebook_version": book.version,
+            "pricebook_version": book.version, "rules": rules_note(book),
         }
         doc["total_words"] = chinese_capital(doc["total_fen"])
         assert doc["total_fen"] == sum(x["amount_fen"] for x in doc["lines"])
@@ -130,7 +146,8 @@ def credit_note_for(invoice: dict, issue_date: dt.date) -> dict:
             neg[k] = -x[k]
         neg["explanation"] = f"cancels {invoice['number']}: " + x["explanation"]
         lines.append(neg)
-    doc = {k: invoice[k] for k in ("customer", "seller", "period", "currency", "pricebook_version")}
+    doc = {k: invoice[k] for k in ("customer", "seller", "period", "currency", "pricebook_version", "rules")
+           if k in invoice}
     doc.update({
         "kind": "credit_note", "lines": lines, "total_fen": -invoice["total_fen"],
         "list_total_fen": -invoice.get("list_total_fen", 0), "issue_date": issue_date.isoformat(),

@@ -30,6 +30,17 @@ class Tier:
 
 
 @dataclass(frozen=True)
+class YearSchedule:
+    """One year's official holiday schedule, for a year the chinesecalendar package does not cover (yet)."""
+    year: int
+    holidays: frozenset[dt.date]
+    workdays: frozenset[dt.date]  # make-up working days (调休): weekend days that are worked
+
+    def is_workday(self, day: dt.date) -> bool:
+        return day in self.workdays or (day.weekday() < 5 and day not in self.holidays)
+
+
+@dataclass(frozen=True)
 class PriceBook:
     version: str
     currency: str
@@ -44,6 +55,7 @@ class PriceBook:
     window_months: int
     grace_months: int
     completion_working_days: int
+    calendar: tuple[YearSchedule, ...]
     legacy_cutoff: dt.date
     default_prefix: str
     number_digits: int
@@ -108,6 +120,7 @@ def parse(raw: bytes, source: str) -> PriceBook:
             window_months=int(ren["window_months"]),
             grace_months=int(ren["grace_months"]),
             completion_working_days=int(ren["completion_working_days"]),
+            calendar=_calendar(doc.get("calendar", {})),
             legacy_cutoff=dt.date.fromisoformat(str(leg["cutoff"])),
             default_prefix=str(inv.get("default_prefix", "QQ")),
             number_digits=int(inv.get("number_digits", 6)),
@@ -119,6 +132,30 @@ def parse(raw: bytes, source: str) -> PriceBook:
         raise InputError(f"price book {source} is incomplete or wrong: {exc!r}") from None
     _check(book)
     return book
+
+
+def _calendar(table: dict) -> tuple[YearSchedule, ...]:
+    """[calendar.2027] holidays = [...], workdays = [...]: dates of that year, checked."""
+    years = []
+    for key, entry in sorted(table.items()):
+        year = int(key)
+        unknown = set(entry) - {"holidays", "workdays"}
+        if unknown:
+            raise ValueError(f"calendar.{key}: unknown keys {sorted(unknown)} (use holidays and workdays)")
+        holidays = frozenset(dt.date.fromisoformat(str(x)) for x in entry.get("holidays", []))
+        workdays = frozenset(dt.date.fromisoformat(str(x)) for x in entry.get("workdays", []))
+        wrong = sorted(str(d) for d in holidays | workdays if d.year != year)
+        if wrong:
+            raise ValueError(f"calendar.{key}: dates of another year: {', '.join(wrong)}")
+        weekdays = sorted(str(d) for d in workdays if d.weekday() < 5)
+        if weekdays:
+            raise ValueError(f"calendar.{key}: make-up working days are weekend days; these are weekdays: "
+                             f"{', '.join(weekdays)}")
+        both = sorted(str(d) for d in holidays & workdays)
+        if both:
+            raise ValueError(f"calendar.{key}: both a holiday and a working day: {', '.join(both)}")
+        years.append(YearSchedule(year, holidays, workdays))
+    return tuple(years)
 
 
 def _check(book: PriceBook) -> None:

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import subprocess
 
 import numpy as np
 import pytest
 
 from invoicer import pricebook
+from invoicer.errors import InputError
 from invoicer.money import chinese_capital
 from invoicer.pricing.dates import add_months, prorate_months, term_end
 from invoicer.pricing.workdays import add_working_days
@@ -228,6 +231,52 @@ def test_renewal_completes_three_working_days_later_across_the_national_day_holi
     # Oct 1-7 2026 are holidays; Oct 8, Oct 9 and the make-up Saturday Oct 10 are working days
     assert add_working_days(D(2026, 9, 30), 3) == (D(2026, 10, 10), True)
     assert add_working_days(D(2026, 10, 14), 3) == (D(2026, 10, 19), True)  # over an ordinary weekend
+
+
+# A made-up schedule for a year chinesecalendar 1.11 does not cover: Oct 1-7 off, Sat Oct 9 worked.
+SCHEDULE_2027 = b"""
+[calendar.2027]
+holidays = ["2027-10-01", "2027-10-02", "2027-10-03", "2027-10-04", "2027-10-05", "2027-10-06", "2027-10-07"]
+workdays = ["2027-10-09"]
+"""
+
+
+def test_a_year_the_calendar_package_lacks_counts_weekdays_and_says_so_unless_the_price_book_lists_it(book):
+    assert add_working_days(D(2027, 9, 30), 3) == (D(2027, 10, 5), False)  # Fri Oct 1, Mon Oct 4, Tue Oct 5
+    listed = pricebook.parse(book.raw + SCHEDULE_2027, "test")
+    # Thu Sep 30 signed; Oct 1-7 off; Fri Oct 8, the make-up Saturday Oct 9, Mon Oct 11
+    assert add_working_days(D(2027, 9, 30), 3, listed.calendar) == (D(2027, 10, 11), True)
+    # a year the price book lists wins over the package's data for it
+    off = pricebook.parse(book.raw + b'[calendar.2026]\nholidays = ["2026-10-14", "2026-10-15"]\n', "test")
+    assert add_working_days(D(2026, 10, 13), 1, off.calendar) == (D(2026, 10, 16), True)
+
+
+@pytest.mark.parametrize("table, says", [
+    (b'[calendar.2027]\nholidays = ["2028-01-01"]\n', "dates of another year: 2028-01-01"),
+    (b'[calendar.2027]\nworkdays = ["2027-03-03"]\n', "make-up working days are weekend days"),
+    (b'[calendar.2027]\nholiday = ["2027-01-01"]\n', "unknown keys ['holiday']"),
+    (b'[calendar.2027]\nholidays = ["2027-02-31"]\n', "day is out of range"),
+])
+def test_a_wrong_calendar_in_the_price_book_is_refused_with_the_reason(book, table, says):
+    with pytest.raises(InputError, match=re.escape(says)):
+        pricebook.parse(book.raw + table, "test")
+
+
+def test_a_price_book_with_its_own_rules_prints_them_on_the_invoice(priced, book, tmp_path):
+    from invoicer.render.pdf import Renderer
+
+    raw = (book.raw.replace(b"round_up_after_days = 15", b"round_up_after_days = 10")
+           .replace(b"completion_working_days = 3", b"completion_working_days = 5") + SCHEDULE_2027)
+    other = pricebook.parse(raw, "test")
+    p = priced([cust("A", D(2026, 10, 1), 5)], [change("A", D(2027, 9, 30), "renew")], period="2027-09", pb=other)
+    (doc,) = p.invoices
+    pdf = tmp_path / "own.pdf"
+    pdf.write_bytes(Renderer().render({**doc, "number": "QQ-2027-000001"}))
+    text = " ".join(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
+                                   check=True).stdout.split())
+    assert "超过10天按一个月计" in text and "over 10 leftover days rounds up" in text
+    # 5 working days after Thu Sep 30: Oct 8, Sat Oct 9, Oct 11, 12, 13; exact, from the price book's 2027
+    assert "completes 2027-10-13 (5个工作日 working days)" in text and "weekends only" not in text
 
 
 def test_renewal_line_prints_its_completion_date(priced):

@@ -292,7 +292,7 @@ def _renewal_lines(ch, sel, book, seats_before, expiry, opened, term0, renews_be
     ti = tier_index(book, seats)
     legacy = legacy_row[sel]
     unit = np.where(legacy, legacy_fen[sel], t_annual[ti])
-    done = [add_working_days(to_date(x), book.completion_working_days) for x in d]
+    done = [add_working_days(to_date(x), book.completion_working_days, book.calendar) for x in d]
     return pd.DataFrame({
         "customer_id": ch["customer_id"].to_numpy()[sel], "kind": "renewal", "date": d, "seats": seats,
         "account_seats": seats, "months": 12, "whole_months": 12, "extra_days": 0, "unit_fen": unit,

@@ -39,6 +39,18 @@ logging.getLogger("weasyprint").addFilter(lambda record: "FetchRefused" not in r
 logging.getLogger("fontTools").setLevel(logging.ERROR)
 
 
+# An invoice's printed rules come from its price book (documents.rules_note) and are kept in its snapshot.
+# Snapshots recorded before that print the text the template then had, so they re-render byte-identical.
+RULES_BEFORE_SNAPSHOT = {
+    "zh": "开通与续费按账户工号数所在套餐计年费; 加工号按月费计至账户到期日, 不足整月的天数超过15天按一个月计, 否则不计, "
+          "每工号不超过一年年费.",
+    "en": "Opening and renewal: seats × the annual price of the tier of the account's seat count. Added seats: "
+          "seats × monthly rate × whole months to the paid-through date (over 15 leftover days rounds up), never "
+          "more than a year per seat.",
+    "completion_working_days": 3,
+}
+
+
 class FetchRefused(Exception):
     pass
 
@@ -95,6 +107,8 @@ class Renderer:
         self.css = CSS(filename=str(self.root / "style.css"), font_config=self.fonts, url_fetcher=self.fetcher)
 
     def html(self, doc: dict) -> str:
+        if doc["kind"] != "notice" and "rules" not in doc:
+            doc = {**doc, "rules": RULES_BEFORE_SNAPSHOT}
         return self.env.get_template(TEMPLATE_FOR[doc["kind"]]).render(doc=doc)
 
     def render(self, doc: dict) -> bytes:
