@@ -80,7 +80,9 @@ def rules_note(book: PriceBook) -> dict:
     if book.cap_at_annual:
         zh += ", 每工号不超过一年年费"
         en += ", never more than a year per seat"
-    return {"zh": zh + ".", "en": en + ".", "completion_working_days": book.completion_working_days}
+    g = book.grace_months
+    return {"zh": zh + ".", "en": en + ".", "completion_working_days": book.completion_working_days,
+            "grace_zh": "一个月" if g == 1 else f"{g}个月", "grace_en": "one month" if g == 1 else f"{g} months"}
 
 
 def line_dicts(lines: pd.DataFrame, book: PriceBook) -> list[dict]:
@@ -180,7 +182,7 @@ def build_notices(accounts: pd.DataFrame, customers: pd.DataFrame, blocked: set[
                 {"customer_id": rec["customer_id"], **by_id.loc[rec["customer_id"]].to_dict()}),
             "seller": dict(seller), "period": period, "issue_date": issue_date.isoformat(),
             "currency": book.currency, "pricebook_version": book.version,
-            "total_words": chinese_capital(int(rec["quote_fen"])),
+            "total_words": chinese_capital(int(rec["quote_fen"])), "rules": rules_note(book),
         }
         out.append(doc)
     return out

@@ -266,17 +266,26 @@ def test_a_price_book_with_its_own_rules_prints_them_on_the_invoice(priced, book
     from invoicer.render.pdf import Renderer
 
     raw = (book.raw.replace(b"round_up_after_days = 15", b"round_up_after_days = 10")
-           .replace(b"completion_working_days = 3", b"completion_working_days = 5") + SCHEDULE_2027)
+           .replace(b"completion_working_days = 3", b"completion_working_days = 5")
+           .replace(b"grace_months = 1", b"grace_months = 2") + SCHEDULE_2027)
     other = pricebook.parse(raw, "test")
-    p = priced([cust("A", D(2026, 10, 1), 5)], [change("A", D(2027, 9, 30), "renew")], period="2027-09", pb=other)
+    p = priced([cust("A", D(2026, 10, 1), 5), cust("R", D(2026, 10, 15), 4)], [change("A", D(2027, 9, 30), "renew")],
+               period="2027-09", pb=other)
+
+    def text_of(doc):
+        pdf = tmp_path / "own.pdf"
+        pdf.write_bytes(Renderer().render(doc))
+        return " ".join(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
+                                       check=True).stdout.split())
+
     (doc,) = p.invoices
-    pdf = tmp_path / "own.pdf"
-    pdf.write_bytes(Renderer().render({**doc, "number": "QQ-2027-000001"}))
-    text = " ".join(subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
-                                   check=True).stdout.split())
+    text = text_of({**doc, "number": "QQ-2027-000001"})
     assert "超过10天按一个月计" in text and "over 10 leftover days rounds up" in text
     # 5 working days after Thu Sep 30: Oct 8, Sat Oct 9, Oct 11, 12, 13; exact, from the price book's 2027
     assert "completes 2027-10-13 (5个工作日 working days)" in text and "weekends only" not in text
+    (notice,) = p.notices
+    text = text_of(notice)
+    assert "保留2个月使用权" in text and "kept for 2 months" in text and "within 5 working days" in text
 
 
 def test_renewal_line_prints_its_completion_date(priced):

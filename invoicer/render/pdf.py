@@ -47,7 +47,7 @@ RULES_BEFORE_SNAPSHOT = {
     "en": "Opening and renewal: seats × the annual price of the tier of the account's seat count. Added seats: "
           "seats × monthly rate × whole months to the paid-through date (over 15 leftover days rounds up), never "
           "more than a year per seat.",
-    "completion_working_days": 3,
+    "completion_working_days": 3, "grace_zh": "一个月", "grace_en": "one month",
 }
 
 
@@ -107,7 +107,7 @@ class Renderer:
         self.css = CSS(filename=str(self.root / "style.css"), font_config=self.fonts, url_fetcher=self.fetcher)
 
     def html(self, doc: dict) -> str:
-        if doc["kind"] != "notice" and "rules" not in doc:
+        if "rules" not in doc:
             doc = {**doc, "rules": RULES_BEFORE_SNAPSHOT}
         return self.env.get_template(TEMPLATE_FOR[doc["kind"]]).render(doc=doc)
 
