@@ -67,7 +67,9 @@ def verify(outdir: Path, ledger_path: Path | None = None) -> tuple[list[str], in
                                 f"(SHA-256 differs from the ledger)")
         problems += _recompute(ledger, docs)
         checked += len(docs)
-        problems += _kept_bytes(ledger, docs)
+        kept_problems, kept = _kept_bytes(ledger, docs)
+        problems += kept_problems
+        checked += kept
         problems += _gapless(ledger)
         problems += _triggers(ledger)
         checked += 2
@@ -141,13 +143,16 @@ def _recompute(ledger: Ledger, docs) -> list[str]:
     return problems
 
 
-def _kept_bytes(ledger: Ledger, docs) -> list[str]:
-    problems = []
+def _kept_bytes(ledger: Ledger, docs) -> tuple[list[str], int]:
+    problems, kept = [], 0
     for d in docs:
         data = ledger.blob(d.file_sha256)
-        if data is not None and sha256(data) != d.file_sha256:
+        if data is None:
+            continue
+        kept += 1
+        if sha256(data) != d.file_sha256:
             problems.append(f"{d.file_name}: the PDF bytes the ledger kept for {d.number or d.kind} are damaged")
-    return problems
+    return problems, kept
 
 
 def _gapless(ledger: Ledger) -> list[str]:
