@@ -121,6 +121,25 @@ def test_a_logo_in_the_template_folder_renders_and_files_outside_it_do_not(price
     assert {n.split()[5].rstrip(";") for n in notes} == {outside.as_uri(), (tpl / "link.png").as_uri()}
 
 
+def test_a_long_invoice_breaks_pages_between_lines_never_inside_one(priced, renderer, tmp_path):
+    """30 lines over 3 pages: the column headings repeat, and a line's calculation never starts a page."""
+    import re
+
+    p = priced([cust("A", D(2026, 5, 1), 3)],
+               [change("A", D(2026, 10, 1 + i % 28), "add", 1, reference=f"HT-{i:04d}") for i in range(30)],
+               reseller=SELLER)
+    f = tmp_path / "long.pdf"
+    f.write_bytes(renderer.render(numbered(p.invoices[0])))
+    pages = subprocess.run(["pdftotext", "-layout", str(f), "-"], capture_output=True, text=True,
+                           check=True).stdout.split("\f")[:-1]
+    assert len(pages) >= 2
+    for n, page in enumerate(pages[1:], start=2):
+        rows = [r for r in page.splitlines() if r.strip()]
+        assert "项目 Item" in rows[0], f"page {n}: no column headings"
+        assert re.match(r"\s*\d+\s+加工号 Added seats", rows[1]), f"page {n} starts inside a line: {rows[1]!r}"
+        assert f"Page {n} of {len(pages)}" in page
+
+
 def test_notices_say_what_is_due_and_what_reclaim_loses(priced, renderer, tmp_path):
     p = priced([cust("R", D(2025, 11, 10), 12), cust("G", D(2025, 10, 1), 4)], reseller=SELLER, period="2026-10")
     kinds = {n["customer"]["customer_id"]: n for n in p.notices}
