@@ -54,25 +54,25 @@ CREATE TABLE IF NOT EXISTS documents (
     CHECK ((kind = 'notice') = (number IS NULL))
 );
 CREATE INDEX IF NOT EXISTS documents_period ON documents (prefix, period, customer_id);
-CREATE TRIGGER IF NOT EXISTS documents_immutable BEFORE UPDATE ON documents
-BEGIN SELECT RAISE(ABORT, 'issued documents are immutable: issue a credit note instead'); END;
-CREATE TRIGGER IF NOT EXISTS documents_undeletable BEFORE DELETE ON documents
-BEGIN SELECT RAISE(ABORT, 'issued documents are never deleted'); END;
 CREATE TABLE IF NOT EXISTS prefix_owners (
     prefix TEXT PRIMARY KEY, owner TEXT NOT NULL, recorded_at TEXT NOT NULL DEFAULT (datetime('now')));
-CREATE TRIGGER IF NOT EXISTS prefix_owners_immutable BEFORE UPDATE ON prefix_owners
-BEGIN SELECT RAISE(ABORT, 'an invoice prefix keeps its owner'); END;
-CREATE TRIGGER IF NOT EXISTS prefix_owners_undeletable BEFORE DELETE ON prefix_owners
-BEGIN SELECT RAISE(ABORT, 'an invoice prefix keeps its owner'); END;
-CREATE TRIGGER IF NOT EXISTS blobs_immutable BEFORE UPDATE ON blobs
-BEGIN SELECT RAISE(ABORT, 'stored bytes are immutable'); END;
-CREATE TRIGGER IF NOT EXISTS blobs_undeletable BEFORE DELETE ON blobs
-BEGIN SELECT RAISE(ABORT, 'stored bytes are never deleted'); END;
-CREATE TRIGGER IF NOT EXISTS runs_immutable BEFORE UPDATE ON runs
-BEGIN SELECT RAISE(ABORT, 'the run log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS runs_undeletable BEFORE DELETE ON runs
-BEGIN SELECT RAISE(ABORT, 'the run log is append-only'); END;
 """
+
+
+def _append_only(table: str, on_update: str, on_delete: str) -> str:
+    """Triggers that refuse UPDATE and DELETE on a table: its rows are records, never edited or removed."""
+    return (f"CREATE TRIGGER IF NOT EXISTS {table}_immutable BEFORE UPDATE ON {table}\n"
+            f"BEGIN SELECT RAISE(ABORT, '{on_update}'); END;\n"
+            f"CREATE TRIGGER IF NOT EXISTS {table}_undeletable BEFORE DELETE ON {table}\n"
+            f"BEGIN SELECT RAISE(ABORT, '{on_delete}'); END;\n")
+
+
+SCHEMA += "".join(_append_only(*t) for t in (
+    ("documents", "issued documents are immutable: issue a credit note instead", "issued documents are never deleted"),
+    ("prefix_owners", "an invoice prefix keeps its owner", "an invoice prefix keeps its owner"),
+    ("blobs", "stored bytes are immutable", "stored bytes are never deleted"),
+    ("runs", "the run log is append-only", "the run log is append-only"),
+))
 
 
 @dataclass
