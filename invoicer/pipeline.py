@@ -229,12 +229,13 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
         ledger.put_blob(priced.input_sha256, "roster", priced.input_name, priced.input_bytes)
         ledger.put_blob(book.sha256, "pricebook", Path(book.source).name, book.raw)
         for doc, data in zip(new_docs + notices, rendered):
-            ledger.put_blob(sha256(data), "pdf", file_name_for(doc), data)  # the bytes as issued
+            digest, name = sha256(data), file_name_for(doc)
+            ledger.put_blob(digest, "pdf", name, data)  # the bytes as issued
             year = seq = None
             if doc["kind"] != "notice":
                 year, seq = doc["_year"], doc["_seq"]
             ledger.add_document(run_id, _clean(doc), priced.prefix, year, seq, docs_mod.content_hash(doc),
-                                file_name_for(doc), sha256(data), priced.input_sha256, book.sha256)
+                                name, digest, priced.input_sha256, book.sha256)
         _fault_point("before_commit")
         ledger.commit()
         _fault_point("after_commit")

@@ -43,9 +43,7 @@ def verify(outdir: Path, ledger_path: Path | None = None) -> tuple[list[str], in
     if ledger_path is None:
         recorded = Path(manifest.get("ledger", "ledger.sqlite"))
         ledger_path = recorded if recorded.is_absolute() else outdir / recorded
-    if not ledger_path.is_file():
-        raise InvoicerError(f"{ledger_path}: no ledger there (pass --ledger)")
-    ledger = Ledger(ledger_path)
+    ledger = _open_ledger(ledger_path)
     try:
         docs = ledger.documents()
         prefix, period = manifest["invoice_prefix"], manifest["period"]
@@ -84,13 +82,12 @@ def verify_pdf(path: Path, ledger_path: Path) -> tuple[list[str], list[str]]:
         data = path.read_bytes()
     except OSError as exc:
         raise InvoicerError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if not ledger_path.is_file():
-        raise InvoicerError(f"{ledger_path}: no ledger there (pass --ledger)")
-    ledger = Ledger(ledger_path)
+    digest = sha256(data)
+    ledger = _open_ledger(ledger_path)
     try:
         sql = ("SELECT d.*, r.recorded_at FROM documents d JOIN runs r ON r.id = d.run_id WHERE {} "
                "ORDER BY d.id LIMIT 1")
-        row = ledger.db.execute(sql.format("d.file_sha256 = ?"), (sha256(data),)).fetchone()
+        row = ledger.db.execute(sql.format("d.file_sha256 = ?"), (digest,)).fetchone()
         if row is not None:
             what = row["number"] or f"the {row['kind']} for {row['customer_id']}"
             return [], [f"{path.name}: issued as {what} ({row['kind']}, customer {row['customer_id']}, "
@@ -99,11 +96,17 @@ def verify_pdf(path: Path, ledger_path: Path) -> tuple[list[str], list[str]]:
         row = ledger.db.execute(sql.format("d.number = ?"), (path.stem,)).fetchone()
         if row is not None:
             return [f"{path.name}: not the file issued as {row['number']} (issued SHA-256 {row['file_sha256']}, "
-                    f"this file {sha256(data)}); re-running {row['period']} restores the issued file from the "
+                    f"this file {digest}); re-running {row['period']} restores the issued file from the "
                     f"ledger"], []
-        return [f"{path.name}: not a document this ledger issued (SHA-256 {sha256(data)})"], []
+        return [f"{path.name}: not a document this ledger issued (SHA-256 {digest})"], []
     finally:
         ledger.close()
+
+
+def _open_ledger(path: Path) -> Ledger:
+    if not path.is_file():
+        raise InvoicerError(f"{path}: no ledger there (pass --ledger)")
+    return Ledger(path)
 
 
 def _recompute(ledger: Ledger, docs) -> list[str]:
