@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .errors import EXIT_OK, EXIT_REJECTS, InvoicerError, Reject
+from .money import fmt_yuan
 
 PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -54,7 +55,7 @@ def cmd_run(args) -> int:
     if report.dry_run:
         print(f"dry run for {report.period} ({report.prefix}): nothing numbered or written")
         for doc in plan.new:
-            print(f"  new        {doc['customer']['customer_id']}: {doc['total_fen'] / 100:,.2f}")
+            print(f"  new        {doc['customer']['customer_id']}: {fmt_yuan(doc['total_fen'])}")
         for _, old in plan.unchanged:
             print(f"  unchanged  {old.customer_id}: {old.number}")
         for line in plan.differences():
@@ -63,7 +64,7 @@ def cmd_run(args) -> int:
         print(f"{report.period}: {len(plan.new)} new, {len(plan.unchanged)} unchanged, "
               f"{len(plan.changed)} amended, {len(plan.withdrawn)} cancelled invoice(s); "
               f"issued {len(report.issued)} numbered document(s); {len(report.rejects)} row(s) rejected; "
-              f"total {report.totals_fen / 100:,.2f} CNY")
+              f"total {fmt_yuan(report.totals_fen)} CNY")
         print(f"outputs in {report.out}: summary.xlsx, manifest.json, invoices/, notices/")
     return report.exit_code
 

@@ -20,6 +20,7 @@ from . import documents as docs_mod
 from . import pricebook as pricebook_mod
 from .errors import EXIT_CONFLICT, EXIT_OK, EXIT_REJECTS, InvoicerError, Reject
 from .ledger import Issued, Ledger, format_number
+from .money import plain_yuan
 from .pricing.engine import price_period
 from .publish import (
     safe_path,
@@ -95,7 +96,7 @@ class Plan:
 def describe_change(old: dict, new: dict) -> list[str]:
     diffs = []
     if old["total_fen"] != new["total_fen"]:
-        diffs.append(f"total {old['total_fen'] / 100:.2f} -> {new['total_fen'] / 100:.2f}")
+        diffs.append(f"total {plain_yuan(old['total_fen'])} -> {plain_yuan(new['total_fen'])}")
     old_lines = {x["explanation"] for x in old["lines"]}
     new_lines = {x["explanation"] for x in new["lines"]}
     diffs += [f"line removed: {x}" for x in sorted(old_lines - new_lines)]

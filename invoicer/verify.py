@@ -22,6 +22,7 @@ from . import documents as docs_mod
 from . import pricebook
 from .errors import InvoicerError
 from .ledger import Ledger
+from .money import fmt_yuan, plain_yuan
 from .publish import sha256
 
 
@@ -91,7 +92,7 @@ def verify_pdf(path: Path, ledger_path: Path) -> tuple[list[str], list[str]]:
         if row is not None:
             what = row["number"] or f"the {row['kind']} for {row['customer_id']}"
             return [], [f"{path.name}: issued as {what} ({row['kind']}, customer {row['customer_id']}, "
-                        f"{row['period']}, total {row['total_fen'] / 100:,.2f} CNY, recorded "
+                        f"{row['period']}, total {fmt_yuan(row['total_fen'])} CNY, recorded "
                         f"{row['recorded_at']} UTC); unchanged since issue (SHA-256 {row['file_sha256']})"]
         row = ledger.db.execute(sql.format("d.number = ?"), (path.stem,)).fetchone()
         if row is not None:
@@ -142,7 +143,7 @@ def _recompute(ledger: Ledger, docs) -> list[str]:
                             f"{d.customer_id}")
         elif docs_mod.content_hash(again) != d.content_sha256:
             problems.append(f"{d.number}: recomputing from the recorded roster and price book gives "
-                            f"{again['total_fen'] / 100:.2f}, the invoice says {d.content['total_fen'] / 100:.2f}")
+                            f"{plain_yuan(again['total_fen'])}, the invoice says {plain_yuan(d.content['total_fen'])}")
     return problems
 
 

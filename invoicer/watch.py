@@ -47,6 +47,7 @@ from .errors import (
     Reject,
 )
 from .ledger import runs_of_input
+from .money import plain_yuan
 from .publish import SAFE_NAME, atomic_write, durable_rename, sweep_stale_temporaries
 
 ROSTER_SUFFIXES = (".xlsx", ".xlsm")
@@ -411,7 +412,7 @@ class Watcher:
                                        f"maintainers with the file.", [])
         record.update(invoices_new=len(report.plan.new), invoices_unchanged=len(report.plan.unchanged),
                       documents_issued=len(report.issued), rejected_rows=len(report.rejects),
-                      total=f"{report.totals_fen / 100:.2f}", out=str(out_dir))
+                      total=plain_yuan(report.totals_fen), out=str(out_dir))
         if report.rejects and report.accounts == 0:
             return self._finish_failed(claim, record, t0, "every customer row was rejected, so nothing could "
                                        "be billed", report.rejects)
