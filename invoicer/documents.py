@@ -148,8 +148,9 @@ def credit_note_for(invoice: dict, issue_date: dt.date) -> dict:
             neg[k] = -x[k]
         neg["explanation"] = f"cancels {invoice['number']}: " + x["explanation"]
         lines.append(neg)
-    doc = {k: invoice[k] for k in ("customer", "seller", "period", "currency", "pricebook_version", "rules")
-           if k in invoice}
+    doc = {k: invoice[k] for k in ("customer", "seller", "period", "currency", "pricebook_version")}
+    if "rules" in invoice:  # invoices recorded before the rules were part of the snapshot have none
+        doc["rules"] = invoice["rules"]
     doc.update({
         "kind": "credit_note", "lines": lines, "total_fen": -invoice["total_fen"],
         "list_total_fen": -invoice.get("list_total_fen", 0), "issue_date": issue_date.isoformat(),
