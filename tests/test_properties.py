@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from invoicer import documents, pricebook
 from invoicer.pricing import reference
-from invoicer.pricing.dates import prorate_months
+from invoicer.pricing.rules import prorate_months
 from invoicer.pricing.engine import price_period
 
 BOOK = pricebook.load_default()

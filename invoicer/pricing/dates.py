@@ -62,26 +62,6 @@ def term_index_of_end(opened_on, end) -> tuple[np.ndarray, np.ndarray]:
     return k, ok
 
 
-def prorate_months(change_on, anniversary, round_up_after_days: int):
-    """Whole months billed for a seat added on ``change_on`` until ``anniversary`` (paid-through + 1 day).
-
-    m = the largest whole number with change_on + m months <= anniversary; r = the days left over.
-    Bill m + 1 months when r > round_up_after_days, else m.  Returns (months, m, r).
-
-    Price sheet (opened May 1, expires April 30, so the anniversary is May 1):
-    added Oct 1 -> 7 months (r = 0); Oct 10 -> 7 months (m = 6, r = 21); Oct 16 -> 6 months (r = 15).
-    """
-    d, a = as_days(change_on), as_days(anniversary)
-    yd, md, _ = ymd(d)
-    ya, ma, _ = ymd(a)
-    m = (ya - yd) * 12 + (ma - md)
-    m = np.where(add_months(d, m) > a, m - 1, m)
-    m = np.maximum(m, 0)
-    r = np.maximum((a - add_months(d, m)).astype(np.int64), 0)
-    months = m + (r > round_up_after_days)
-    return months, m, r
-
-
 def to_date(value) -> dt.date:
     return np.datetime64(value, "D").astype(dt.date)
 
