@@ -89,13 +89,15 @@ def cmd_check(args) -> int:
 
 def cmd_template(args) -> int:
     """Write a blank roster workbook to fill in (headers, drop-downs, date formats, instructions).
+    The seats checks and the legacy cutoff come from --pricebook (default: the shipped price book).
 
     Example: invoicer template roster.xlsx --lang zh
     """
+    from . import pricebook
     from .publish import atomic_write
     from .template import blank_roster
 
-    atomic_write(Path(args.out), blank_roster(args.lang))
+    atomic_write(Path(args.out), blank_roster(args.lang, pricebook.load(args.pricebook)))
     print(f"wrote {args.out}")
     return EXIT_OK
 
@@ -189,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("out")
     t.add_argument("--lang", choices=["zh", "en"], default="zh")
+    t.add_argument("--pricebook", help="the price book whose seat limits and legacy cutoff the template uses")
     t.set_defaults(fn=cmd_template)
 
     v = sub.add_parser("verify", help="audit an output folder, or check one PDF against the ledger",
