@@ -225,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``invoicer`` command: ``argv`` as after the program name (default: sys.argv[1:]).
+
+    Returns the exit code (README "Exit codes"); an ``InvoicerError`` becomes one "error: ..." line on
+    stderr and its code, never a traceback. Bad options: argparse prints usage and exits 2 (SystemExit).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse exits 2 on bad options, as documented
     try:
