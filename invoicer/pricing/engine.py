@@ -220,9 +220,8 @@ def _accounts_at_end(cust, ch: _Changes, accepted, legacy_row, end, book: PriceB
     delta = np.where(accepted, ch.signed, 0)
     seats_end = cust["seats"].to_numpy(dtype=np.int64) + sum_by_code(delta, code, size)
     renewed = sum_by_code((accepted & ch.is_renew).astype(np.int64), code, size)
-    cutoff = np.datetime64(book.legacy_cutoff, "D")
-    legacy_renew_used = sum_by_code((legacy_row & ch.is_renew & (ch.date >= cutoff)).astype(np.int64), code,
-                                    size) > 0
+    used_rows = rules.legacy_renewal_allowance_used(legacy_row, ch.is_renew, ch.date, book)
+    legacy_renew_used = sum_by_code(used_rows.astype(np.int64), code, size) > 0
     accounts = account_state(cust["customer_id"].to_numpy(), c_open,
                              cust["term0"].to_numpy(dtype=np.int64) + renewed, seats_end, end, book)
     quote_legacy = rules.legacy_renewal_quote(rules.legacy_eligible(c_open, c_legacy, book), legacy_renew_used)

@@ -5,17 +5,18 @@ This is the room to look in for a rule: the engine (``engine.py``) sequences the
 each decision. The numbers come from the price book (``PriceBook``), never from here. Every function is
 pure and takes scalars or numpy arrays (``datetime64[D]`` dates, int64 fen) and returns the same shape.
 
-| rule (价格表)                         | function                                                      |
-|---------------------------------------|---------------------------------------------------------------|
-| whole-month rounding (近似到整月)      | ``prorate_months``                                            |
-| renewal window (到期前一个月)          | ``renewal_window_opens``; both dates: ``renewal_dates``       |
-| grace and reclaim (保留一个月 / 回收)  | ``reclaim_on``, ``renewal_too_late``, ``account_expired``     |
-| seat limits (3-50 工号)               | ``exceeds_max_seats``, ``below_min_seats``                    |
-| tier for a seat count (套餐)          | ``tier_table``, ``tier_index``, ``addition_tier_basis``       |
-| the cap (a seat costs at most a year) | ``cap_at_annual``                                             |
-| legacy allowance (老资费)             | ``legacy_eligible``, ``legacy_allowance_rows``, ``legacy_monthly_fen``, ``legacy_renewal_quote`` |
-| renewal price (续费价格)              | ``renewal_unit_fen``                                          |
-| completion (3个工作日内完成续约)       | ``renewal_completes_on``                                      |
+Rules (价格表) and their functions:
+
+- whole-month rounding (近似到整月): ``prorate_months``
+- renewal window (到期前一个月): ``renewal_window_opens``, ``renewal_too_early``; all dates: ``renewal_dates``
+- grace and reclaim (保留一个月 / 号码回收): ``reclaim_on``, ``renewal_too_late``, ``account_expired``
+- seat limits (3-50 工号): ``exceeds_max_seats``, ``below_min_seats``
+- tier for a seat count (套餐): ``tier_table``, ``tier_index``, ``addition_tier_basis``
+- the cap (a prorated seat costs at most a year): ``cap_at_annual``
+- legacy allowance (2010年03月01日前开通的客户): ``opened_before_cutoff``, ``legacy_eligible``,
+  ``legacy_allowance_rows``, ``legacy_monthly_fen``, ``legacy_renewal_allowance_used``, ``legacy_renewal_quote``
+- renewal price (续费价格): ``renewal_unit_fen``
+- renewal completion (3个工作日内完成续约): ``renewal_completes_on``
 
 The doctests' ``BOOK`` is the shipped price book (see the repository's conftest.py).
 """
@@ -242,6 +243,17 @@ def legacy_monthly_fen(legacy_fen, book: PriceBook) -> np.ndarray:
     """
     return np.array([div_round_half_up(int(x), book.monthly_divisor) for x in np.asarray(legacy_fen)],
                     dtype=np.int64)
+
+
+def legacy_renewal_allowance_used(legacy_row, is_renew, dates, book: PriceBook) -> np.ndarray:
+    """The rows that use up an account's one legacy renewal: a legacy-priced renewal on or after the cutoff
+    (renewals before it were at the legacy rate without using the allowance).
+
+    >>> d = np.array(["2009-09-01", "2010-09-01"], dtype="datetime64[D]")
+    >>> legacy_renewal_allowance_used(np.array([True, True]), np.array([True, True]), d, BOOK).tolist()
+    [False, True]
+    """
+    return legacy_row & is_renew & (as_days(dates) >= np.datetime64(book.legacy_cutoff, "D"))
 
 
 def legacy_renewal_quote(eligible, renew_allowance_used) -> np.ndarray:
