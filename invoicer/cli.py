@@ -89,13 +89,15 @@ def cmd_check(args) -> int:
 
 def cmd_template(args) -> int:
     """Write a blank roster workbook to fill in (headers, drop-downs, date formats, instructions).
+    The seats checks and the legacy cutoff come from --pricebook (default: the shipped price book).
 
     Example: invoicer template roster.xlsx --lang zh
     """
+    from . import pricebook
     from .publish import atomic_write
     from .template import blank_roster
 
-    atomic_write(Path(args.out), blank_roster(args.lang))
+    atomic_write(Path(args.out), blank_roster(args.lang, pricebook.load(args.pricebook)))
     print(f"wrote {args.out}")
     return EXIT_OK
 
@@ -189,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("out")
     t.add_argument("--lang", choices=["zh", "en"], default="zh")
+    t.add_argument("--pricebook", help="the price book whose seat limits and legacy cutoff the template uses")
     t.set_defaults(fn=cmd_template)
 
     v = sub.add_parser("verify", help="audit an output folder, or check one PDF against the ledger",
@@ -222,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``invoicer`` command: ``argv`` as after the program name (default: sys.argv[1:]).
+
+    Returns the exit code (README "Exit codes"); an ``InvoicerError`` becomes one "error: ..." line on
+    stderr and its code, never a traceback. Bad options: argparse prints usage and exits 2 (SystemExit).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)  # argparse exits 2 on bad options, as documented
     try:

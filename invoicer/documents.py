@@ -14,6 +14,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from .model import CreditNote, Customer, Document, Invoice, Line, Notice, Rules
 from .money import chinese_capital, plain_yuan
 from .pricebook import PriceBook
 from .pricing.dates import DAY, to_date
@@ -25,7 +26,7 @@ def _d(x) -> str:
     return "" if pd.isna(x) else str(np.datetime64(x, "D"))
 
 
-def months_rule(line: dict, book: PriceBook) -> str:
+def months_rule(line: Line, book: PriceBook) -> str:
     """'2026-10-10 -> 2027-05-01: 6 months 21 days -> 7 months (over 15 days rounds up)'."""
     start = line["date"]
     anniversary = str(np.datetime64(line["term_end"], "D") + DAY)
@@ -40,7 +41,9 @@ def months_rule(line: dict, book: PriceBook) -> str:
     return f"{start} -> {anniversary}: {whole} months {extra} days -> {months} months ({why})"
 
 
-def explain(line: dict, book: PriceBook) -> str:
+def explain(line: Line, book: PriceBook) -> str:
+    """A line's whole calculation in words (seats x price x months = amount, tier, proration, cap, legacy),
+    so an auditor can re-derive the amount from the printed page."""
     seats, unit, amount = line["seats"], line["unit_fen"], line["amount_fen"]
     tier = "legacy rate" if line["legacy"] else f"tier {line['tier']}"
     zh = KIND_ZH[line["kind"]]
@@ -67,7 +70,7 @@ def explain(line: dict, book: PriceBook) -> str:
     return text
 
 
-def rules_note(book: PriceBook) -> dict:
+def rules_note(book: PriceBook) -> Rules:
     """The invoice's printed rules, in both languages, from the price book that priced it (a reseller's own
     book prints its own rules). Kept out of the content hash: it describes the rules, the lines apply them."""
     n = book.round_up_after_days
@@ -85,7 +88,8 @@ def rules_note(book: PriceBook) -> dict:
             "grace_zh": "一个月" if g == 1 else f"{g}个月", "grace_en": "one month" if g == 1 else f"{g} months"}
 
 
-def line_dicts(lines: pd.DataFrame, book: PriceBook) -> list[dict]:
+def line_dicts(lines: pd.DataFrame, book: PriceBook) -> list[Line]:
+    """The engine's priced lines (a frame of ``LINE_COLUMNS``) as printable ``Line`` dicts, in order."""
     out = []
     for rec in lines.to_dict("records"):
         line = {
@@ -106,11 +110,12 @@ def line_dicts(lines: pd.DataFrame, book: PriceBook) -> list[dict]:
     return out
 
 
-def customer_snapshot(row: dict) -> dict:
+def customer_snapshot(row: dict) -> Customer:
+    """The customer's printed fields from a roster row, as text ("" for a blank)."""
     return {k: str(row.get(k) or "") for k in ("customer_id", "name", "qq_number", "email", "address", "tax_id")}
 
 
-def content_hash(doc: dict) -> str:
+def content_hash(doc: Document) -> str:
     """Hash of what a document says (not its number or file): equal hashes mean an unchanged invoice."""
     keep = {k: doc[k] for k in ("kind", "customer", "seller", "lines", "total_fen", "period", "issue_date",
                                 "currency", "notice")
@@ -119,8 +124,13 @@ def content_hash(doc: dict) -> str:
 
 
 def build_invoices(lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[str], seller: dict,
-                   book: PriceBook, period: str, issue_date: dt.date) -> list[dict]:
-    """One invoice per customer with billable lines, none for customers with a rejected row."""
+                   book: PriceBook, period: str, issue_date: dt.date) -> list[Invoice]:
+    """One invoice per customer with billable lines, none for customers with a rejected row.
+
+    In: the engine's priced lines, validate's customers frame, the ids held back by a rejected row, the
+    seller (reseller sheet), the price book, the period and its issue date. Out: unnumbered ``Invoice``
+    dicts sorted by customer id (the ledger numbers them). Refuses nothing: inputs are already checked.
+    """
     lines = lines.loc[~lines["customer_id"].isin(blocked)]
     by_id = customers.loc[customers["valid"]].drop_duplicates("customer_id").set_index("customer_id")
     docs = []
@@ -134,13 +144,16 @@ def build_invoices(lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[st
             "pricebook_version": book.version, "rules": rules_note(book),
         }
         doc["total_words"] = chinese_capital(doc["total_fen"])
-        assert doc["total_fen"] == sum(x["amount_fen"] for x in doc["lines"])
         docs.append(doc)
     return docs
 
 
-def credit_note_for(invoice: dict, issue_date: dt.date) -> dict:
-    """A cancellation is a new document with the original's lines negated (never an edit of the original)."""
+def credit_note_for(invoice: Invoice, issue_date: dt.date) -> CreditNote:
+    """A cancellation is a new document with the original's lines negated (never an edit of the original).
+
+    In: an issued invoice (with its ``number``) and the amending run's issue date. Out: an unnumbered
+    ``CreditNote`` naming the invoice in ``cancels``; the invoice itself is not changed.
+    """
     lines = []
     for x in invoice["lines"]:
         neg = dict(x)
@@ -161,9 +174,14 @@ def credit_note_for(invoice: dict, issue_date: dt.date) -> dict:
 
 
 def build_notices(accounts: pd.DataFrame, customers: pd.DataFrame, blocked: set[str], seller: dict,
-                  book: PriceBook, period: str, issue_date: dt.date) -> list[dict]:
+                  book: PriceBook, period: str, issue_date: dt.date) -> list[Notice]:
     """A renewal notice for each account due for renewal at the end of the period, an overdue notice for
-    each account in grace (not invoices, not numbered as invoices)."""
+    each account in grace (not invoices, not numbered as invoices).
+
+    In: the engine's end-of-period accounts (with the renewal quote), validate's customers frame, the ids
+    held back by a rejected row (no notice for them either), the seller, price book, period, issue date.
+    Out: ``Notice`` dicts sorted by customer id.
+    """
     by_id = customers.loc[customers["valid"]].drop_duplicates("customer_id").set_index("customer_id")
     out = []
     due = accounts.loc[accounts["status"].isin(["renewal_due", "grace"]) & ~accounts["customer_id"].isin(blocked)]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LedgerBusy
+from .model import Document
 
 SCHEMA_VERSION = "1"
 
@@ -86,7 +87,7 @@ class Issued:
     file_name: str
     file_sha256: str
     cancels: str | None
-    content: dict
+    content: Document  # the snapshot as issued (invoicer/model.py)
     input_sha256: str
     pricebook_sha256: str
     run_id: int
@@ -201,7 +202,7 @@ class Ledger:
             (prefix, period, input_sha256, pricebook_sha256, pricebook_version, tool_version, int(amend), issued))
         return int(cur.lastrowid)
 
-    def add_document(self, run_id: int, doc: dict, prefix: str, year: int | None, seq: int | None,
+    def add_document(self, run_id: int, doc: Document, prefix: str, year: int | None, seq: int | None,
                      content_sha256: str, file_name: str, file_sha256: str, input_sha256: str,
                      pricebook_sha256: str) -> None:
         self.db.execute(

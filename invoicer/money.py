@@ -11,11 +11,22 @@ FEN = Decimal("0.01")
 
 
 class MoneyError(ValueError):
-    pass
+    """An amount that cannot be held exactly in fen (the caller turns it into a rejected cell)."""
 
 
 def yuan_to_fen(value: str | int | Decimal) -> int:
-    """Parse a yuan amount with at most two decimals into fen, refusing anything inexact."""
+    """Parse a yuan amount with at most two decimals into fen, refusing anything inexact.
+
+    In: text, an int or a Decimal ("1,234.5" is fine). Out: int fen. Refuses (``MoneyError``): a float
+    (it may already be inexact), text that is not a number, infinities and NaN, more than two decimals.
+
+    >>> yuan_to_fen("1,234.5"), yuan_to_fen(900), yuan_to_fen(" 0.01 ")
+    (123450, 90000, 1)
+    >>> yuan_to_fen("12.345")
+    Traceback (most recent call last):
+    ...
+    invoicer.money.MoneyError: amount must have at most two decimals: '12.345'
+    """
     if isinstance(value, float):  # a float never holds money; the caller must pass text
         raise MoneyError(f"money must not be a float: {value!r}")
     try:
@@ -28,21 +39,38 @@ def yuan_to_fen(value: str | int | Decimal) -> int:
 
 
 def fen_to_decimal(fen: int) -> Decimal:
+    """Fen -> Decimal yuan with exactly two decimals (for workbook cells and printing).
+
+    >>> fen_to_decimal(123450)
+    Decimal('1234.50')
+    """
     return (Decimal(int(fen)) / 100).quantize(FEN)
 
 
 def fmt_yuan(fen: int) -> str:
-    """1234500 -> '12,345.00' (for documents)."""
+    """Fen -> yuan text with thousands separators, for documents.
+
+    >>> fmt_yuan(1234500), fmt_yuan(-5)
+    ('12,345.00', '-0.05')
+    """
     return f"{fen_to_decimal(fen):,.2f}"
 
 
 def plain_yuan(fen: int) -> str:
-    """1234500 -> '12345.00' (for explanations an auditor re-types into a calculator)."""
+    """Fen -> yuan text without separators, for explanations an auditor re-types into a calculator.
+
+    >>> plain_yuan(1234500)
+    '12345.00'
+    """
     return f"{fen_to_decimal(fen):.2f}"
 
 
 def div_round_half_up(numerator: int, denominator: int) -> int:
-    """The one rounding rule: numerator / denominator rounded half-up (away from zero at .5)."""
+    """The one rounding rule: numerator / denominator rounded half-up (away from zero at .5), exactly.
+
+    >>> div_round_half_up(123456, 10), div_round_half_up(5, 10), div_round_half_up(-5, 10), div_round_half_up(4, 10)
+    (12346, 1, -1, 0)
+    """
     q = Decimal(numerator) / Decimal(denominator)
     return int(q.quantize(Decimal(1), rounding=ROUND_HALF_UP))
 

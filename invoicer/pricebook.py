@@ -18,6 +18,8 @@ from .money import MoneyError, yuan_to_fen
 
 @dataclass(frozen=True)
 class Tier:
+    """One price tier (套餐): accounts of min_seats..max_seats seats pay annual_fen per seat a year, and an
+    added seat monthly_fen a month (pricing.rules.tier_index picks the tier of a seat count)."""
     name: str
     min_seats: int
     max_seats: int
@@ -42,6 +44,9 @@ class YearSchedule:
 
 @dataclass(frozen=True)
 class PriceBook:
+    """Every number and policy switch of the price sheet, as parsed and checked from one TOML file (see
+    the comments of invoicer/data/pricebook.toml for each). ``sha256`` and ``raw`` are the file's, so a
+    run records exactly which rules priced it."""
     version: str
     currency: str
     list_price_fen: int
@@ -63,22 +68,21 @@ class PriceBook:
     source: str
     raw: bytes
 
-    def tier_for(self, seats: int) -> Tier:
-        for t in self.tiers:
-            if t.min_seats <= seats <= t.max_seats:
-                return t
-        raise ValueError(f"no tier for {seats} seats")
-
 
 DEFAULT_PATH = "data/pricebook.toml"
 
 
 def load_default() -> PriceBook:
+    """The price book shipped with the package (invoicer/data/pricebook.toml)."""
     raw = resources.files("invoicer").joinpath(DEFAULT_PATH).read_bytes()
     return parse(raw, source="invoicer/" + DEFAULT_PATH)
 
 
 def load(path: str | Path | None) -> PriceBook:
+    """The price book at ``path`` (a reseller's --pricebook), or the shipped one when ``path`` is None.
+
+    Refuses (``InputError``, exit code 2): a file that cannot be read, and everything ``parse`` refuses.
+    """
     if path is None:
         return load_default()
     p = Path(path)
@@ -90,6 +94,13 @@ def load(path: str | Path | None) -> PriceBook:
 
 
 def parse(raw: bytes, source: str) -> PriceBook:
+    """A price book from the bytes of its TOML file; ``source`` names it in messages and the manifest.
+
+    Refuses (``InputError``, one line naming ``source``): text that is not UTF-8 TOML, a missing or
+    mistyped key, money with more than two decimals or as a float, tiers that leave a gap or overlap
+    between min_seats and max_seats or have no positive price, an unknown tier_basis, a non-positive
+    monthly_divisor, negative window or grace months, and calendar years with misplaced dates.
+    """
     try:
         doc = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:

@@ -19,6 +19,7 @@ from .errors import Reject
 from .money import MoneyError, yuan_to_fen
 from .pricebook import PriceBook
 from .pricing.dates import term_index_of_end
+from .pricing.rules import opened_before_cutoff
 from .roster import ROW, RawRoster, is_blank
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -166,8 +167,7 @@ def _customers(raw: RawRoster, book: PriceBook) -> tuple[pd.DataFrame, list[Reje
         except MoneyError:
             legacy_bad[i] = True
     col.reject(legacy_bad, "legacy_rate", "legacy_rate must be a positive amount in yuan with at most two decimals")
-    cutoff = np.datetime64(book.legacy_cutoff, "D")
-    col.reject(legacy_given & (opened_arr >= cutoff), "legacy_rate",
+    col.reject(legacy_given & ~opened_before_cutoff(opened_arr, book), "legacy_rate",
                f"legacy_rate applies only to accounts opened before {book.legacy_cutoff}")
     qq = [as_text(v) for v in f["qq_number"]]
     col.reject(np.array([bool(q) and not QQ_RE.match(q) for q in qq]), "qq_number",

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import subprocess
+import io
+import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,7 @@ from invoicer.pipeline import price_roster
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "roster.xlsx"
-INVOICER = [sys.executable, "-m", "invoicer.cli"]
+INVOICER = [sys.executable, "-m", "invoicer.cli"]  # a real process: only for crashes, concurrency, the watcher
 
 CUSTOMER_HEADERS = ["customer_id", "name", "opened_on", "seats", "paid_through", "legacy_rate", "qq_number",
                     "email", "address", "tax_id"]
@@ -74,9 +77,50 @@ def priced(tmp_path, book):
     return go
 
 
-def run_cli(*args, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([*INVOICER, *map(str, args)], capture_output=True, text=True, cwd=cwd or ROOT,
-                          env=None, timeout=300)
+@dataclass
+class CliResult:
+    """What ``run_cli`` returns: the fields of ``subprocess.CompletedProcess`` the tests read."""
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args, cwd=None) -> CliResult:
+    """Run ``invoicer ARGS...`` in this process through ``invoicer.cli.main`` and capture what it prints.
+
+    A real process costs ~1.5 s of importing pandas and WeasyPrint; tests that need one (a crash point,
+    two runs at once, the watcher) use ``INVOICER`` with subprocess instead. Nothing leaks between calls:
+    the working directory is restored, the render module's once-per-process notes are forgotten, and
+    log records (the refused-URL note) go to the captured stderr as they would in a fresh process.
+    argparse's SystemExit (bad options, --help) becomes the return code. Any other exception propagates,
+    so a crash fails the test with its traceback instead of hiding in a string.
+    """
+    from invoicer import cli
+    from invoicer.render import pdf
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    pdf._refused.clear()  # "once per process" notes: each call is a new process to the CLI
+    handler = logging.StreamHandler(err)  # what Python's last-resort handler does in a real process
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("invoicer")
+    saved = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with contextlib.chdir(cwd or ROOT), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(argv)
+            except SystemExit as exc:
+                if isinstance(exc.code, str):  # sys.exit("message") prints it and exits 1
+                    print(exc.code, file=sys.stderr)
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = saved
+        pdf._refused.clear()
+    return CliResult(argv, code, out.getvalue(), err.getvalue())
 
 
 def lines_of(p, cid=None) -> list[dict]:

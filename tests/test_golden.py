@@ -29,7 +29,7 @@ SHEETS = {
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sample")
-    r = run_cli("run", SAMPLE, "--period", "2026-10", "--out", out)
+    r = run_cli("run", SAMPLE, "--period", "2026-10", "--out", out, "--workers", "1")  # no pool: test_pdf covers it
     assert r.returncode == 1, r.stderr  # the sample has deliberately bad rows
     return out, r
 

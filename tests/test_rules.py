@@ -11,7 +11,8 @@ import pytest
 from invoicer import pricebook
 from invoicer.errors import InputError
 from invoicer.money import chinese_capital
-from invoicer.pricing.dates import add_months, prorate_months, term_end
+from invoicer.pricing.dates import add_months, term_end
+from invoicer.pricing.rules import prorate_months
 from invoicer.pricing.workdays import add_working_days
 
 from .conftest import change, cust, lines_of

@@ -1,4 +1,5 @@
-"""Calendar arithmetic for terms, windows and proration, vectorized over numpy ``datetime64[D]``.
+"""Calendar arithmetic for terms and windows, vectorized over numpy ``datetime64[D]`` (the rules built on
+it, such as whole-month proration, are in ``rules.py``).
 
 Every function accepts scalars or arrays and returns the same shape. Month arithmetic clamps at the end
 of the month (Jan 31 + 1 month = Feb 28/29), and "d + m months" is always computed from d itself,
@@ -14,10 +15,16 @@ DAY = np.timedelta64(1, "D")
 
 
 def as_days(values) -> np.ndarray:
+    """Dates (text, ``datetime.date``, datetime64, or arrays of them) as ``datetime64[D]``."""
     return np.asarray(values, dtype="datetime64[D]")
 
 
 def ymd(d) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(year, month 1-12, day 1-31) of each date.
+
+    >>> [int(x) for x in ymd(np.datetime64("2026-10-05"))]
+    [2026, 10, 5]
+    """
     d = as_days(d)
     months = d.astype("datetime64[M]")
     y = months.astype("datetime64[Y]").astype(np.int64) + 1970
@@ -62,31 +69,16 @@ def term_index_of_end(opened_on, end) -> tuple[np.ndarray, np.ndarray]:
     return k, ok
 
 
-def prorate_months(change_on, anniversary, round_up_after_days: int):
-    """Whole months billed for a seat added on ``change_on`` until ``anniversary`` (paid-through + 1 day).
-
-    m = the largest whole number with change_on + m months <= anniversary; r = the days left over.
-    Bill m + 1 months when r > round_up_after_days, else m.  Returns (months, m, r).
-
-    Price sheet (opened May 1, expires April 30, so the anniversary is May 1):
-    added Oct 1 -> 7 months (r = 0); Oct 10 -> 7 months (m = 6, r = 21); Oct 16 -> 6 months (r = 15).
-    """
-    d, a = as_days(change_on), as_days(anniversary)
-    yd, md, _ = ymd(d)
-    ya, ma, _ = ymd(a)
-    m = (ya - yd) * 12 + (ma - md)
-    m = np.where(add_months(d, m) > a, m - 1, m)
-    m = np.maximum(m, 0)
-    r = np.maximum((a - add_months(d, m)).astype(np.int64), 0)
-    months = m + (r > round_up_after_days)
-    return months, m, r
-
-
 def to_date(value) -> dt.date:
+    """One date (datetime64, text, Timestamp) as ``datetime.date``."""
     return np.datetime64(value, "D").astype(dt.date)
 
 
 def month_bounds(period: str) -> tuple[np.datetime64, np.datetime64]:
-    """'2026-10' -> (2026-10-01, 2026-10-31)."""
+    """The first and last day of a month.
+
+    >>> [str(x) for x in month_bounds("2026-02")]
+    ['2026-02-01', '2026-02-28']
+    """
     start = np.datetime64(period, "M")
     return start.astype("datetime64[D]"), (start + 1).astype("datetime64[D]") - DAY

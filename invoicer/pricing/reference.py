@@ -14,6 +14,7 @@ from ..pricebook import PriceBook
 
 
 def add_months(d: dt.date, n: int) -> dt.date:
+    """d + n calendar months, clamped at month end."""
     total = d.year * 12 + d.month - 1 + n
     y, m = divmod(total, 12)
     m += 1
@@ -21,10 +22,12 @@ def add_months(d: dt.date, n: int) -> dt.date:
 
 
 def term_end(opened: dt.date, k: int) -> dt.date:
+    """Last day of term k of an account opened on ``opened``."""
     return add_months(opened, 12 * (k + 1)) - dt.timedelta(days=1)
 
 
 def months_to(d: dt.date, anniversary: dt.date, round_up_after: int) -> int:
+    """Months billed for a seat added on d until the anniversary, counted one month at a time."""
     m = 0
     while add_months(d, m + 1) <= anniversary:
         m += 1
@@ -33,6 +36,7 @@ def months_to(d: dt.date, anniversary: dt.date, round_up_after: int) -> int:
 
 
 def tier(book: PriceBook, seats: int):
+    """The tier for a seat count (the first tier below it, the last above it)."""
     for t in sorted(book.tiers, key=lambda t: t.min_seats):
         if seats <= t.max_seats:
             return t

@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlparse
 
 import jinja2
 
+from ..model import Document
 from ..money import chinese_capital, fmt_yuan
 
 # templates/ sits at the repository root; a built wheel carries it inside the package (pyproject.toml)
@@ -106,12 +107,12 @@ class Renderer:
         self.fetcher = make_url_fetcher(self.root)
         self.css = CSS(filename=str(self.root / "style.css"), font_config=self.fonts, url_fetcher=self.fetcher)
 
-    def html(self, doc: dict) -> str:
+    def html(self, doc: Document) -> str:
         if "rules" not in doc:
             doc = {**doc, "rules": RULES_BEFORE_SNAPSHOT}
         return self.env.get_template(TEMPLATE_FOR[doc["kind"]]).render(doc=doc)
 
-    def render(self, doc: dict) -> bytes:
+    def render(self, doc: Document) -> bytes:
         from weasyprint import HTML
 
         ident = hashlib.sha256((doc.get("number") or doc_key(doc)).encode()).digest()[:16]
@@ -119,7 +120,7 @@ class Renderer:
             stylesheets=[self.css], font_config=self.fonts, pdf_identifier=ident, uncompressed_pdf=False)
 
 
-def doc_key(doc: dict) -> str:
+def doc_key(doc: Document) -> str:
     notice = doc.get("notice") or {}
     return f"{doc['customer']['customer_id']}-{notice.get('notice_kind', doc['kind'])}-{doc['period']}"
 
@@ -137,7 +138,7 @@ def _init(templates_dir: str) -> None:
     _worker = Renderer(templates_dir)
 
 
-def _render_one(doc: dict) -> bytes:
+def _render_one(doc: Document) -> bytes:
     assert _worker is not None
     if doc["kind"] == _WARM_UP["kind"]:
         # loads the font files and Pango's caches, so the first real document is not the slow one
@@ -171,7 +172,7 @@ class RenderPool:
             for _ in range(self.workers):  # one task each makes the pool start every worker now
                 self._pool.submit(_render_one, _WARM_UP)
 
-    def render(self, docs: list[dict], progress: bool | None = None) -> list[bytes]:
+    def render(self, docs: list[Document], progress: bool | None = None) -> list[bytes]:
         """Render documents, in order."""
         show = sys.stderr.isatty() if progress is None else progress
         if not docs:
@@ -196,7 +197,7 @@ class RenderPool:
         self.close()
 
 
-def render_many(docs: list[dict], templates_dir: str | Path | None = None, workers: int | None = None,
+def render_many(docs: list[Document], templates_dir: str | Path | None = None, workers: int | None = None,
                 progress: bool | None = None) -> list[bytes]:
     """Render documents in order: in this process when there are only a few, else in a fresh pool."""
     if len(docs) < 4:
