@@ -423,3 +423,57 @@ def decode_csv(data: bytes, name: str) -> str:
         except UnicodeDecodeError:
             continue
     raise InputError(f"{name}: a CSV file in an unknown encoding (save it as UTF-8 or GBK)")
+
+
+_XLS_ERRORS = {0x00: "#NULL!", 0x07: "#DIV/0!", 0x0F: "#VALUE!", 0x17: "#REF!", 0x1D: "#NAME?", 0x24: "#NUM!",
+               0x2A: "#N/A"}
+_XLS_CELLS = {0x0203, 0x027E, 0x00FD, 0x0204, 0x0201, 0x0205, 0x0006, 0x00D6}  # one cell at row, column
+_XLS_MULTI = {0x00BD, 0x00BE}  # MULRK, MULBLANK: a run of cells in one row
+
+
+def scan_xls(data: bytes, name: str) -> dict[str, SheetScan]:
+    """Used range and error cells of every sheet of a legacy .xls (BIFF8), from its cell records.
+
+    calamine allocates each sheet's whole used range when it opens the file, so this runs first.
+    """
+    import olefile
+
+    try:
+        ole = olefile.OleFileIO(data)
+        stream_name = "Workbook" if ole.exists("Workbook") else "Book"
+        wb = ole.openstream(stream_name).read()
+    except Exception as exc:  # olefile raises several types for damaged compound files
+        raise InputError(f"{name}: not a readable Excel workbook (.xls): {exc}") from None
+    names: dict[int, str] = {}
+    out: dict[str, SheetScan] = {}
+    sheet: SheetScan | None = None
+    bofs = 0
+    pos = 0
+    while pos + 4 <= len(wb):
+        rtype, length = struct.unpack_from("<HH", wb, pos)
+        body = wb[pos + 4:pos + 4 + length]
+        if rtype == 0x0809:  # BOF: the globals first, then one per sheet
+            bofs += 1
+            title = names.get(pos)
+            sheet = SheetScan(title) if title is not None else None
+            if sheet is not None:
+                out[title] = sheet
+        elif rtype == 0x0085 and len(body) >= 8:  # BOUNDSHEET: a sheet's name and where its records start
+            offset, cch, flags = struct.unpack_from("<I", body)[0], body[6], body[7]
+            raw = body[8:8 + cch * (2 if flags & 1 else 1)]
+            names[offset] = raw.decode("utf-16-le" if flags & 1 else "latin-1", "replace")
+        elif sheet is not None and len(body) >= 4 and (rtype in _XLS_CELLS or rtype in _XLS_MULTI):
+            row, col = struct.unpack_from("<HH", body)
+            last = struct.unpack_from("<H", body, len(body) - 2)[0] if rtype in _XLS_MULTI else col
+            sheet.rows = max(sheet.rows, row + 1)
+            sheet.columns = max(sheet.columns, last + 1)
+            if rtype == 0x0205 and len(body) >= 8 and body[7] == 1:  # BOOLERR holding an error
+                shown = _XLS_ERRORS.get(body[6], "#ERROR")
+                sheet.problems[(row, col)] = (shown, f"the cell holds the error {shown}")
+            elif rtype == 0x0006 and len(body) >= 14 and body[6] == 2 and body[12:14] == b"\xff\xff":
+                shown = _XLS_ERRORS.get(body[8], "#ERROR")  # a formula whose saved result is an error
+                sheet.problems[(row, col)] = (shown, f"the cell holds the error {shown}")
+        pos += 4 + length
+    if bofs == 0:
+        raise InputError(f"{name}: not a readable Excel workbook (.xls): no workbook records")
+    return out

@@ -34,7 +34,7 @@ class Limits:
     members: int = 1000  # files inside the archive
     rows: int = 500_000  # rows of one sheet, up to its last used cell
     columns: int = 200  # columns of one sheet, up to its last used cell
-    cells: int = 20_000_000  # rows x columns of one sheet's used range (what the reader allocates)
+    cells: int = 4_000_000  # rows x columns from A1 to the last used cell (the reader allocates ~70 bytes each)
     text: int = 10_000  # characters in one cell
 
     def describe(self, name: str) -> str:

@@ -83,7 +83,7 @@ def _norm(header: object) -> str:
 
 def is_blank(v: object) -> bool:
     """An empty cell: nothing, or only white space."""
-    return v is None or (isinstance(v, str) and not v.strip())
+    return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and v != v)
 
 
 @dataclass(frozen=True)
@@ -189,8 +189,11 @@ def read_roster_bytes(data: bytes, name: str, limits: Limits | None = None) -> R
 
         if kind in ("xlsx", "ods"):
             scans = formats.inspect_zip(data, name, kind, limits, wanted).sheets
-            # calamine loads every table of an .ods when it opens it: check them all first
-            for title in (scans if kind == "ods" else role_titles.values()):
+        elif kind == "xls":
+            scans = formats.scan_xls(data, name)
+        if scans:
+            # calamine loads every sheet of an .ods or .xls when it opens it: check them all first
+            for title in (role_titles.values() if kind == "xlsx" else list(scans)):
                 if title in scans:
                     formats.check_extent(scans[title], name, limits)
         try:
@@ -297,7 +300,7 @@ def _csv_sheets(texts: dict[str, bytes], name: str, limits: Limits) -> dict[str,
             raise InputError(f"{name}: {member} has {width} columns (limit {limits.describe('columns')})")
         if title in sheets:
             raise InputError(f"{name}: two files for the sheet '{title}'")
-        sheets[title] = [[c if c != "" else None for c in r] for r in rows]
+        sheets[title] = rows  # empty cells stay '', as calamine gives them
     return sheets
 
 

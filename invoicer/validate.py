@@ -21,6 +21,7 @@ import datetime as dt
 import re
 import unicodedata
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Callable
 
 import numpy as np
@@ -129,6 +130,14 @@ def _in_date_range(d: dt.date | None) -> bool:
     return d is not None and FIRST_DATE <= d <= LAST_DATE
 
 
+def _huge(v: object) -> bool:
+    """A number too large to be a price (1e308, thirty digits), as opposed to text that is no number."""
+    try:
+        return abs(Decimal(str(v).strip().replace(",", ""))) > MAX_LEGACY_YUAN
+    except (ArithmeticError, ValueError):
+        return False
+
+
 def _small(n: int | None) -> int:
     """n as a value int64 can hold (0 for None or a number far out of range; its row is rejected)."""
     return n if n is not None and -(2 ** 62) < n < 2 ** 62 else 0
@@ -234,7 +243,7 @@ def customer_cells(frame: pd.DataFrame, book: PriceBook) -> CustomerCells:
         try:
             fen = yuan_to_fen(v if not isinstance(v, float) else repr(v))
         except (MoneyError, ArithmeticError, ValueError):
-            legacy_error[i] = 1
+            legacy_error[i] = 2 if _huge(v) else 1
             continue
         if fen <= 0:
             legacy_error[i] = 1
