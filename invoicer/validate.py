@@ -70,7 +70,7 @@ def display(v: object) -> str:
     """A cell as shown in a reject: numbers without '.0', dates ISO, control characters escaped."""
     if v is None:
         return ""
-    if isinstance(v, float) and v.is_integer():
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e16:
         return str(int(v))
     if isinstance(v, (dt.datetime, dt.date)):
         return v.isoformat()

@@ -523,16 +523,13 @@ def drive(cases: list[dict], work: Path) -> None:
         print(json.dumps(result, ensure_ascii=False), flush=True)
 
 
-def _partition(priced, path: Path, out: Path) -> dict:
-    """Every input row rejected or accepted, exactly once; no billed line from a rejected row; plus the
-    summary's cells, for comparing formats. ``violations`` lists what broke the partition."""
+def partition_violations(priced, raw) -> list[str]:
+    """What breaks "every input row is rejected or accepted, exactly once, and no billed line comes from a
+    rejected row" for a priced roster (pipeline.Priced) and its raw rows (roster.RawRoster)."""
     from collections import Counter
 
-    from openpyxl import load_workbook
+    from invoicer.roster import ROW
 
-    from invoicer.roster import ROW, read_roster
-
-    raw = read_roster(path)
     cs, chs = raw.sheet_titles["customers"], raw.sheet_titles["changes"]
     every = {(cs, int(r)) for r in raw.customers[ROW]} | {(chs, int(r)) for r in raw.changes[ROW]}
     counts = Counter((r.sheet, r.row) for r in priced.rejects)
@@ -540,8 +537,7 @@ def _partition(priced, path: Path, out: Path) -> dict:
     typed = priced.roster
     accepted = {(cs, int(r)) for r in typed.customers.loc[typed.customers["valid"], "row"]}
     accepted |= {(chs, int(r)) for r in typed.changes["row"]} - rejected
-    violations = []
-    violations += [f"rejected {n} times: {k}" for k, n in counts.items() if n != 1]
+    violations = [f"rejected {n} times: {k}" for k, n in counts.items() if n != 1]
     violations += [f"both accepted and rejected: {k}" for k in sorted(accepted & rejected)]
     violations += [f"neither accepted nor rejected: {k}" for k in sorted(every - accepted - rejected)]
     violations += [f"not an input row: {k}" for k in sorted((accepted | rejected) - every)]
@@ -550,6 +546,17 @@ def _partition(priced, path: Path, out: Path) -> dict:
             where = (cs if line["kind"] == "opening" else chs, line["row"])
             if where in rejected:
                 violations.append(f"billed from a rejected row: {where}")
+    return violations
+
+
+def _partition(priced, path: Path, out: Path) -> dict:
+    """Every input row rejected or accepted, exactly once; no billed line from a rejected row; plus the
+    summary's cells, for comparing formats. ``violations`` lists what broke the partition."""
+    from openpyxl import load_workbook
+
+    from invoicer.roster import read_roster
+
+    violations = partition_violations(priced, read_roster(path))
     summary = load_workbook(out / "summary.xlsx", read_only=True)
     cells = {ws.title: [["" if v is None else str(v) for v in row] for row in ws.iter_rows(values_only=True)]
              for ws in summary.worksheets}
