@@ -50,7 +50,7 @@ class SheetScan:
 
 @dataclass
 class ZipScan:
-    """Members of an inspected zip (name -> uncompressed bytes, for the few small ones asked for)."""
+    """What ``inspect_zip`` found: the scanned worksheets (xlsx, ods) or the CSV members' bytes (csvzip)."""
 
     kind: str  # "xlsx", "ods" or "csvzip"
     sheets: dict[str, SheetScan] = field(default_factory=dict)  # sheet title -> scan (xlsx and ods)
@@ -197,7 +197,7 @@ def inspect_zip(data: bytes, name: str, kind: str, limits: Limits, wanted=None) 
             budget -= info.file_size
             scan.sheets[sheet.title] = sheet
         elif kind == "ods" and info.filename == "content.xml":
-            scan.sheets = _scan_ods(_inflate(data, info, name, budget, limits), wanted)
+            scan.sheets = _scan_ods(_inflate(data, info, name, budget, limits))
             budget -= info.file_size
         elif kind == "csvzip" and info.filename.lower().endswith(".csv"):
             out = b"".join(_inflate(data, info, name, budget, limits))
@@ -338,7 +338,7 @@ NS_OFFICE = "urn:oasis:names:tc:opendocument:xmlns:office:1.0"
 NS_CALCEXT = "urn:org:documentfoundation:names:experimental:calc:xmlns:calcext:1.0"
 
 
-def _scan_ods(chunks, wanted) -> dict[str, SheetScan]:
+def _scan_ods(chunks) -> dict[str, SheetScan]:
     """Used range and misread cells of every table in an ODS content.xml, streamed (repeats counted)."""
     parser = ET.XMLPullParser(events=("start", "end"))
     T, O, C = f"{{{NS_TABLE}}}", f"{{{NS_OFFICE}}}", f"{{{NS_CALCEXT}}}"

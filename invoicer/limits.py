@@ -20,6 +20,8 @@ SPREADSHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".ods")
 CSV_SUFFIXES = (".csv",)
 ZIP_SUFFIXES = (".zip",)
 ROSTER_SUFFIXES = SPREADSHEET_SUFFIXES + CSV_SUFFIXES + ZIP_SUFFIXES
+# A drop is one file, so a CSV roster is dropped as a .zip of its CSV files; a lone .csv cannot be billed.
+DROP_SUFFIXES = SPREADSHEET_SUFFIXES + ZIP_SUFFIXES
 
 MB = 1024 * 1024
 

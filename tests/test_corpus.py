@@ -16,7 +16,10 @@ from .conftest import ROOT
 from .corpus import write_corpus
 
 PEAK_MB = 500
-CASE_SECONDS = 10
+# per case, on a busy shared 2-core machine: a refused file is refused before parsing; a billed one renders
+# a few PDFs
+REFUSE_SECONDS = 5
+RUN_SECONDS = 30
 
 
 @pytest.fixture(scope="module")
@@ -40,11 +43,12 @@ def test_every_case_ran(corpus):
 
 
 def test_no_traceback_and_each_case_in_time(corpus):
-    _, results, _ = corpus
+    cases, results, _ = corpus
     for name, r in results.items():
         assert "traceback" not in r, f"{name}:\n{r.get('traceback')}"
         assert "Traceback" not in r["stderr"], name
-        assert r["seconds"] < CASE_SECONDS, (name, r["seconds"])
+        limit = REFUSE_SECONDS if cases[name].expect == "exit2" else RUN_SECONDS
+        assert r["seconds"] < limit, (name, r["seconds"])
 
 
 def test_peak_memory_of_the_child_under_500_mb(corpus):
