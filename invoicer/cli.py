@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import re
 import sys
 from pathlib import Path
 
-from .errors import EXIT_OK, EXIT_REJECTS, InvoicerError, Reject
+from .errors import EXIT_OK, EXIT_REJECTS, InputError, InvoicerError, Reject
+from .limits import check_period
 from .money import fmt_yuan
-
-PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
 def default_period(today: dt.date | None = None) -> str:
@@ -26,10 +24,14 @@ def default_period(today: dt.date | None = None) -> str:
     return f"{last.year:04d}-{last.month:02d}"
 
 
-def _period(text: str) -> str:
-    if not PERIOD_RE.match(text):
-        raise argparse.ArgumentTypeError(f"period must look like 2026-10 (year-month), not {text!r}")
-    return text
+def _period(text: str | None) -> str | None:
+    """--period, checked after argparse so that a bad month is one line and exit 2, not a usage block."""
+    if text is None:
+        return None
+    try:
+        return check_period(text)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
 
 
 def _print_rejects(rejects: list[Reject], out=sys.stderr) -> None:
@@ -44,7 +46,7 @@ def cmd_run(args) -> int:
     """
     from .pipeline import RunOptions, run
 
-    opts = RunOptions(roster=Path(args.roster), period=args.period or default_period(), out=Path(args.out),
+    opts = RunOptions(roster=Path(args.roster), period=_period(args.period) or default_period(), out=Path(args.out),
                       pricebook=args.pricebook, ledger=args.ledger, templates=args.templates, amend=args.amend,
                       dry_run=args.dry_run, workers=args.workers, wait_s=args.wait)
     report = run(opts)
@@ -78,7 +80,7 @@ def cmd_check(args) -> int:
     from .pipeline import price_roster
 
     book = pricebook.load(args.pricebook)
-    period = args.period or "9999-12"
+    period = _period(args.period) or "9999-12"
     priced = price_roster(Path(args.roster), book, period)
     for w in priced.roster.warnings:
         print(f"note: {w}", file=sys.stderr)
@@ -153,9 +155,12 @@ def cmd_watch(args) -> int:
 
 
 def _default_period_rule(text: str) -> str:
-    if text in ("previous", "current") or PERIOD_RE.match(text):
+    if text in ("previous", "current"):
         return text
-    raise argparse.ArgumentTypeError(f"use previous, current or a month like 2026-10, not {text!r}")
+    try:
+        return check_period(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"use previous, current or a month like 2026-10, not {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="bill one month", description=doc(cmd_run),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("roster")
-    r.add_argument("--period", type=_period, help="billing month YYYY-MM (default: the previous month)")
+    r.add_argument("--period", help="billing month YYYY-MM (default: the previous month)")
     r.add_argument("--out", required=True, help="output folder")
     r.add_argument("--pricebook", help="a reseller's own price-book TOML (default: the shipped one)")
     r.add_argument("--ledger", help="ledger file (default: OUT/ledger.sqlite)")
@@ -183,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate a roster only", description=doc(cmd_check),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("roster")
-    c.add_argument("--period", type=_period, help="check state as of the end of this month (default: all rows)")
+    c.add_argument("--period", help="check state as of the end of this month (default: all rows)")
     c.add_argument("--pricebook")
     c.set_defaults(fn=cmd_check)
 

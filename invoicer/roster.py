@@ -6,15 +6,21 @@ canonical column names; validate.py turns the raw cells into typed columns. Read
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
+import re
+import zipfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 import python_calamine
 
+from . import formats
+from . import limits as limits_mod
 from .errors import InputError
+from .limits import CSV_SUFFIXES, Limits
 
 SHEET_ALIASES = {
     "customers": ("customers", "客户"),
@@ -55,6 +61,7 @@ RESELLER_KEYS = {
     "invoice_prefix": ("invoice_prefix", "发票前缀"),
 }
 
+HEADER_SEARCH_ROWS = 20  # a header row may sit below a title and notes, within the sheet's first rows
 ROW = "_row"  # the spreadsheet's own row number (1-based, as Excel shows it)
 
 
@@ -76,44 +83,135 @@ def _norm(header: object) -> str:
 
 def is_blank(v: object) -> bool:
     """An empty cell: nothing, or only white space."""
-    return v is None or (isinstance(v, str) and not v.strip())
+    return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and v != v)
 
 
-def read_roster(path: str | Path) -> RawRoster:
+@dataclass(frozen=True)
+class CellProblem:
+    """A cell the reader could not take at face value (an error cell, a formula without a saved value, a
+    text over the length limit); validate rejects its row with ``reason``, showing ``value``."""
+
+    value: str
+    reason: str
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """Control characters shown as \\x0b: for sheet titles, headers and rejected values in messages and
+    in the summary (openpyxl refuses to write them)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _limits() -> Limits:
+    try:
+        return limits_mod.current()
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def read_roster(path: str | Path, limits: Limits | None = None) -> RawRoster:
+    """Read a roster file into raw frames (nothing interpreted but sheet and header names).
+
+    ``path`` is an .xlsx/.xlsm/.xls/.ods workbook, a .zip of CSV files, a folder holding customers.csv
+    and changes.csv (optionally reseller.csv, or their Chinese names 客户.csv, 变更.csv, 经销商.csv), or
+    one of those CSV files (its companions are taken from the same folder). The format is told from the
+    content, not the suffix. Returns a ``RawRoster`` whose ``data`` is the file's bytes (for a CSV pair:
+    a deterministic zip of the CSV files, so the ledger can keep one blob and verify can re-read it).
+
+    Refuses with ``InputError`` (exit code 2, one line): a missing or unreadable file, a file above the
+    limits (``limits.current()``), a format it does not know, a missing or doubled sheet, a missing
+    required column.
+    """
+    limits = limits or _limits()
     p = Path(path)
     try:
-        data = p.read_bytes()
+        if p.is_dir() or p.suffix.lower() in CSV_SUFFIXES:
+            data = _pack_csv_pair(p, limits)
+        else:
+            formats.check_file_size(p.stat().st_size, str(p), limits)
+            data = p.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{p}: no such file") from None
     except OSError as exc:
         raise InputError(f"{p}: cannot be read ({exc.strerror})") from None
-    return read_roster_bytes(data, str(p))
+    return read_roster_bytes(data, str(p), limits)
 
 
-def read_roster_bytes(data: bytes, name: str) -> RawRoster:
-    try:
-        wb = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
-    except Exception as exc:  # calamine raises several types for corrupt or non-Excel files
-        raise InputError(f"{name}: not a readable Excel workbook (.xlsx): {exc}") from None
-    titles = {}
-    for canonical, aliases in SHEET_ALIASES.items():
-        for title in wb.sheet_names:
-            if _norm(title) in {_norm(a) for a in aliases}:
-                titles[canonical] = title
-                break
-    missing = [s for s in REQUIRED_SHEETS if s not in titles]
-    if missing:
-        found = ", ".join(wb.sheet_names) or "none"
-        want = " and ".join(f"'{s}' ({SHEET_ALIASES[s][1]})" for s in missing)
-        raise InputError(f"{name}: the workbook has no sheet {want}; sheets found: {found}")
+def _pack_csv_pair(p: Path, limits: Limits) -> bytes:
+    """The CSV files of a roster (a folder, or one of its files) packed into one deterministic zip."""
+    folder = p if p.is_dir() else p.parent
+    if not p.is_dir() and not p.exists():
+        raise FileNotFoundError(p)
+    wanted = {f"{_norm(a)}.csv" for aliases in SHEET_ALIASES.values() for a in aliases}
+    found = sorted(f for f in folder.iterdir() if f.is_file() and f.name.strip().casefold() in wanted)
+    if not found:
+        raise InputError(f"{p}: no customers.csv (客户.csv) and changes.csv (变更.csv) in {folder}")
+    formats.check_file_size(sum(f.stat().st_size for f in found), str(p), limits)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in found:
+            info = zipfile.ZipInfo(f.name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, f.read_bytes())
+    return buf.getvalue()
+
+
+def read_roster_bytes(data: bytes, name: str, limits: Limits | None = None) -> RawRoster:
+    """Read a roster from its bytes (the format told from the content); ``name`` is used in messages.
+
+    Same result and refusals as ``read_roster``; this is how the watcher and verify re-read a roster.
+    """
+    limits = limits or _limits()
+    formats.check_file_size(len(data), name, limits)
+    kind = formats.detect(data, name)
+    scans: dict[str, formats.SheetScan] = {}
+    if kind == "csv" and not name.lower().endswith(CSV_SUFFIXES):
+        raise InputError(f"{name}: not a readable Excel workbook (.xlsx, .xlsm, .xls, .ods) nor a CSV roster")
+    if kind == "csv":
+        raise InputError(f"{name}: a single CSV file; a CSV roster is a pair: put customers.csv and "
+                         f"changes.csv in one folder (or one .zip) and give that")
+    if kind == "csvzip":
+        scan = formats.inspect_zip(data, name, kind, limits)
+        sheets = _csv_sheets(scan.texts, name, limits)
+        titles = _roles(list(sheets), name)
+        book = _CsvBook(sheets)
+    else:
+        role_titles: dict[str, str] = {}
+
+        def wanted(all_titles: list[str]) -> list[str]:
+            role_titles.update(_roles(all_titles, name))
+            return list(role_titles.values())
+
+        if kind in ("xlsx", "ods"):
+            scans = formats.inspect_zip(data, name, kind, limits, wanted).sheets
+        elif kind == "xls":
+            scans = formats.scan_xls(data, name)
+        if scans:
+            # calamine loads every sheet of an .ods or .xls when it opens it: check them all first
+            for title in (role_titles.values() if kind == "xlsx" else list(scans)):
+                if title in scans:
+                    formats.check_extent(scans[title], name, limits)
+        try:
+            wb = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
+        except Exception as exc:  # calamine raises several types for corrupt or non-Excel files
+            raise InputError(f"{name}: not a readable workbook (.xlsx, .xlsm, .xls, .ods): "
+                             f"{escape_controls(str(exc))[:200]}") from None
+        titles = role_titles or _roles(wb.sheet_names, name)
+        book = _CalamineBook(wb, scans)
     warnings: list[str] = []
     frames = {}
     for sheet in ("customers", "changes"):
-        rows = _sheet_rows(wb, titles[sheet], name)
-        frames[sheet] = _to_frame(rows, sheet, titles[sheet], name, warnings)
+        rows = book.rows(titles[sheet], name, limits)
+        frames[sheet] = _to_frame(rows, sheet, escape_controls(titles[sheet]), name, warnings, limits)
     reseller = {}
     if "reseller" in titles:
-        reseller = _reseller(_sheet_rows(wb, titles["reseller"], name), titles["reseller"], warnings)
+        reseller = _reseller(book.rows(titles["reseller"], name, limits), escape_controls(titles["reseller"]),
+                             warnings)
     return RawRoster(
         path=name,
         sha256=hashlib.sha256(data).hexdigest(),
@@ -121,24 +219,118 @@ def read_roster_bytes(data: bytes, name: str) -> RawRoster:
         customers=frames["customers"],
         changes=frames["changes"],
         reseller=reseller,
-        sheet_titles=titles,
+        sheet_titles={k: escape_controls(v) for k, v in titles.items()},
         warnings=warnings,
     )
 
 
-def _sheet_rows(wb, title: str, name: str) -> list[list]:
-    try:
-        return wb.get_sheet_by_name(title).to_python(skip_empty_area=False)
-    except Exception as exc:
-        raise InputError(f"{name}: sheet '{title}' cannot be read: {exc}") from None
+def _roles(sheet_names: list[str], name: str) -> dict[str, str]:
+    """Role -> sheet title, matching titles ignoring case and surrounding spaces; refuses a missing
+    required sheet and two sheets for one role."""
+    titles: dict[str, str] = {}
+    for canonical, aliases in SHEET_ALIASES.items():
+        matches = [t for t in sheet_names if _norm(t) in {_norm(a) for a in aliases}]
+        if len(matches) > 1:
+            both = " and ".join(f"'{escape_controls(t)}'" for t in matches)
+            raise InputError(f"{name}: sheets {both} are both the '{canonical}' sheet ({aliases[1]}); "
+                             f"keep one")
+        if matches:
+            titles[canonical] = matches[0]
+    missing = [s for s in REQUIRED_SHEETS if s not in titles]
+    if missing:
+        found = ", ".join(escape_controls(t) for t in sheet_names) or "none"
+        want = " and ".join(f"'{s}' ({SHEET_ALIASES[s][1]})" for s in missing)
+        raise InputError(f"{name}: the workbook has no sheet {want}; sheets found: {found}")
+    return titles
 
 
-def _to_frame(rows: list[list], sheet: str, title: str, name: str, warnings: list[str]) -> pd.DataFrame:
+class _CalamineBook:
+    """Sheets of an .xlsx/.xlsm/.xls/.ods read by calamine, with the scan's misread cells marked."""
+
+    def __init__(self, wb, scans: dict[str, formats.SheetScan]):
+        self.wb, self.scans = wb, scans
+
+    def rows(self, title: str, name: str, limits: Limits) -> list[list]:
+        try:
+            sheet = self.wb.get_sheet_by_name(title)
+            # rows are padded from A1: the extent is the used range's end, not its size
+            (top, left) = sheet.start or (0, 0)
+            formats.check_extent(formats.SheetScan(title, top + sheet.height, left + sheet.width), name, limits)
+            rows = sheet.to_python(skip_empty_area=False)
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"{name}: sheet '{escape_controls(title)}' cannot be read: "
+                             f"{escape_controls(str(exc))[:200]}") from None
+        scan = self.scans.get(title)
+        if scan and scan.problems:
+            for (r, c), (value, reason) in scan.problems.items():
+                if r < len(rows):
+                    row = rows[r]
+                    if c >= len(row):
+                        row.extend([None] * (c + 1 - len(row)))
+                    row[c] = CellProblem(value, reason)
+        return rows
+
+
+class _CsvBook:
+    def __init__(self, sheets: dict[str, list[list]]):
+        self.sheets = sheets
+
+    def rows(self, title: str, name: str, limits: Limits) -> list[list]:
+        return self.sheets[title]
+
+
+def _csv_sheets(texts: dict[str, bytes], name: str, limits: Limits) -> dict[str, list[list]]:
+    """CSV member name -> rows of text cells; the sheet title is the file's stem (customers, 客户...)."""
+    sheets = {}
+    csv.field_size_limit(limits.text)
+    for member, raw in texts.items():
+        title = PurePosixPath(member).stem.strip()
+        text = formats.decode_csv(raw, f"{name}: {member}")
+        try:
+            rows = list(csv.reader(io.StringIO(text, newline="")))
+        except csv.Error as exc:
+            raise InputError(f"{name}: {member}: not a readable CSV file ({exc}; a cell may hold more "
+                             f"than {limits.describe('text')} characters)") from None
+        if len(rows) > limits.rows:
+            raise InputError(f"{name}: {member} has {len(rows)} rows (limit {limits.describe('rows')})")
+        width = max((len(r) for r in rows), default=0)
+        if width > limits.columns:
+            raise InputError(f"{name}: {member} has {width} columns (limit {limits.describe('columns')})")
+        if title in sheets:
+            raise InputError(f"{name}: two files for the sheet '{title}'")
+        sheets[title] = rows  # empty cells stay '', as calamine gives them
+    return sheets
+
+
+def _header_row(rows: list[list], spec: dict) -> int | None:
+    """The header row: the first of the top rows that names every required column (a title row above it
+    is skipped), else the first non-blank row (whose missing columns are then reported)."""
+    lookup = {_norm(a) for c, (aliases, req) in spec.items() for a in (c, *aliases)}
+    required = [{_norm(a) for a in (c, *aliases)} for c, (aliases, req) in spec.items() if req]
+    first = None
+    for i, r in enumerate(rows[:HEADER_SEARCH_ROWS]):
+        if not any(not is_blank(v) for v in r):
+            continue
+        if first is None:
+            first = i
+        names = {_norm(v) for v in r if not is_blank(v) and not isinstance(v, CellProblem)} & lookup
+        if all(names & want for want in required):
+            return i
+    if first is None:
+        first = next((i for i, r in enumerate(rows) if any(not is_blank(v) for v in r)), None)
+    return first
+
+
+def _to_frame(rows: list[list], sheet: str, title: str, name: str, warnings: list[str],
+              limits: Limits | None = None) -> pd.DataFrame:
     spec = COLUMNS[sheet]
-    header_idx = next((i for i, r in enumerate(rows) if any(not is_blank(v) for v in r)), None)
+    max_text = (limits or Limits()).text
+    header_idx = _header_row(rows, spec)
     if header_idx is None:
         raise InputError(f"{name}: sheet '{title}' is empty (it needs a header row)")
-    header = rows[header_idx]
+    header = [escape_controls(str(h)) if isinstance(h, str) else h for h in rows[header_idx]]
     lookup = {}
     for canonical, (aliases, _req) in spec.items():
         for a in (canonical, *aliases):
@@ -170,6 +362,10 @@ def _to_frame(rows: list[list], sheet: str, title: str, name: str, warnings: lis
     for i in range(header_idx + 1, len(rows)):
         r = rows[i]
         cells = {c: (r[positions[c]] if c in positions and positions[c] < len(r) else None) for c in spec}
+        for c, v in cells.items():
+            if isinstance(v, str) and len(v) > max_text:
+                cells[c] = CellProblem(v[:20] + "...", f"longer than {max_text} characters (limit "
+                                                        f"{limits_mod.ENV['text']})")
         if all(is_blank(v) for v in cells.values()):
             continue  # wholly blank rows are layout, not data
         records.append(cells)

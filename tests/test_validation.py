@@ -111,9 +111,16 @@ def test_missing_file_sheet_or_column_exit_2(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-def test_bad_period_option_exits_2(tmp_path):
-    r = run_cli("run", tmp_path / "x.xlsx", "--period", "2026-13", "--out", tmp_path)
-    assert r.returncode == 2 and "period must look like 2026-10" in r.stderr
+@pytest.mark.parametrize("period, line", [
+    ("2026-13", "error: period must look like 2026-10 (year-month), not '2026-13'"),
+    ("Oct-2026", "error: period must look like 2026-10 (year-month), not 'Oct-2026'"),
+    ("0000-01", "error: period '0000-01' is out of range: the year must be 2000 to 2099"),
+    ("2100-01", "error: period '2100-01' is out of range: the year must be 2000 to 2099"),
+])
+def test_bad_period_option_is_one_line_and_exit_2(tmp_path, period, line):
+    for command in (["run", tmp_path / "x.xlsx", "--out", tmp_path], ["check", tmp_path / "x.xlsx"]):
+        r = run_cli(*command, "--period", period)
+        assert (r.returncode, r.stderr.splitlines()) == (2, [line])
 
 
 def test_check_prints_rejects_and_exit_code(tmp_path):
@@ -136,3 +143,158 @@ def test_template_is_a_valid_empty_roster_with_drop_downs(tmp_path):
         assert kinds and ("续费" if lang == "zh" else "renew") in kinds[0].formula1
         assert any(dv.type == "whole" for dv in changes.data_validations.dataValidation)
         assert run_cli("check", out).returncode == 0
+
+
+# ---------------------------------------------------------------- the table of named checks
+
+def test_checks_are_listed_named_and_documented():
+    from invoicer import validate as v
+
+    names = [c.__name__ for c in v.CUSTOMER_CHECKS]
+    assert names[:4] == ["check_cell_problems", "check_customer_required", "check_customer_id_format",
+                         "check_duplicate_ids"]
+    assert "check_change_seats" in [c.__name__ for c in v.CHANGE_CHECKS]
+    assert all(c.__doc__ and c.__name__.startswith("check_") for c in v.CUSTOMER_CHECKS + v.CHANGE_CHECKS)
+
+
+def _customers_frame(*rows):
+    import pandas as pd
+
+    from invoicer.roster import COLUMNS, ROW
+
+    cols = list(COLUMNS["customers"])
+    frame = pd.DataFrame([dict(zip(cols, r)) for r in rows], columns=cols).astype(object)
+    frame = frame.where(frame.notna(), None)
+    frame[ROW] = list(range(2, 2 + len(rows)))
+    return frame
+
+
+def _found(findings):
+    return [(f.column, [int(i) for i in f.mask.nonzero()[0]]) for f in findings]
+
+
+def test_one_check_alone_seats_in_range(book):
+    from invoicer.validate import check_seats_in_range, customer_cells
+
+    cells = customer_cells(_customers_frame(["A", "n", D(2026, 1, 1), 3], ["B", "n", D(2026, 1, 1), 51],
+                                            ["C", "n", D(2026, 1, 1), 1e308], ["D", "n", D(2026, 1, 1), "１２"]), book)
+    (f,) = check_seats_in_range(cells)
+    assert _found([f]) == [("seats", [1, 2])] and f.reason == "an account has 3 to 50 seats"
+
+
+def test_one_check_alone_id_format_and_duplicates(book):
+    from invoicer.validate import check_customer_id_format, check_duplicate_ids, customer_cells
+
+    cells = customer_cells(_customers_frame(["A-1", "n"], ["-A", "n"], ["_B", "n"], ["a/1", "n"], ["a-1", "n"],
+                                            ["\u00a0Ｃ１\u3000", "n"]), book)
+    assert _found(check_customer_id_format(cells)) == [("customer_id", [3]), ("customer_id", [1, 2, 3])]
+    (dup,) = check_duplicate_ids(cells)
+    assert _found([dup]) == [("customer_id", [4])]
+    assert dup.reason(None, 4) == "duplicate customer_id: already on row 2"
+    assert cells.ids[5] == "C1"  # full-width and surrounding spaces normalised
+
+
+def test_one_check_alone_change_seats(book):
+    import pandas as pd
+
+    from invoicer.roster import COLUMNS, ROW
+    from invoicer.validate import change_cells, check_change_seats
+
+    cols = list(COLUMNS["changes"])
+    frame = pd.DataFrame([["A", D(2026, 10, 1), "add", v, None] for v in (None, 0, 1e20, 2, "３")],
+                         columns=cols).astype(object)
+    frame = frame.where(frame.notna(), None)
+    frame[ROW] = list(range(2, 7))
+    cells = change_cells(frame, pd.DataFrame({"customer_id": ["A"], "valid": [True], "row": [2]}), book=book)
+    assert _found(check_change_seats(cells)) == [("seats", [0]), ("seats", [1]), ("seats", [2])]
+
+
+def test_values_that_used_to_crash_are_rejected_cells(tmp_path, book):
+    from invoicer.pipeline import price_roster
+
+    from .conftest import CHANGE_HEADERS, CUSTOMER_HEADERS
+    from .corpus import write_xlsx_raw
+
+    def roster(customers, changes):  # openpyxl refuses control characters: write the XML by hand
+        return write_xlsx_raw(tmp_path / "v.xlsx", {
+            "customers": [CUSTOMER_HEADERS] + [[c.get(h) for h in CUSTOMER_HEADERS] for c in customers],
+            "changes": [CHANGE_HEADERS] + [[c.get(h) for h in CHANGE_HEADERS] for c in changes]})
+
+    p = price_roster(roster([
+        cust("A", D(2026, 10, 3), 1e308),
+        cust("B", D(2026, 10, 3), "123456789012345678901234567890"),
+        cust("C", D(2008, 1, 1), 5, legacy_rate=1e20),
+        cust("D", D(2026, 10, 3), 5, name="坏\x1b名"),
+        cust("-E", D(2026, 10, 3), 5),
+        cust("F", D(9999, 1, 1), 5),
+        cust("G", D(2026, 10, 3), 5),
+    ], [change("G", D(2026, 10, 9), "add", 1e20), change("G", D(2026, 10, 9), "add", 1, reference="x\x0by")]),
+        book, "2026-10")
+    got = reasons(p)
+    assert got[("customers", 2, "seats", "1e+308")] == "an account has 3 to 50 seats"
+    assert got[("customers", 3, "seats", "123456789012345678901234567890")] == "an account has 3 to 50 seats"
+    assert got[("customers", 4, "legacy_rate", "1e+20")] == \
+        "legacy_rate must be at most 100000 yuan per seat per year"
+    assert got[("customers", 5, "name", "坏\\x1b名")] == "contains a control character (\\x1b); remove it"
+    assert got[("customers", 6, "customer_id", "-E")] == "customer_id must start with a letter or digit: it names files"
+    assert got[("customers", 7, "opened_on", "9999-01-01")].startswith("not a date")
+    assert got[("changes", 2, "seats", "1e+20")] == \
+        "an account has at most 50 seats: a change cannot add or remove more"
+    assert got[("changes", 3, "reference", "x\\x0by")] == "contains a control character (\\x0b); remove it"
+    assert len(p.rejects) == 8 and p.invoices == []
+
+
+def test_an_id_differing_only_in_case_from_a_rejected_duplicate_is_held(priced):
+    p = priced([cust("K1", D(2026, 10, 3), 5), cust("k1", D(2026, 10, 4), 5), cust("L1", D(2026, 10, 3), 5)])
+    assert [r.customer_id for r in p.rejects] == ["k1"]
+    assert [i["customer"]["customer_id"] for i in p.invoices] == ["L1"]
+
+
+def test_full_width_and_non_breaking_spaces_are_normalised(priced):
+    p = priced([cust("Ｍ１", "２０２６－１０－０５", "１２", name="\u00a0全角公司 ")],
+               [change("M1", " 2026年10月6日\u3000", "加工号", "２")])
+    assert not p.rejects
+    (inv,) = p.invoices
+    assert (inv["customer"]["customer_id"], inv["customer"]["name"]) == ("M1", "全角公司")
+    assert [(x["kind"], x["seats"]) for x in inv["lines"]] == [("opening", 12), ("addition", 2)]
+
+
+def test_sheet_names_match_ignoring_case_and_spaces_and_two_matches_are_refused(tmp_path, book):
+    from invoicer.errors import InputError
+    from invoicer.pipeline import price_roster
+
+    path = write_roster(tmp_path / "s.xlsx", [cust("A", D(2026, 10, 3), 5)], sheet_names=(" CUSTOMERS ", "Changes"))
+    assert [i["customer"]["customer_id"] for i in price_roster(path, book, "2026-10").invoices] == ["A"]
+    wb = load_workbook(path)
+    wb.copy_worksheet(wb[" CUSTOMERS "]).title = "客户"
+    wb.save(path)
+    with pytest.raises(InputError, match="sheets ' CUSTOMERS ' and '客户' are both the 'customers' sheet"):
+        price_roster(path, book, "2026-10")
+
+
+def test_a_limit_is_raised_by_its_environment_variable(tmp_path, monkeypatch, book):
+    from invoicer import limits
+    from invoicer.errors import InputError
+    from invoicer.pipeline import price_roster
+
+    path = write_roster(tmp_path / "r.xlsx", [cust(f"C{i}", D(2026, 10, 3), 5) for i in range(5)])
+    monkeypatch.setenv("INVOICER_MAX_ROWS", "5")
+    with pytest.raises(InputError, match=r"uses 6 rows \(limit 5; raise with INVOICER_MAX_ROWS\)"):
+        price_roster(path, book, "2026-10")
+    monkeypatch.setenv("INVOICER_MAX_ROWS", "6")
+    assert len(price_roster(path, book, "2026-10").invoices) == 5
+    monkeypatch.setenv("INVOICER_MAX_ROWS", "lots")
+    with pytest.raises(InputError, match="INVOICER_MAX_ROWS must be a positive whole number, not 'lots'"):
+        price_roster(path, book, "2026-10")
+    assert limits.Limits().rows == 500_000 and ".csv" in limits.ROSTER_SUFFIXES
+
+
+def test_a_csv_pair_runs_and_verifies_clean(tmp_path):
+    from .corpus import base_sheets, write_csv_dir
+
+    folder = write_csv_dir(tmp_path / "roster", base_sheets(), encoding="gbk")
+    r = run_cli("run", folder, "--period", "2026-10", "--out", tmp_path / "out")
+    assert r.returncode == 1, r.stderr
+    assert "2 new" in r.stdout and "2 row(s) rejected" in r.stdout
+    v = run_cli("verify", tmp_path / "out")
+    assert v.returncode == 0 and v.stdout.startswith("clean:"), v.stdout + v.stderr
