@@ -192,6 +192,9 @@ def _sqlite_problem(path: Path, exc: sqlite3.Error) -> InvoicerError:
         return InputError(f"{path}: not an invoicer ledger (not an SQLite database, or truncated or damaged: "
                           f"{text}); restore it from a backup or pass another --ledger")
     if "unable to open" in text:
+        if path.exists():
+            return InputError(f"{path}: cannot open the ledger for writing ({text}): is the file or its folder "
+                              f"write-protected? Nothing was issued; to audit it use `invoicer verify`")
         return InputError(f"{path}: cannot open the ledger ({text}): --ledger must name a file in a folder "
                           f"that exists")
     return InputError(f"{path}: the ledger failed ({text})")

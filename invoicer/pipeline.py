@@ -196,8 +196,7 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     book = pricebook_mod.load(opts.pricebook)
     priced = price_roster(opts.roster, book, opts.period)
     out = Path(opts.out)
-    if out.exists() and not out.is_dir():  # [h-verify] refused before anything is issued, not after COMMIT
-        raise InvoicerError(f"{out}: --out is a file; it must be a folder (or a path that does not exist yet)")
+    _usable_out(out)  # [h-verify] refused before anything is issued, not after COMMIT
     ledger_path = Path(opts.ledger) if opts.ledger else out / LEDGER_NAME
     if opts.dry_run and not ledger_path.exists():
         plan = Plan(new=list(priced.invoices))
@@ -261,6 +260,16 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
         ledger.close()
     # [/h-verify]
     return _report(opts, priced, plan, [d["number"] for d in new_docs], written)
+
+
+def _usable_out(out: Path) -> None:
+    """[h-verify] --out must be a folder, or a path whose nearest existing ancestor is one."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise InvoicerError(f"{out}: --out {'is' if path == out else 'lies under'} a file ({path}); it "
+                                    f"must be a folder (or a path that does not exist yet)")
+            return
 
 
 def unpublished_message(period: str, issued: int, ledger_path: Path, out: Path, exc: BaseException) -> str:

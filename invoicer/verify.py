@@ -99,6 +99,7 @@ def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dic
     latest_notice = {d.file_name: d for d in docs if d.kind == "notice" and d.period == period}
 
     # the ledger's documents -> the folder
+    compared: set[str] = set()
     for d in docs:
         if d.kind == "notice" and (latest_notice.get(d.file_name) is not d or d.file_name not in files):
             continue
@@ -108,6 +109,7 @@ def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dic
                 audit.problems.append(f"{d.file_name}: issued ({d.number or d.kind}) but missing from {outdir}")
             continue
         audit.checked += 1
+        compared.add(d.file_name)
         if _hash_file(path) != d.file_sha256:
             audit.problems.append(f"{d.file_name}: differs from the file issued as {d.number or d.kind} "
                                   f"(SHA-256 differs from the ledger)")
@@ -124,6 +126,8 @@ def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dic
             if name not in by_file:
                 listed = "listed in the manifest" if name in files else "not in the manifest"
                 audit.problems.append(f"{name}: not a document this ledger issued ({listed})")
+            elif name not in compared and _hash_file(path) not in {d.file_sha256 for d in by_file[name]}:
+                audit.problems.append(f"{name}: differs from every document this ledger issued under that name")
     for name, digest in files.items():
         if PurePosixPath(name).parts[:1] not in [(f,) for f in DOCUMENT_FOLDERS]:
             continue

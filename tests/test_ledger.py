@@ -379,3 +379,12 @@ def test_the_ledger_reader_opens_nothing_for_writing(tmp_path, roster):
             reader.db.execute("INSERT INTO meta VALUES ('x', 'y')")
         assert reader.check_chain().problems == []
     assert sorted(p.name for p in out.iterdir()) == ["invoices", "ledger.sqlite", "manifest.json", "summary.xlsx"]
+
+
+def test_out_under_a_file_is_refused_before_anything_is_issued(tmp_path, roster):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    ledger = tmp_path / "ledger.sqlite"
+    r = cli("run", roster(), "--period", "2026-10", "--out", blocker / "2026-10", "--ledger", ledger)
+    assert r.returncode == 2 and f"--out lies under a file ({blocker})" in one_line(r)
+    assert not ledger.exists()

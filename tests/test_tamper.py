@@ -415,3 +415,13 @@ def test_verify_never_shows_a_traceback_for_a_missing_ledger_or_folder(tmp_path,
     r = cli("verify", folder / "invoices" / "QQ-2026-000001.pdf", "--ledger", tmp_path / "none.sqlite")
     assert r.returncode == 2 and "no ledger there" in r.stderr
     assert not os.path.exists(tmp_path / "none.sqlite")
+
+
+def test_an_old_notice_file_replaced_though_no_longer_listed(folder):
+    """A notice the manifest no longer lists is still a ledger document: its bytes must be one it issued."""
+    m = manifest(folder)
+    del m["files"]["notices/N-renewal.pdf"]
+    write_manifest(folder, m)
+    assert cli("verify", folder).returncode == 0
+    (folder / "notices" / "N-renewal.pdf").write_bytes(b"%PDF-1.7 a notice never issued")
+    assert_caught(folder, "notices/N-renewal.pdf: differs from every document this ledger issued under that name")
