@@ -139,6 +139,7 @@ def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dic
         elif digest not in {d.file_sha256 for d in issued}:
             audit.problems.append(f"{name}: the manifest's SHA-256 is not the one the ledger issued it with")
     _check_counts(ledger, manifest, prefix, period, audit)
+    _check_summary(outdir / "summary.xlsx", ledger, prefix, period, audit)
 
     audit.problems += _columns_match_content(pairs)
     audit.problems += _recompute(ledger, docs)
@@ -226,6 +227,55 @@ def _check_counts(ledger: LedgerReader, manifest: dict, prefix: str, period: str
     if "total_fen" in manifest and manifest["total_fen"] != total:
         audit.problems.append(f"manifest: total {plain_yuan(manifest['total_fen'])}, the ledger's documents of "
                               f"{prefix} {period} total {plain_yuan(total)}")
+
+
+def _check_summary(path: Path, ledger: LedgerReader, prefix: str, period: str, audit: Audit) -> None:
+    """The summary's invoices sheet lists exactly the ledger's invoices and credit notes of the period, with
+    their customer, issue date, total and status (a summary rewritten with its manifest hash is caught)."""
+    if not path.is_file():
+        return
+    from decimal import Decimal
+
+    from openpyxl import load_workbook
+
+    from .money import fen_to_decimal
+
+    listed = [d for d in ledger.documents(prefix, period) if d.kind != "notice"]
+    cancelled = {d.cancels for d in listed if d.kind == "credit_note"}
+    want = {d.number: (d.customer_id, d.content.get("issue_date"), fen_to_decimal(d.content.get("total_fen", 0)),
+                       "cancelled" if d.number in cancelled else ("issued" if d.kind == "invoice" else "credit_note"))
+            for d in listed}
+    audit.checked += 1
+    try:
+        wb = load_workbook(path, read_only=True, data_only=True)
+        rows = list(wb["invoices"].iter_rows(values_only=True))
+        wb.close()
+    except Exception as exc:  # a damaged or foreign file: openpyxl raises many kinds
+        audit.problems.append(f"summary.xlsx: cannot be read as the summary ({type(exc).__name__}: {exc})")
+        return
+    header = list(rows[0]) if rows else []
+    try:
+        at = {c: header.index(c) for c in ("invoice_number", "customer_id", "issue_date", "total", "status")}
+    except ValueError:
+        audit.problems.append("summary.xlsx: the invoices sheet lacks its columns")
+        return
+    seen = set()
+    for row in rows[1:]:
+        number = row[at["invoice_number"]]
+        seen.add(number)
+        if number not in want:
+            audit.problems.append(f"summary.xlsx: lists {number}, which this ledger did not issue for {prefix} {period}")
+            continue
+        when = row[at["issue_date"]]
+        total = row[at["total"]]
+        got = (row[at["customer_id"]], str(when)[:10] if when is not None else None,
+               Decimal(str(total)) if isinstance(total, (int, float)) else total, row[at["status"]])
+        if got != want[number]:
+            audit.problems.append(f"summary.xlsx: {number} says customer {got[0]}, {got[1]}, total {got[2]}, "
+                                  f"{got[3]}; the ledger: customer {want[number][0]}, {want[number][1]}, total "
+                                  f"{want[number][2]}, {want[number][3]}")
+    for number in sorted(set(want) - seen):
+        audit.problems.append(f"summary.xlsx: does not list {number}")
 
 
 COLUMN_OF_CONTENT = (("kind", "kind"), ("number", "number"), ("period", "period"), ("issue_date", "issue_date"),

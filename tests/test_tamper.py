@@ -425,3 +425,26 @@ def test_an_old_notice_file_replaced_though_no_longer_listed(folder):
     assert cli("verify", folder).returncode == 0
     (folder / "notices" / "N-renewal.pdf").write_bytes(b"%PDF-1.7 a notice never issued")
     assert_caught(folder, "notices/N-renewal.pdf: differs from every document this ledger issued under that name")
+
+
+def test_a_summary_rewritten_with_its_manifest_hash(folder):
+    from openpyxl import load_workbook
+
+    from invoicer.render.summary import deterministic_zip
+
+    path = folder / "summary.xlsx"
+    wb = load_workbook(path)
+    ws = wb["invoices"]
+    for row in ws.iter_rows(min_row=2):
+        if row[0].value == "QQ-2026-000002":
+            row[4].value = 30
+    ws.delete_rows(ws.max_row)  # and the replacement invoice left out
+    buf = io.BytesIO()
+    wb.save(buf)
+    path.write_bytes(deterministic_zip(buf.getvalue()))
+    m = manifest(folder)
+    m["files"]["summary.xlsx"] = sha(path)
+    write_manifest(folder, m)
+    assert_caught(folder, "summary.xlsx: QQ-2026-000002 says customer B, 2026-10-31, total 30, issued; the "
+                          "ledger: customer B, 2026-10-31, total 3000.00, issued",
+                  "summary.xlsx: does not list QQ-2026-000005")
