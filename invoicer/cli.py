@@ -2,16 +2,20 @@
 
 Exit codes (README "Exit codes"): 0 done, nothing rejected; 1 done, some rows rejected (or verify found
 mismatches); 2 unusable input or options, nothing billed; 3 the input changes an issued invoice (use
---amend); 4 another run holds the ledger.
+--amend); 4 another run holds the ledger; 5 the month was issued but not every file was written (a re-run
+publishes the rest).
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import errno
+import re
+import sqlite3
 import sys
 from pathlib import Path
 
-from .errors import EXIT_OK, EXIT_REJECTS, InputError, InvoicerError, Reject
+from .errors import EXIT_INPUT, EXIT_OK, EXIT_REJECTS, InputError, InvoicerError, Reject
 from .limits import check_period
 from .money import fmt_yuan
 
@@ -105,9 +109,13 @@ def cmd_template(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    """Audit an output folder: re-hash every file against the manifest and the ledger, and recompute every
-    invoice from the roster and price book recorded in the ledger. Exit 0 clean, 1 mismatches.
+    """Audit an output folder, reading its ledger strictly read-only: the ledger is this folder's and intact
+    (hash chain, series counts, triggers); every issued document of the period is in the folder unchanged,
+    and every file in the folder and the manifest is a document of this ledger; every invoice is recomputed
+    from the roster and price book recorded in the ledger. Exit 0 clean, 1 problems (all listed).
     Given a PDF file instead, say whether it is exactly a document the ledger issued.
+    --head HASH: also require the ledger's hash chain to contain a head kept earlier (printed by verify,
+    recorded in each manifest).
 
     Example: invoicer verify out/2026-10
              invoicer verify SZTY-2026-000001.pdf --ledger out/ledger.sqlite
@@ -115,22 +123,29 @@ def cmd_verify(args) -> int:
     from .verify import verify, verify_pdf
 
     target = Path(args.outdir)
+    head = args.head.lower() if args.head else None
     if target.is_file():
         if not args.ledger:
             raise InvoicerError(f"{target} is a file: pass --ledger to say which ledger issued it")
-        problems, findings = verify_pdf(target, Path(args.ledger))
+        problems, findings = verify_pdf(target, Path(args.ledger), head)
         for line in findings:
             print(line)
         for p in problems:
             print(f"MISMATCH: {p}")
         return EXIT_REJECTS if problems else EXIT_OK
-    problems, checked = verify(target, Path(args.ledger) if args.ledger else None)
-    for p in problems:
+    if not target.is_dir():
+        raise InvoicerError(f"{target}: no such folder or file")
+    audit = verify(target, Path(args.ledger) if args.ledger else None, head)
+    for note in audit.notes:
+        print(f"note: {note}")
+    for p in audit.problems:
         print(f"MISMATCH: {p}")
-    if problems:
-        print(f"{len(problems)} problem(s) found ({checked} checks)")
+    if audit.problems:
+        print(f"{len(audit.problems)} problem(s) found ({audit.checked} checks)")
         return EXIT_REJECTS
-    print(f"clean: {checked} checks passed")
+    print(f"clean: {audit.checked} checks passed")
+    if audit.head:
+        print(f"ledger chain head {audit.head} (keep it apart; `invoicer verify --head` checks it later)")
     return EXIT_OK
 
 
@@ -152,6 +167,12 @@ def cmd_watch(args) -> int:
                         pricebook=args.pricebook, templates=args.templates, workers=args.workers, wait_s=args.wait,
                         processing=args.processing, processed=args.processed, failed=args.failed)
     return Watcher(opts).serve()
+
+
+def _sha256_hex(text: str) -> str:
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", text):
+        raise argparse.ArgumentTypeError(f"a chain head is 64 hexadecimal digits, not {text!r}")
+    return text
 
 
 def _default_period_rule(text: str) -> str:
@@ -203,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description=doc(cmd_verify), formatter_class=argparse.RawDescriptionHelpFormatter)
     v.add_argument("outdir", metavar="DIR_OR_PDF")
     v.add_argument("--ledger", help="ledger file (default: OUTDIR/ledger.sqlite, or as the manifest says)")
+    v.add_argument("--head", type=_sha256_hex, help="a chain head kept earlier: the ledger must still contain it")
     v.set_defaults(fn=cmd_verify)
 
     w = sub.add_parser("watch", help="bill rosters dropped into a folder", description=doc(cmd_watch),
@@ -242,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
     except InvoicerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except sqlite3.Error as exc:  # a ledger failure no layer named: still one line, nothing issued
+        print(f"error: the ledger failed ({exc}); nothing was issued", file=sys.stderr)
+        return EXIT_INPUT
+    except OSError as exc:  # a file or folder that cannot be used (a full disk, a file where a folder goes)
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        print(f"error: {exc.filename + ': ' if exc.filename else ''}{reason}", file=sys.stderr)
+        return EXIT_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,7 @@ EXIT_REJECTS = 1  # the run finished, but some rows were rejected (or verify fou
 EXIT_INPUT = 2  # unusable input file or options: nothing was billed
 EXIT_CONFLICT = 3  # the input changes an invoice already issued; re-run with --amend
 EXIT_BUSY = 4  # another run holds the ledger
+EXIT_UNPUBLISHED = 5  # the month was issued (committed), but not every file was written; a re-run publishes
 
 
 class InvoicerError(Exception):
@@ -20,6 +21,13 @@ class InputError(InvoicerError):
 
 class LedgerBusy(InvoicerError):
     exit_code = EXIT_BUSY
+
+
+class PublishIncomplete(InvoicerError):
+    """The ledger committed the month, then writing its files failed (a full disk, a read-only folder):
+    what was issued stays issued, and re-running the same command publishes the rest."""
+
+    exit_code = EXIT_UNPUBLISHED
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import documents as docs_mod
 from . import pricebook as pricebook_mod
-from .errors import EXIT_CONFLICT, EXIT_OK, EXIT_REJECTS, InvoicerError, Reject
+from .errors import EXIT_CONFLICT, EXIT_OK, EXIT_REJECTS, InvoicerError, PublishIncomplete, Reject
 from .ledger import Issued, Ledger, format_number
 from .money import plain_yuan
 from .pricing.engine import price_period
@@ -196,6 +196,7 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     book = pricebook_mod.load(opts.pricebook)
     priced = price_roster(opts.roster, book, opts.period)
     out = Path(opts.out)
+    _usable_out(out)  # [h-verify] refused before anything is issued, not after COMMIT
     ledger_path = Path(opts.ledger) if opts.ledger else out / LEDGER_NAME
     if opts.dry_run and not ledger_path.exists():
         plan = Plan(new=list(priced.invoices))
@@ -244,13 +245,45 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
         ledger.rollback()
         ledger.close()
         raise
+    # [h-verify] after COMMIT, files are written holding the ledger's write lock again (no other run of this
+    # ledger writes the folder meanwhile, so publish sweeps every leftover temporary file); any failure now
+    # says the month was issued and a re-run publishes the rest (exit 5), never a traceback
     try:
+        ledger.begin()
         fresh = {file_name_for(d): data for d, data in zip(new_docs + notices, rendered)}
         written = publish_period(ledger, out, priced.prefix, opts.period, priced.accounts, priced.rejects, book,
                                  priced, opts, fresh, pool)
+    except Exception as exc:
+        raise PublishIncomplete(unpublished_message(opts.period, len(new_docs), ledger_path, out, exc)) from None
     finally:
+        ledger.rollback()
         ledger.close()
+    # [/h-verify]
     return _report(opts, priced, plan, [d["number"] for d in new_docs], written)
+
+
+def _usable_out(out: Path) -> None:
+    """[h-verify] --out must be a folder, or a path whose nearest existing ancestor is one."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise InvoicerError(f"{out}: --out {'is' if path == out else 'lies under'} a file ({path}); it "
+                                    f"must be a folder (or a path that does not exist yet)")
+            return
+
+
+def unpublished_message(period: str, issued: int, ledger_path: Path, out: Path, exc: BaseException) -> str:
+    """[h-verify] What a failure after COMMIT means for the clerk: issued, and how to finish."""
+    import errno
+
+    if isinstance(exc, OSError):
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        reason += f" ({exc.filename})" if exc.filename else ""
+    else:
+        reason = str(exc)
+    return (f"{period} was issued ({issued} numbered document(s) committed to the ledger {ledger_path}), but "
+            f"writing its files into {out} failed: {reason}. Nothing issued is lost: fix that and re-run the "
+            f"same command to publish the rest (it issues nothing twice)")
 
 
 def _fault_point(name: str) -> None:
@@ -326,7 +359,9 @@ def publish_period(ledger: Ledger, out: Path, prefix: str, period: str, accounts
     """Make the output folder match the ledger for this period: every issued document's file (re-rendered
     from its recorded snapshot if missing), the summary and, last, the manifest."""
     for folder in (out, out / "invoices", out / "credit_notes", out / "notices"):
-        sweep_stale_temporaries(folder)  # left by a run killed inside an atomic write
+        # left by a run killed inside an atomic write; whatever their age, since this run holds the ledger's
+        # write lock and every run of this ledger writes its folder only while holding it
+        sweep_stale_temporaries(folder, older_than_s=0)
     issued = ledger.documents(prefix, period)
     cancelled = {d.content.get("cancels") for d in issued if d.kind == "credit_note"}
     latest_notice: dict[str, Issued] = {}
@@ -379,6 +414,7 @@ def publish_period(ledger: Ledger, out: Path, prefix: str, period: str, accounts
         "pricebook": {"version": book.version, "sha256": book.sha256, "source": Path(book.source).name},
         "input": {"name": priced.input_name, "sha256": priced.input_sha256},
         "ledger": str(Path(opts.ledger).resolve()) if opts.ledger else LEDGER_NAME,
+        **ledger.anchor(prefix, period),  # [h-verify] ledger_id, chain_head, chain_link: which ledger, as of when
         "counts": {"invoices": sum(1 for x in listed if x["kind"] == "invoice" and x["status"] == "issued"),
                    "credit_notes": sum(1 for x in listed if x["kind"] == "credit_note"),
                    "notices": len(current_notice_keys), "rejected_rows": len(rejects)},

@@ -33,6 +33,8 @@ def safe_path(root: Path, *parts: str) -> Path:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
+    """Write data to path so that a reader or a crash sees the old file or the new one, never half of one.
+    On any failure (a full disk: OSError ENOSPC) the temporary file is removed and the error raised."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -69,7 +71,9 @@ def fsync_dir(path: Path) -> None:
 
 def sweep_stale_temporaries(folder: Path, older_than_s: float = 3600.0, recursive: bool = False) -> list[Path]:
     """Remove our hidden temporary files (``.<name>.XXXX.tmp``) that a killed process left behind. By default
-    only old ones: a run writing into the same folder right now has its temporary file for milliseconds."""
+    only old ones: a run writing into the same folder right now has its temporary file for milliseconds.
+    A caller that knows no other writer is there (a run holding the ledger's write lock: every run of a
+    ledger writes its folder only while holding it) passes ``older_than_s=0`` to remove them all."""
     import time
 
     removed = []
@@ -95,6 +99,7 @@ def write_if_different(path: Path, data: bytes) -> bool:
 
 
 def write_json(path: Path, obj) -> bytes:
+    """Write obj as sorted, indented JSON (atomically, and only if the bytes differ); returns the bytes."""
     data = (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode()
-    atomic_write(path, data)
+    write_if_different(path, data)
     return data

@@ -1,13 +1,19 @@
-"""Ledger: gapless numbers, idempotent re-runs, refusal and amendment, dry run, crashes, concurrency, verify."""
+"""Ledger: gapless numbers, idempotent re-runs, refusal and amendment, dry run, crashes, concurrency, verify,
+and the failures a run meets (an unusable ledger or folder, a full disk) as one line and an exit code."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
 import hashlib
+import io
 import json
 import os
 import sqlite3
 import subprocess
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from openpyxl import load_workbook
@@ -43,17 +49,19 @@ def test_rerun_reissues_nothing_and_republishes_missing_files(tmp_path, roster):
     first = files(out)
     assert set(first) == {"invoices/QQ-2026-000001.pdf", "invoices/QQ-2026-000002.pdf"}
     (out / "invoices" / "QQ-2026-000002.pdf").unlink()
-    # a run killed inside an atomic write leaves a hidden temporary file: an old one is swept away, a
-    # fresh one (another run writing at this moment) is left alone
+    # a run killed inside an atomic write leaves a hidden temporary file: the next run of the folder
+    # removes it whatever its age (it holds the ledger's write lock, under which every run writes its
+    # folder, so no other writer is there); verify reports one meanwhile
     stale, fresh = out / "invoices" / ".QQ-2026-000009.pdf.ab12.tmp", out / ".summary.xlsx.cd34.tmp"
     stale.write_bytes(b"half")
     fresh.write_bytes(b"half")
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    r = run_cli("verify", out)
+    assert r.returncode == 1 and ".summary.xlsx.cd34.tmp: a temporary file left by an interrupted write" in r.stdout
     r2 = run_cli("run", roster(), "--period", "2026-10", "--out", out)
     assert r2.returncode == 0 and "0 new, 2 unchanged" in r2.stdout
     assert files(out) == first  # same numbers, byte-identical files
-    assert not stale.exists() and fresh.exists()
-    fresh.unlink()
+    assert not stale.exists() and not fresh.exists()
     assert len(numbers(out / "ledger.sqlite")) == 2
     assert run_cli("verify", out).returncode == 0
 
@@ -236,3 +244,147 @@ def test_manifest_and_summary_agree_with_the_ledger(tmp_path, roster):
     run_cli("run", roster(), "--period", "2026-10", "--out", out)
     m = json.loads((out / "manifest.json").read_text())
     assert m["counts"]["invoices"] == 2 and m["total_fen"] == 140000 + 300000
+
+
+def cli(*args):
+    """The CLI in-process (monkeypatched faults reach it): returncode, stdout, stderr."""
+    from invoicer.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def one_line(r) -> str:
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    return r.stderr
+
+
+def test_a_rerun_rewrites_nothing_summary_and_manifest_stay_byte_identical(tmp_path, roster):
+    """openpyxl stamps the save time into docProps/core.xml: the summary's dates are the period's instead."""
+    out, same = tmp_path / "out", roster()  # the same file: a new roster workbook has its own save time
+    assert cli("run", same, "--period", "2026-10", "--out", out, "--workers", 1).returncode == 0
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (out / "summary.xlsx", out / "manifest.json")}
+    time.sleep(1.1)  # openpyxl's stamp has whole seconds
+    r = cli("run", same, "--period", "2026-10", "--out", out, "--workers", 1)
+    assert r.returncode == 0 and "0 new, 2 unchanged" in r.stdout
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (out / "summary.xlsx", out / "manifest.json")}
+    assert after == before
+    import zipfile
+
+    core = zipfile.ZipFile(out / "summary.xlsx").read("docProps/core.xml").decode()
+    assert '<dcterms:modified xsi:type="dcterms:W3CDTF">2026-10-31T00:00:00Z</dcterms:modified>' in core
+    assert '<dcterms:created xsi:type="dcterms:W3CDTF">2026-10-31T00:00:00Z</dcterms:created>' in core
+
+
+def test_unusable_ledgers_and_folders_are_one_line_and_exit_2(tmp_path, roster):
+    out = tmp_path / "out"
+    assert cli("run", roster(), "--period", "2026-10", "--out", out, "--workers", 1).returncode == 0
+    ledger = out / "ledger.sqlite"
+
+    not_a_folder = tmp_path / "file.txt"
+    not_a_folder.write_text("x")
+    r = cli("run", roster(), "--period", "2026-10", "--out", not_a_folder)
+    assert r.returncode == 2 and "--out is a file" in one_line(r)
+    r = cli("run", roster(), "--period", "2026-10", "--out", tmp_path / "o2", "--ledger", out)
+    assert r.returncode == 2 and f"{out}: is a folder; --ledger names the ledger file" in one_line(r)
+
+    truncated = tmp_path / "truncated.sqlite"
+    truncated.write_bytes(ledger.read_bytes()[:3000])
+    r = cli("run", roster(), "--period", "2026-10", "--out", tmp_path / "o3", "--ledger", truncated)
+    assert r.returncode == 2 and "not an invoicer ledger" in one_line(r)
+    text = tmp_path / "notes.sqlite"
+    text.write_text("these are not the ledger you are looking for\n" * 200)
+    r = cli("run", roster(), "--period", "2026-10", "--out", tmp_path / "o4", "--ledger", text)
+    assert r.returncode == 2 and "not an invoicer ledger (not an SQLite database" in one_line(r)
+    assert text.read_text().startswith("these are not")  # untouched
+
+
+def test_a_read_only_ledger_is_refused_in_one_line(tmp_path, roster, monkeypatch):
+    out = tmp_path / "out"
+    assert cli("run", roster(), "--period", "2026-10", "--out", out, "--workers", 1).returncode == 0
+    real_connect = sqlite3.connect
+
+    def read_only(path, **kw):  # what a write-protected file gives (chmod does not stop root, who runs CI)
+        return real_connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, **kw)
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+    r = cli("run", roster(extra_seats=3), "--period", "2026-10", "--out", out, "--amend")
+    assert r.returncode == 2 and "the ledger is read-only, so nothing can be issued" in one_line(r)
+
+
+class _FullDiskAtCommit:
+    """A connection whose COMMIT fails as SQLite's does when the disk is full."""
+
+    def __init__(self, real):
+        object.__setattr__(self, "_real", real)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+    def __setattr__(self, name, value):
+        setattr(self._real, name, value)
+
+    def execute(self, sql, *args):
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._real.execute(sql, *args)
+
+
+def test_a_full_disk_at_commit_issues_nothing(tmp_path, roster, monkeypatch):
+    out = tmp_path / "out"
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **kw: _FullDiskAtCommit(real_connect(*a, **kw)))
+    r = cli("run", roster(), "--period", "2026-10", "--out", out, "--workers", 1)
+    assert r.returncode == 2 and "the disk is full" in one_line(r) and "nothing was issued" in r.stderr
+    monkeypatch.undo()
+    assert numbers(out / "ledger.sqlite") == []
+    assert not (out / "invoices").exists()
+    assert cli("run", roster(), "--period", "2026-10", "--out", out, "--workers", 1).returncode == 0
+    assert [n for n, _, _ in numbers(out / "ledger.sqlite")] == ["QQ-2026-000001", "QQ-2026-000002"]
+
+
+def test_a_full_disk_after_commit_says_issued_and_a_rerun_publishes_the_rest(tmp_path, roster, monkeypatch):
+    out = tmp_path / "out"
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)  # publishing's first durable write fails
+    r = cli("run", roster(), "--period", "2026-10", "--out", out, "--workers", 1)
+    monkeypatch.undo()
+    assert r.returncode == 5, r.stderr
+    line = one_line(r)
+    assert "2026-10 was issued (2 numbered document(s) committed to the ledger" in line
+    assert "the disk is full" in line and "re-run the same command to publish the rest" in line
+    assert [p.name for p in out.rglob(".*.tmp")] == []  # the failed write left no temporary file
+    assert len(numbers(out / "ledger.sqlite")) == 2
+    r = cli("run", roster(), "--period", "2026-10", "--out", out, "--workers", 1)
+    assert r.returncode == 0 and "0 new, 2 unchanged" in r.stdout
+    assert set(files(out)) == {"invoices/QQ-2026-000001.pdf", "invoices/QQ-2026-000002.pdf"}
+    assert cli("verify", out).returncode == 0
+
+
+def test_the_ledger_reader_opens_nothing_for_writing(tmp_path, roster):
+    """Ledger.open_readonly: the reads a dry run or an audit needs, on a ledger nobody may write."""
+    from invoicer.ledger import Ledger
+
+    out = tmp_path / "out"
+    assert cli("run", roster(), "--period", "2026-10", "--out", out, "--workers", 1).returncode == 0
+    with Ledger.open_readonly(out / "ledger.sqlite") as reader:
+        assert sorted(reader.active_invoices("QQ", "2026-10")) == ["A", "B"]
+        assert reader.next_seq("QQ", 2026) == 3
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            reader.db.execute("INSERT INTO meta VALUES ('x', 'y')")
+        assert reader.check_chain().problems == []
+    assert sorted(p.name for p in out.iterdir()) == ["invoices", "ledger.sqlite", "manifest.json", "summary.xlsx"]
+
+
+def test_out_under_a_file_is_refused_before_anything_is_issued(tmp_path, roster):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    ledger = tmp_path / "ledger.sqlite"
+    r = cli("run", roster(), "--period", "2026-10", "--out", blocker / "2026-10", "--ledger", ledger)
+    assert r.returncode == 2 and f"--out lies under a file ({blocker})" in one_line(r)
+    assert not ledger.exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 import zipfile
 from collections import defaultdict
 
@@ -122,11 +123,16 @@ def render_summary(documents: list[dict], accounts: list[dict], rejects: list[Re
     wb.properties.created = wb.properties.modified = created
     buf = io.BytesIO()
     wb.save(buf)
-    return deterministic_zip(buf.getvalue())
+    return deterministic_zip(buf.getvalue(), created)
 
 
-def deterministic_zip(data: bytes) -> bytes:
-    """Rewrite a zip (xlsx) with fixed member timestamps, so equal content gives equal bytes."""
+# openpyxl stamps the moment of saving into docProps/core.xml whatever the workbook's properties say
+_CORE_DATES = re.compile(rb"(<dcterms:(created|modified)\b[^>]*>)[^<]*(</dcterms:\2>)")
+
+
+def deterministic_zip(data: bytes, stamp: dt.datetime | None = None) -> bytes:
+    """Rewrite a zip (xlsx) with fixed member timestamps, so equal content gives equal bytes. With a
+    stamp, the document's created and modified dates (docProps/core.xml) are set to it too."""
     src = zipfile.ZipFile(io.BytesIO(data))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
@@ -134,6 +140,10 @@ def deterministic_zip(data: bytes) -> bytes:
             fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
             fixed.compress_type = zipfile.ZIP_DEFLATED
             fixed.external_attr = 0o600 << 16
-            dst.writestr(fixed, src.read(info.filename))
+            member = src.read(info.filename)
+            if stamp is not None and info.filename == "docProps/core.xml":
+                when = stamp.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+                member = _CORE_DATES.sub(lambda m: m.group(1) + when + m.group(3), member)
+            dst.writestr(fixed, member)
     return out.getvalue()
 
