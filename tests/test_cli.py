@@ -12,7 +12,9 @@ from .conftest import cust, run_cli, write_roster
 def test_bad_options_exit_2_with_usage_and_help_exits_0(tmp_path):
     r = run_cli("run", tmp_path / "x.xlsx", "--period", "2026-13", "--out", tmp_path)
     assert r.returncode == 2 and r.stdout == ""
-    assert "usage: invoicer run" in r.stderr and "period must look like 2026-10" in r.stderr
+    assert r.stderr == "error: period must look like 2026-10 (year-month), not '2026-13'\n"  # one line (#14)
+    r = run_cli("run", tmp_path / "x.xlsx", "--bogus", "--out", tmp_path)
+    assert r.returncode == 2 and "usage: invoicer" in r.stderr and "unrecognized arguments: --bogus" in r.stderr
     r = run_cli("template", "--help")
     assert r.returncode == 0 and "Example: invoicer template roster.xlsx --lang zh" in r.stdout
 
