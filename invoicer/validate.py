@@ -30,7 +30,8 @@ TYPE_WORDS = {
     "renew": "renew", "续费": "renew", "续约": "renew",
 }
 DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%Y年%m月%d日")
-MAX_TEXT = {"name": 200, "address": 300, "email": 200, "tax_id": 40, "reference": 100}
+MAX_TEXT = {"name": 200, "address": 300, "email": 200, "tax_id": 40, "reference": 100,
+            "phone": 100, "bank": 200, "bank_account": 100}  # the last three: h-fapiao
 
 
 @dataclass
@@ -172,6 +173,9 @@ def _customers(raw: RawRoster, book: PriceBook) -> tuple[pd.DataFrame, list[Reje
     qq = [as_text(v) for v in f["qq_number"]]
     col.reject(np.array([bool(q) and not QQ_RE.match(q) for q in qq]), "qq_number",
                "enterprise QQ number must be 10 digits starting with 400 or 800")
+    # --- h-fapiao: the buyer's tax id and the e-fapiao columns
+    fapiao_kinds = _check_fapiao_columns(f, col)
+    # --- end h-fapiao
     for c, limit in MAX_TEXT.items():
         if c in f:
             col.reject(np.array([len(as_text(v)) > limit for v in f[c]]), c, f"longer than {limit} characters")
@@ -191,11 +195,35 @@ def _customers(raw: RawRoster, book: PriceBook) -> tuple[pd.DataFrame, list[Reje
         "email": [as_text(v) for v in f["email"]],
         "address": [as_text(v) for v in f["address"]],
         "tax_id": [as_text(v) for v in f["tax_id"]],
+        "fapiao_kind": fapiao_kinds,  # h-fapiao
+        "phone": [as_text(v) for v in f["phone"]],  # h-fapiao
+        "bank": [as_text(v) for v in f["bank"]],  # h-fapiao
+        "bank_account": [as_text(v) for v in f["bank_account"]],  # h-fapiao
         "row": f[ROW].to_numpy(dtype=np.int64),
     })
     # a rejected customer row keeps its id in the frame only to hold its changes back (see _changes)
     out["valid"] = ~col.bad
     return out, col.rejects
+
+
+# --- h-fapiao
+FAPIAO_KIND_WORDS = {"普通发票": "普通发票", "普票": "普通发票", "电子普通发票": "普通发票", "normal": "普通发票",
+                     "增值税专用发票": "增值税专用发票", "专用发票": "增值税专用发票", "专票": "增值税专用发票",
+                     "special": "增值税专用发票"}
+
+
+def _check_fapiao_columns(f: pd.DataFrame, col: _Collector) -> list[str]:
+    """The buyer's tax id (taxid.tax_id_problem) and the fapiao kind (blank: the price book's default).
+    Returns the canonical fapiao kind per row ('' for blank)."""
+    from .taxid import tax_id_problem
+
+    problems = [tax_id_problem(as_text(v)) for v in f["tax_id"]]
+    col.reject(np.array([p is not None for p in problems]), "tax_id", lambda v, i: problems[i])
+    kinds = [FAPIAO_KIND_WORDS.get(as_text(v).casefold(), None) if not is_blank(v) else "" for v in f["fapiao_kind"]]
+    col.reject(np.array([k is None for k in kinds]), "fapiao_kind",
+               "fapiao_kind (发票类型) must be 普通发票 (普票) or 增值税专用发票 (专票), or blank for the price book's")
+    return [k or "" for k in kinds]
+# --- end h-fapiao
 
 
 def _first_end(opened: dt.date) -> dt.date:
