@@ -56,3 +56,28 @@ def split_lines(gross_by_line: list[int], rate: str | Decimal) -> tuple[list[tup
     """
     parts = [split_gross(g, rate) for g in gross_by_line]
     return parts, sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
+def split_problems(doc: dict) -> list[str]:
+    """What is wrong with a document's recorded VAT split, recomputed from its amounts and recorded rate
+    (for verify and tests); [] when it agrees, or when the document predates VAT on bills (no 'vat').
+
+    >>> split_problems({"vat": {"rate": "0.06"}, "lines": [{"amount_fen": 140000, "net_fen": 132075,
+    ...     "tax_fen": 7925}], "net_total_fen": 132075, "tax_total_fen": 7925})
+    []
+    >>> split_problems({"vat": {"rate": "0.06"}, "lines": [{"amount_fen": 140000, "net_fen": 132076,
+    ...     "tax_fen": 7924}], "net_total_fen": 132076, "tax_total_fen": 7924})
+    ['line 1: net/tax 132076/7924 fen, the rule gives 132075/7925', 'net/tax total 132076/7924 fen, the lines give 132075/7925']
+    """
+    if not doc.get("vat"):
+        return []
+    problems = []
+    parts = [split_gross(x["amount_fen"], doc["vat"]["rate"]) for x in doc["lines"]]
+    for i, (x, (net, tax)) in enumerate(zip(doc["lines"], parts), 1):
+        if (x.get("net_fen"), x.get("tax_fen")) != (net, tax):
+            problems.append(f"line {i}: net/tax {x.get('net_fen')}/{x.get('tax_fen')} fen, the rule gives {net}/{tax}")
+    net, tax = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    if (doc.get("net_total_fen"), doc.get("tax_total_fen")) != (net, tax):
+        problems.append(f"net/tax total {doc.get('net_total_fen')}/{doc.get('tax_total_fen')} fen, the lines give "
+                        f"{net}/{tax}")
+    return problems

@@ -328,3 +328,31 @@ def test_export_bytes_are_deterministic_and_limits_are_listed_not_truncated(pric
     assert "发票流水号 has 24 characters; the platform takes at most 20" in b.problems[0]
     wb = load_workbook(io.BytesIO(b.main))
     assert _rows(wb["1-发票基本信息"], 4) == [] and _rows(wb["2-发票明细信息"], 4) == []
+
+
+def test_bills_issued_before_vat_are_exported_with_the_books_rate(priced):
+    """A ledger from before bills stated VAT: its bill and its credit note still reach both files."""
+    doc = priced([cust("A", D(2026, 5, 1), 5, tax_id=TAX_A)], [change("A", D(2026, 10, 10), "add", 2)]).invoices[0]
+    old = {**_old_shape(doc), "number": "FP-2026-000001", "status": "cancelled"}
+    credit = {**documents.credit_note_for(old, D(2026, 10, 31)), "number": "FP-2026-000002"}
+    assert "vat" not in credit and "net_total_fen" not in credit
+    again = {**doc, "number": "FP-2026-000003", "status": "issued", "replaces": "FP-2026-000001"}
+    ex = build_exports([old, credit, again], pricebook.load_default().vat.snapshot(), {}, dt.datetime(2026, 10, 31))
+    assert ex.problems == []
+    assert [r[0] for r in _rows(load_workbook(io.BytesIO(ex.main))["1-发票基本信息"], 4)] == ["FP-2026-000003"]
+    red = _rows(load_workbook(io.BytesIO(ex.red)).active, 2)
+    assert [r[:4] + r[6:10] for r in red] == [["FP-2026-000002", "2026-10-31", "FP-2026-000001", "FP-2026-000001",
+                                              "-1400.00", "-1320.75", "-79.25", "0.06"]]
+
+
+def test_issued_bills_state_the_split_the_rule_gives(priced):
+    from invoicer.vat import split_problems
+
+    p = priced([cust("A", D(2025, 11, 1), 18)], [change("A", D(2026, 10, 1), "add", 2),
+                                                  change("A", D(2026, 10, 5), "add", 1)])
+    doc = p.invoices[0]
+    assert [(x["amount_fen"], x["net_fen"], x["tax_fen"]) for x in doc["lines"]] == [(19000, 17925, 1075),
+                                                                                       (9000, 8491, 509)]
+    assert split_problems(doc) == []
+    tampered = {**doc, "lines": [{**doc["lines"][0], "net_fen": 17926, "tax_fen": 1074}, doc["lines"][1]]}
+    assert split_problems(tampered)[0] == "line 1: net/tax 17926/1074 fen, the rule gives 17925/1075"
