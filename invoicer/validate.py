@@ -222,6 +222,10 @@ def _check_fapiao_columns(f: pd.DataFrame, col: _Collector) -> list[str]:
     kinds = [FAPIAO_KIND_WORDS.get(as_text(v).casefold(), None) if not is_blank(v) else "" for v in f["fapiao_kind"]]
     col.reject(np.array([k is None for k in kinds]), "fapiao_kind",
                "fapiao_kind (发票类型) must be 普通发票 (普票) or 增值税专用发票 (专票), or blank for the price book's")
+    # Excel keeps 15 significant digits: an account number typed as a number has already lost its tail
+    col.reject(np.array([isinstance(v, (int, float)) and not isinstance(v, bool) and len(display(v)) > 15
+                         for v in f["bank_account"]]), "bank_account",
+               "a bank account typed as a number loses digits in Excel (it keeps 15); type it as text")
     return [k or "" for k in kinds]
 # --- end h-fapiao
 

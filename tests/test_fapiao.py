@@ -356,3 +356,27 @@ def test_issued_bills_state_the_split_the_rule_gives(priced):
     assert split_problems(doc) == []
     tampered = {**doc, "lines": [{**doc["lines"][0], "net_fen": 17926, "tax_fen": 1074}, doc["lines"][1]]}
     assert split_problems(tampered)[0] == "line 1: net/tax 17926/1074 fen, the rule gives 17925/1075"
+
+
+def test_control_characters_are_a_listed_problem_not_a_crash(priced):
+    # a crafted workbook can carry them (openpyxl will not write one, so the snapshot is edited here)
+    doc = priced([cust("A", D(2026, 10, 3), 5, tax_id=TAX_A)]).invoices[0]
+    doc = {**doc, "customer": {**doc["customer"], "address": "上海\x01市"}, "number": "FP-2026-000001",
+           "status": "issued"}
+    ex = build_exports([doc], pricebook.load_default().vat.snapshot(), {}, dt.datetime(2026, 10, 31))
+    assert ex.problems == ["fapiao: bill FP-2026-000001 (A) left out of the import file: 购买方地址 holds control "
+                           "characters, which a workbook cannot hold: '上海\\x01市'"]
+
+
+def test_roster_fapiao_columns_are_checked(tmp_path, book):
+    from invoicer.pipeline import price_roster
+
+    rows = [["A", "甲", D(2026, 10, 3), 5, None, None, TAX_A, "专票", None, None, "6225 0000 1111"],
+            ["B", "乙", D(2026, 10, 3), 5, None, None, TAX_B, "纸质发票", None, None, None],
+            ["C", "丙", D(2026, 10, 3), 5, None, None, TAX_A, None, None, None, 6225880112345678]]
+    p = price_roster(_roster(tmp_path / "r.xlsx", rows, []), book, "2026-10")
+    assert [(r.row, r.column) for r in p.rejects] == [(3, "fapiao_kind"), (4, "bank_account")]
+    assert "must be 普通发票 (普票) or 增值税专用发票 (专票)" in p.rejects[0].reason
+    assert "type it as text" in p.rejects[1].reason
+    kinds = p.roster.customers.set_index("customer_id")["fapiao_kind"].to_dict()
+    assert kinds["A"] == "增值税专用发票"

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 from openpyxl.utils import column_index_from_string
 
 from ..money import plain_yuan
@@ -123,6 +124,9 @@ def bill_rows(doc: dict, extra: dict, vat: dict) -> tuple[dict, list[dict], list
                         "the roster and re-run with --amend (it is printed on the bill)")
     for row in [basic, *details]:
         for key, value in row.items():
+            if ILLEGAL_CHARACTERS_RE.search(value):
+                problems.append(f"{key} holds control characters, which a workbook cannot hold: {value!r}")
+                continue
             limit = LIMITS.get(key)
             if limit and len(value) > limit:
                 problems.append(f"{key} has {len(value)} characters; the platform takes at most {limit}: {value!r}")
@@ -208,7 +212,7 @@ def _red_list(credits: list[dict], documents: list[dict], default_vat: dict, cre
                doc["customer"].get("tax_id", "").upper(), plain_yuan(doc["total_fen"]), plain_yuan(net),
                plain_yuan(tax), vat["rate"], reason, new, "开票有误" if new else "服务中止"]
         for c, value in enumerate(row, 1):
-            _text(ws, r, c, value)
+            _text(ws, r, c, ILLEGAL_CHARACTERS_RE.sub("\N{REPLACEMENT CHARACTER}", str(value)))
     return _save(wb, created)
 
 
