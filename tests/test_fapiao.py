@@ -380,3 +380,36 @@ def test_roster_fapiao_columns_are_checked(tmp_path, book):
     assert "type it as text" in p.rejects[1].reason
     kinds = p.roster.customers.set_index("customer_id")["fapiao_kind"].to_dict()
     assert kinds["A"] == "增值税专用发票"
+
+
+def test_a_period_too_big_for_one_import_goes_into_parts_and_stale_parts_go(priced, monkeypatch, tmp_path):
+    import types
+
+    import pandas as pd
+
+    from invoicer.publish_fapiao import write_fapiao_exports
+    from invoicer.render import fapiao
+
+    monkeypatch.setattr(fapiao, "ROWS_MAY_FAIL", 2)
+    p = priced([cust(c, D(2026, 10, 3), 5, tax_id=TAX_A) for c in "ABC"]
+               + [cust("D", D(2026, 5, 1), 5, tax_id=TAX_A)],
+               [change("D", D(2026, 10, d), "add", 1) for d in (1, 2, 3)])
+    docs = [{**d, "number": f"FP-2026-00000{n}", "status": "issued"} for n, d in enumerate(p.invoices, 1)]
+    roster = types.SimpleNamespace(customers=pd.DataFrame(), warnings=[])
+    files: dict[str, str] = {}
+    book = pricebook.load_default()
+    written = write_fapiao_exports(tmp_path, "FP", "2026-10", docs, book, roster, dt.datetime(2026, 10, 31), files)
+    assert written == ["fapiao/FP-2026-10.xlsx", "fapiao/FP-2026-10-part2.xlsx"] and set(files) == set(written)
+    main = load_workbook(tmp_path / "fapiao" / "FP-2026-10.xlsx")
+    part2 = load_workbook(tmp_path / "fapiao" / "FP-2026-10-part2.xlsx")
+    assert [r[0] for r in _rows(main["1-发票基本信息"], 4)] == ["FP-2026-000001", "FP-2026-000002"]
+    assert [r[0] for r in _rows(part2["1-发票基本信息"], 4)] == ["FP-2026-000003"]
+    assert roster.warnings == [
+        "fapiao: bill FP-2026-000004 (D) left out of the import file: 3 lines; the platform cannot issue a fapiao "
+        "of more than 2",
+        "fapiao: 3 detail rows: the platform may fail above 2 in one import, so they are in 2 files (the first, "
+        "then -part2 ...); import each"]
+    # a later, smaller run: the old part is removed, so no bill can be imported twice
+    roster.warnings.clear()
+    write_fapiao_exports(tmp_path, "FP", "2026-10", docs[:2], book, roster, dt.datetime(2026, 10, 31), {})
+    assert sorted(x.name for x in (tmp_path / "fapiao").iterdir()) == ["FP-2026-10.xlsx"]

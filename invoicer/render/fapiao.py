@@ -31,8 +31,8 @@ BASIC, DETAIL = "1-发票基本信息", "2-发票明细信息"
 PROBLEMS_SHEET = "problems"
 PROBLEM_COLUMNS = ["发票流水号 bill", "客户编号 customer", "问题 problem", "处理 action"]
 LEFT_OUT = "未导出 left out of the import sheets"
-# the template: "超过2000行后可能会导致系统异常无法开具发票，超过5000行后无法开具发票"
-ROWS_MAY_FAIL, ROWS_REFUSED = 2000, 5000
+# the template: "超过2000行后可能会导致系统异常无法开具发票，超过5000行后无法开具发票": files hold at most 2000
+ROWS_MAY_FAIL = 2000
 SPECIAL = "增值税专用发票"
 
 RED_COLUMNS = ["贷项通知单号 credit note", "开具日期 issued", "原账单号 original bill", "原发票流水号 fapiao serial",
@@ -47,12 +47,13 @@ LIMITS = {"发票流水号": 20, "购买方名称": 100, "购买方纳税人识�
 
 @dataclass
 class Exports:
-    """What one period's fapiao files hold: the import workbook, the red-letter list (None without credit
+    """What one period's fapiao files hold: the import workbook(s), the red-letter list (None without credit
     notes), and one plain line per problem for the console."""
 
     main: bytes
     red: bytes | None
     problems: list[str] = field(default_factory=list)
+    more: list[bytes] = field(default_factory=list)  # further import files when one would pass ROWS_MAY_FAIL
 
 
 def _headers(title: str) -> dict[str, int]:
@@ -140,8 +141,42 @@ def build_exports(documents: list[dict], default_vat: dict, extras: dict[str, di
     """documents: the period's issued bills and credit notes, each with 'number' and 'status' (as for the
     summary). default_vat: the price book's [vat] snapshot, for bills issued before documents recorded
     theirs. extras: customer_id -> the roster's fapiao columns. Returns the workbooks' bytes (deterministic)
-    and the problems, one line each."""
+    and the problems, one line each. Bills go into import files of at most ROWS_MAY_FAIL detail rows each
+    (the first is ``main``, the others ``more``), a bill never split across two files."""
     bills = [d for d in documents if d["kind"] == "invoice" and d.get("status", "issued") == "issued"]
+    parts: list[list[tuple[dict, list[dict]]]] = [[]]
+    rows_in_part = 0
+    problem_rows: list[list[str]] = []
+    console: list[str] = []
+    for doc in sorted(bills, key=lambda d: d["number"]):
+        vat = doc.get("vat") or default_vat
+        basic, details, problems = bill_rows(doc, extras.get(doc["customer"]["customer_id"], {}), vat)
+        if problems:
+            for p in problems:
+                problem_rows.append([doc["number"], doc["customer"]["customer_id"], p, LEFT_OUT])
+                console.append(f"fapiao: bill {doc['number']} ({doc['customer']['customer_id']}) left out of the "
+                               f"import file: {p}")
+            continue
+        if rows_in_part + len(details) > ROWS_MAY_FAIL:
+            parts.append([])
+            rows_in_part = 0
+        parts[-1].append((basic, details))
+        rows_in_part += len(details)
+    if len(parts) > 1:
+        text = (f"{sum(len(d) for part in parts for _b, d in part)} detail rows: the platform may fail above "
+                f"{ROWS_MAY_FAIL} in one import, so they are in {len(parts)} files (the first, then -part2 ...); "
+                f"import each")
+        problem_rows.append(["", "", text, "已导出 included"])
+        console.append(f"fapiao: {text}")
+    books = [_import_book(part, problem_rows if n == 0 else None, created) for n, part in enumerate(parts)]
+    credits = [d for d in documents if d["kind"] == "credit_note"]
+    red = _red_list(credits, documents, default_vat, created) if credits else None
+    return Exports(books[0], red, console, books[1:])
+
+
+def _import_book(bills: list[tuple[dict, list[dict]]], problem_rows: list[list[str]] | None,
+                 created: dt.datetime) -> bytes:
+    """One import workbook: the official sheets with these bills' rows, and the problems sheet if given."""
     wb = Workbook()
     wb.remove(wb.active)
     basic_ws = _official_sheet(wb, BASIC)
@@ -152,42 +187,22 @@ def build_exports(documents: list[dict], default_vat: dict, extras: dict[str, di
     for title, _m, _r in SHEETS[2:]:
         _official_sheet(wb, title)
     basic_col, detail_col = _headers(BASIC), _headers(DETAIL)
-    problem_rows: list[list[str]] = []
-    console: list[str] = []
-    next_basic, next_detail = 4, 4
-    for doc in sorted(bills, key=lambda d: d["number"]):
-        vat = doc.get("vat") or default_vat
-        basic, details, problems = bill_rows(doc, extras.get(doc["customer"]["customer_id"], {}), vat)
-        if not problems and next_detail - 4 + len(details) > ROWS_REFUSED:
-            problems = [f"the import file would pass {ROWS_REFUSED} detail rows, which the platform refuses; "
-                        f"issue this bill in a second import"]
-        if problems:
-            for p in problems:
-                problem_rows.append([doc["number"], doc["customer"]["customer_id"], p, LEFT_OUT])
-                console.append(f"fapiao: bill {doc['number']} ({doc['customer']['customer_id']}) left out of the "
-                               f"import file: {p}")
-            continue
+    next_detail = 4
+    for r, (basic, details) in enumerate(bills, 4):
         for key, value in basic.items():
-            _text(basic_ws, next_basic, basic_col[key], value)
-        next_basic += 1
+            _text(basic_ws, r, basic_col[key], value)
         for d in details:
             for key, value in d.items():
                 _text(detail_ws, next_detail, detail_col[key], value)
             next_detail += 1
-    if next_detail - 4 > ROWS_MAY_FAIL:
-        text = (f"{next_detail - 4} detail rows: above {ROWS_MAY_FAIL} the platform may fail to issue; "
-                f"consider importing in parts")
-        problem_rows.append(["", "", text, "已导出 included"])
-        console.append(f"fapiao: {text}")
-    probs = wb.create_sheet(PROBLEMS_SHEET)
-    for c, name in enumerate(PROBLEM_COLUMNS, 1):
-        _text(probs, 1, c, name)
-    for r, row in enumerate(problem_rows, 2):
-        for c, value in enumerate(row, 1):
-            _text(probs, r, c, value)
-    credits = [d for d in documents if d["kind"] == "credit_note"]
-    red = _red_list(credits, documents, default_vat, created) if credits else None
-    return Exports(_save(wb, created), red, console)
+    if problem_rows is not None:
+        probs = wb.create_sheet(PROBLEMS_SHEET)
+        for c, name in enumerate(PROBLEM_COLUMNS, 1):
+            _text(probs, 1, c, name)
+        for r, row in enumerate(problem_rows, 2):
+            for c, value in enumerate(row, 1):
+                _text(probs, r, c, value)
+    return _save(wb, created)
 
 
 def _red_list(credits: list[dict], documents: list[dict], default_vat: dict, created: dt.datetime) -> bytes:
