@@ -23,7 +23,8 @@ def part_name(prefix: str, period: str, n: int) -> str:
 def write_fapiao_exports(out: Path, prefix: str, period: str, listed: list[dict], book, roster,
                          created: dt.datetime, files: dict[str, str]) -> list[str]:
     """Build and write fapiao/<prefix>-<period>.xlsx (always; -part2, -part3 ... when the period has more detail
-    rows than one import takes) and fapiao/<prefix>-<period>-red.xlsx (when the period has credit notes). ``listed``: the period's bills and credit notes with their status, as for the
+    rows than one import takes) and fapiao/<prefix>-<period>-red.xlsx (when the period has credit notes).
+    ``listed``: the period's bills and credit notes with their status, as for the
     summary; ``roster``: the validated roster (its customers' fapiao columns; its warnings receive one line
     per problem, for the console and the manifest). Records each file's SHA-256 in ``files`` and returns the
     names written. Runs after the ledger committed, so it never raises: a failure is one warning line."""

@@ -67,7 +67,9 @@ def split_problems(doc: dict) -> list[str]:
     []
     >>> split_problems({"vat": {"rate": "0.06"}, "lines": [{"amount_fen": 140000, "net_fen": 132076,
     ...     "tax_fen": 7924}], "net_total_fen": 132076, "tax_total_fen": 7924})
-    ['line 1: net/tax 132076/7924 fen, the rule gives 132075/7925', 'net/tax total 132076/7924 fen, the lines give 132075/7925']
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ['line 1: net/tax 132076/7924 fen, the rule gives 132075/7925',
+     'net/tax total 132076/7924 fen, the lines give 132075/7925']
     """
     if not doc.get("vat"):
         return []
