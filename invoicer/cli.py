@@ -71,7 +71,7 @@ def cmd_run(args) -> int:
               f"{len(plan.changed)} amended, {len(plan.withdrawn)} cancelled invoice(s); "
               f"issued {len(report.issued)} numbered document(s); {len(report.rejects)} row(s) rejected; "
               f"total {fmt_yuan(report.totals_fen)} CNY")
-        print(f"outputs in {report.out}: summary.xlsx, manifest.json, invoices/, notices/")
+        print(f"outputs in {report.out}: summary.xlsx, manifest.json, invoices/, notices/, fapiao/")
     return report.exit_code
 
 

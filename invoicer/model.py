@@ -123,6 +123,42 @@ class Line(TypedDict):
     discount_fen: int
     months_rule: str
     explanation: str
+    # Not hashed (documents.DERIVED_LINE_KEYS); absent on documents issued before they were recorded:
+    net_fen: NotRequired[int]  # amount_fen without VAT (vat.split_gross); net_fen + tax_fen == amount_fen
+    tax_fen: NotRequired[int]  # the VAT inside amount_fen
+    kind_label: NotRequired[str]  # printed kind ("加工号 Added seats")
+    unit_label: NotRequired[str]  # " /月" or " /年"
+    basis_label: NotRequired[str]  # an addition's tier basis in words, from the price book's tier_basis
+
+
+class Vat(TypedDict):
+    """The price book's [vat] settings a bill was issued under (``pricebook.VatSettings.snapshot``). Not hashed.
+
+    Attributes:
+      rate: the VAT rate as decimal text ("0.06"); item_name, tax_code, unit: what the e-fapiao import file
+        says for each line; fapiao_kind: the default 普通发票 or 增值税专用发票.
+    """
+    rate: str
+    item_name: str
+    tax_code: str
+    unit: str
+    fapiao_kind: str
+
+
+class Labels(TypedDict):
+    """The printed title and labels of a bill or credit note (``documents.labels_for``). Not hashed.
+
+    Attributes:
+      title_zh, title_en: 账单 / BILL, 贷项通知单 / CREDIT NOTE (never 发票: only the tax platform issues one);
+      number, date: the labels of the number and date fields; fapiao_note_zh, fapiao_note_en: the sentence
+        that the VAT fapiao is issued separately through the tax platform.
+    """
+    title_zh: str
+    title_en: str
+    number: str
+    date: str
+    fapiao_note_zh: str
+    fapiao_note_en: str
 
 
 class Invoice(TypedDict):
@@ -155,6 +191,11 @@ class Invoice(TypedDict):
     rules: Rules
     number: NotRequired[str]
     replaces: NotRequired[str]
+    # Not hashed; absent on documents issued before the VAT split was printed:
+    labels: NotRequired[Labels]
+    vat: NotRequired[Vat]
+    net_total_fen: NotRequired[int]  # sum of the lines' net_fen
+    tax_total_fen: NotRequired[int]  # sum of the lines' tax_fen
 
 
 class CreditNote(TypedDict):
@@ -183,6 +224,11 @@ class CreditNote(TypedDict):
     cancels: str
     rules: NotRequired[Rules]
     number: NotRequired[str]
+    # Not hashed; absent on documents issued before the VAT split was printed:
+    labels: NotRequired[Labels]
+    vat: NotRequired[Vat]
+    net_total_fen: NotRequired[int]  # sum of the lines' net_fen
+    tax_total_fen: NotRequired[int]  # sum of the lines' tax_fen
 
 
 class NoticeFacts(TypedDict):

@@ -409,6 +409,11 @@ def publish_period(ledger: Ledger, out: Path, prefix: str, period: str, accounts
     if write_if_different(out / "summary.xlsx", summary):
         written.append("summary.xlsx")
     files["summary.xlsx"] = sha256(summary)
+    # --- h-fapiao: the e-fapiao import file and the red-letter list (README "The clerk's month")
+    from .publish_fapiao import write_fapiao_exports
+
+    written += write_fapiao_exports(out, prefix, period, listed, book, priced.roster, created, files)
+    # --- end h-fapiao
     manifest = {
         "tool": "qq-invoicer", "tool_version": tool_version(), "period": period, "invoice_prefix": prefix,
         "pricebook": {"version": book.version, "sha256": book.sha256, "source": Path(book.source).name},

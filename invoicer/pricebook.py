@@ -42,6 +42,27 @@ class YearSchedule:
         return day in self.workdays or (day.weekday() < 5 and day not in self.holidays)
 
 
+FAPIAO_KINDS = ("普通发票", "增值税专用发票")
+
+
+@dataclass(frozen=True)
+class VatSettings:
+    """[vat]: how a tax-inclusive bill splits into net and tax, and what the e-fapiao export says.
+
+    rate is the text of a decimal ("0.06"), one of vat.ALLOWED_RATES; tax_code is the 19-digit leaf code of
+    the 商品和服务税收分类编码; item_name, unit and fapiao_kind go into the platform's import file."""
+    rate: str = "0.06"
+    item_name: str = "企业QQ软件服务费"
+    tax_code: str = "3040201990000000000"
+    unit: str = "工号"
+    fapiao_kind: str = "普通发票"
+
+    def snapshot(self) -> dict:
+        """What a document records of these settings (kept out of its content hash)."""
+        return {"rate": self.rate, "item_name": self.item_name, "tax_code": self.tax_code, "unit": self.unit,
+                "fapiao_kind": self.fapiao_kind}
+
+
 @dataclass(frozen=True)
 class PriceBook:
     """Every number and policy switch of the price sheet, as parsed and checked from one TOML file (see
@@ -67,6 +88,7 @@ class PriceBook:
     sha256: str
     source: str
     raw: bytes
+    vat: VatSettings = VatSettings()  # a price book written before [vat] existed gets the defaults
 
 
 DEFAULT_PATH = "data/pricebook.toml"
@@ -138,6 +160,7 @@ def parse(raw: bytes, source: str) -> PriceBook:
             sha256=hashlib.sha256(raw).hexdigest(),
             source=source,
             raw=raw,
+            vat=_vat(doc.get("vat", {})),
         )
     except (KeyError, TypeError, ValueError, MoneyError) as exc:
         raise InputError(f"price book {source} is incomplete or wrong: {exc!r}") from None
@@ -167,6 +190,37 @@ def _calendar(table: dict) -> tuple[YearSchedule, ...]:
             raise ValueError(f"calendar.{key}: both a holiday and a working day: {', '.join(both)}")
         years.append(YearSchedule(year, holidays, workdays))
     return tuple(years)
+
+
+def _vat(table: dict) -> VatSettings:
+    """[vat], every key optional (defaults: VatSettings); values checked against what the platform accepts."""
+    from .vat import ALLOWED_RATES
+
+    if not isinstance(table, dict):
+        raise ValueError("vat must be a table: [vat]")
+    unknown = set(table) - {"rate", "item_name", "tax_code", "unit", "fapiao_kind"}
+    if unknown:
+        raise ValueError(f"vat: unknown keys {sorted(unknown)} (use rate, item_name, tax_code, unit, fapiao_kind)")
+    base = VatSettings()
+    # a rate written as a TOML number (0.06) is read back by its text, never used as a float
+    rate = str(table.get("rate", base.rate)).strip()
+    if rate not in ALLOWED_RATES:
+        raise ValueError(f"vat.rate must be one of {', '.join(ALLOWED_RATES)} (6% general taxpayer; 3% or 1% "
+                         f"small-scale), not {rate!r}")
+    code = str(table.get("tax_code", base.tax_code)).strip()
+    if not (len(code) == 19 and code.isascii() and code.isdigit()):
+        raise ValueError(f"vat.tax_code must be the 19-digit 商品和服务税收分类编码 of a leaf item, not {code!r}")
+    kind = str(table.get("fapiao_kind", base.fapiao_kind)).strip()
+    if kind not in FAPIAO_KINDS:
+        raise ValueError(f"vat.fapiao_kind must be {' or '.join(FAPIAO_KINDS)}, not {kind!r}")
+    name = str(table.get("item_name", base.item_name)).strip()
+    unit = str(table.get("unit", base.unit)).strip()
+    if not 0 < len(name) <= 100 or "*" in name:
+        raise ValueError("vat.item_name must be 1-100 characters without '*' (the platform adds the "
+                         "*简称* of the tax code itself)")
+    if len(unit) > 22:
+        raise ValueError("vat.unit must be at most 22 characters")
+    return VatSettings(rate=rate, item_name=name, tax_code=code, unit=unit, fapiao_kind=kind)
 
 
 def _check(book: PriceBook) -> None:

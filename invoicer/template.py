@@ -96,7 +96,8 @@ def blank_roster(lang: str = "zh", book: PriceBook | None = None) -> bytes:
     info.column_dimensions["A"].width, info.column_dimensions["B"].width = 22, 120
     for k, v in instructions(book):
         info.append([k, v])
-    wb.properties.created = wb.properties.modified = dt.datetime(2026, 1, 1)
+    stamp = dt.datetime(2026, 1, 1)  # fixed, so the same price book gives the same bytes
+    wb.properties.created = wb.properties.modified = stamp
     buf = io.BytesIO()
     wb.save(buf)
-    return deterministic_zip(buf.getvalue())
+    return deterministic_zip(buf.getvalue(), stamp)

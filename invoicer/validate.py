@@ -48,7 +48,8 @@ DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%Y年%m月%d日")
 NOT_A_DATE = "not a date (use an Excel date or 2026-10-05, 2026/10/05, 2026年10月5日)"
 # Dates outside these bounds are typing slips, and the date arithmetic of later years would overflow.
 FIRST_DATE, LAST_DATE = dt.date(1980, 1, 1), dt.date(2099, 12, 31)
-MAX_TEXT = {"name": 200, "address": 300, "email": 200, "tax_id": 40, "reference": 100}
+MAX_TEXT = {"name": 200, "address": 300, "email": 200, "tax_id": 40, "reference": 100,
+            "phone": 100, "bank": 200, "bank_account": 100}
 MAX_LEGACY_YUAN = 100_000  # per seat per year: far above any price the sheet ever had
 # Columns whose text is NFKC-normalised (full-width digits, letters and punctuation become ASCII).
 NFKC_COLUMNS = {"customer_id", "opened_on", "seats", "paid_through", "legacy_rate", "qq_number", "tax_id",
@@ -369,6 +370,33 @@ def check_customer_text_length(c: CustomerCells) -> list[Finding]:
             for col, limit in MAX_TEXT.items() if col in c.cells]
 
 
+def check_tax_id(c: CustomerCells) -> list[Finding]:
+    """tax_id, when given, is a buyer tax id the e-fapiao platform accepts (taxid.tax_id_problem: an 18-character
+    统一社会信用代码 with its GB 32100-2015 check character, or an older form)."""
+    from .taxid import tax_id_problem
+
+    problems = [tax_id_problem(as_text(v)) for v in c.cells["tax_id"]]
+    return [Finding("tax_id", _mask(p is not None for p in problems), lambda v, i: problems[i])]
+
+
+def fapiao_kinds(cells: dict[str, list]) -> list[str | None]:
+    """The canonical fapiao kind per row: '' for blank (the price book's default), None when unknown."""
+    return [FAPIAO_KIND_WORDS.get(as_text(v).casefold(), None) if not is_blank(v) else "" for v in cells["fapiao_kind"]]
+
+
+def check_fapiao_kind(c: CustomerCells) -> list[Finding]:
+    """fapiao_kind (发票类型), when given, is 普通发票 or 增值税专用发票 (or one of their short names)."""
+    return [Finding("fapiao_kind", _mask(k is None for k in fapiao_kinds(c.cells)),
+                    "fapiao_kind (发票类型) must be 普通发票 (普票) or 增值税专用发票 (专票), or blank for the price book's")]
+
+
+def check_bank_account(c: CustomerCells) -> list[Finding]:
+    """A bank account typed as a number: Excel keeps 15 significant digits, so its tail is already lost."""
+    return [Finding("bank_account", _mask(isinstance(v, (int, float)) and not isinstance(v, bool) and len(display(v)) > 15
+                                          for v in c.frame["bank_account"]),
+                    "a bank account typed as a number loses digits in Excel (it keeps 15); type it as text")]
+
+
 # The customers checks, in the order they run (a row gets the first reason found).
 CUSTOMER_CHECKS: tuple[Callable[[CustomerCells], list[Finding]], ...] = (
     check_cell_problems,
@@ -384,6 +412,9 @@ CUSTOMER_CHECKS: tuple[Callable[[CustomerCells], list[Finding]], ...] = (
     check_legacy_rate_amount,
     check_legacy_rate_cutoff,
     check_qq_number,
+    check_tax_id,
+    check_fapiao_kind,
+    check_bank_account,
     check_customer_text_length,
 )
 
@@ -417,11 +448,21 @@ def _customers(raw: RawRoster, book: PriceBook) -> tuple[pd.DataFrame, list[Reje
         "email": [as_text(v) for v in c.cells["email"]],
         "address": [as_text(v) for v in c.cells["address"]],
         "tax_id": [as_text(v) for v in c.cells["tax_id"]],
+        "fapiao_kind": [k or "" for k in fapiao_kinds(c.cells)],
+        "phone": [as_text(v) for v in c.cells["phone"]],
+        "bank": [as_text(v) for v in c.cells["bank"]],
+        "bank_account": [as_text(v) for v in c.cells["bank_account"]],
         "row": raw.customers[ROW].to_numpy(dtype=np.int64),
     })
     # a rejected customer row keeps its id in the frame only to hold its changes back (see _changes)
     out["valid"] = ~col.bad
     return out, col.rejects
+
+
+# fapiao_kind words (the e-fapiao platform's two kinds, and what a clerk types for them)
+FAPIAO_KIND_WORDS = {"普通发票": "普通发票", "普票": "普通发票", "电子普通发票": "普通发票", "normal": "普通发票",
+                     "增值税专用发票": "增值税专用发票", "专用发票": "增值税专用发票", "专票": "增值税专用发票",
+                     "special": "增值税专用发票"}
 
 
 def _first_end(opened: dt.date) -> dt.date:

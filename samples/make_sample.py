@@ -27,7 +27,7 @@ RESELLER = [
 # customer_id, name, opened_on, seats, paid_through, legacy_rate, qq_number, email, address, tax_id, why
 CUSTOMERS = [
     ("C001", "北京星辰科技有限公司", D(2026, 10, 1), 5, None, None, "4006881234", "finance@xingchen.cn",
-     "北京市海淀区中关村大街1号", "91110108XC0001", "opening, tier 3-10"),
+     "北京市海淀区中关村大街1号", "91110108MA01XC0004", "opening, tier 3-10"),
     ("C002", "上海浦江贸易有限公司", D(2026, 10, 15), 12, None, None, None, "ap@pujiang.com",
      "上海市黄浦区南京东路100号", None, "opening, tier 11-20"),
     ("C003", "广州珠江物流集团", "2026/10/20", 25, None, None, "8001234567", None, "广州市天河区珠江新城",
@@ -142,14 +142,43 @@ def _history() -> list[tuple]:
     return rows
 
 
+# The buyers' tax ids (统一社会信用代码, valid check characters) and e-fapiao columns. C029 and C030 have no
+# tax id: their bills are listed in the fapiao export's problems sheet. C008 wants a 增值税专用发票.
+AREAS = ["310101", "440106", "330106", "320102", "510107", "420111", "610113", "500112", "320508", "120101",
+         "370212", "350203", "430102", "410105", "210102", "210202", "530102", "230102", "350102", "370102",
+         "340104", "360102", "520115", "140105", "130102", "620102"]
+NO_TAX_ID = {"C029", "C030"}
+FAPIAO = {  # customer_id: (发票类型, 电话, 开户行, 银行账号)
+    "C008": ("增值税专用发票", "029-8765 4321", "中国银行西安高新支行", "1020 3040 5060 7080"),
+}
+
+
+def uscc(area: str, serial: int) -> str:
+    """A well-formed 统一社会信用代码 (GB 32100-2015): 9 + 1 + area + MA + serial + check character."""
+    from invoicer.taxid import uscc_check_char
+
+    first17 = f"91{area}MA{serial:07d}"
+    return first17 + uscc_check_char(first17)
+
+
+def _customer_rows() -> list[list]:
+    rows = []
+    for n, row in enumerate(CUSTOMERS):
+        cid, tax_id = row[0], row[9]
+        if tax_id is None and cid not in NO_TAX_ID and n < len(AREAS) + 1:
+            tax_id = uscc(AREAS[(n - 1) % len(AREAS)], 1000 + n)
+        rows.append([*row[:9], tax_id, *FAPIAO.get(cid, (None, None, None, None)), row[10]])
+    return rows
+
+
 def build(path: Path) -> None:
     wb = Workbook()
     ws = wb.active
     ws.title = "客户"  # Chinese headers on the customers sheet, English on the changes sheet
     ws.append(["客户编号", "客户名称", "开通日期", "工号数", "已付至", "老资费", "企业QQ号码", "邮箱", "地址",
-               "税号", "why"])
-    for row in CUSTOMERS:
-        ws.append(list(row))
+               "税号", "发票类型", "电话", "开户行", "银行账号", "why"])
+    for row in _customer_rows():
+        ws.append(row)
     ch = wb.create_sheet("changes")
     ch.append(["date", "customer_id", "type", "seats", "reference", "why"])  # another column order
     for cid, date, kind, seats, ref, why in CHANGES + _history():
@@ -169,6 +198,7 @@ def build(path: Path) -> None:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # invoicer.taxid, run from anywhere
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("roster.xlsx")
     build(out)
     print(f"wrote {out}")

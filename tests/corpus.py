@@ -33,7 +33,7 @@ def base_sheets() -> dict[str, list[list]]:
     return {
         "customers": [
             CUSTOMER_HEADER,
-            ["A1", "深圳市腾达科技有限公司", D(2026, 10, 3), 5, None, None, 4001234567, "a@example.cn", "深圳南山", "9144"],
+            ["A1", "深圳市腾达科技有限公司", D(2026, 10, 3), 5, None, None, 4001234567, "a@example.cn", "深圳南山", "91440300MA5FQ2XY7Q"],
             ["B2", "Hangzhou West Lake Ltd", D(2025, 11, 1), 11, None, None, None, None, None, None],
             ["C3", "老客户公司", D(2008, 11, 1), 3, D(2026, 10, 31), 1200, None, None, None, None],
             ["D4", "坏行公司", "2026-13-01", 5, None, None, None, None, None, None],

@@ -34,7 +34,8 @@ def sample_run(tmp_path_factory):
     return out, r
 
 
-MONEY = {"total", "unit_price", "amount", "list_amount", "discount", "renewal_quote"}
+MONEY = {"total", "unit_price", "amount", "list_amount", "discount", "renewal_quote",
+         "net_total", "tax_total", "net", "tax"}  # net/tax: the VAT split (h-fapiao)
 
 
 def _plain(column, v):

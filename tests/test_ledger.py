@@ -378,7 +378,7 @@ def test_the_ledger_reader_opens_nothing_for_writing(tmp_path, roster):
         with pytest.raises(sqlite3.OperationalError, match="readonly"):
             reader.db.execute("INSERT INTO meta VALUES ('x', 'y')")
         assert reader.check_chain().problems == []
-    assert sorted(p.name for p in out.iterdir()) == ["invoices", "ledger.sqlite", "manifest.json", "summary.xlsx"]
+    assert sorted(p.name for p in out.iterdir()) == ["fapiao", "invoices", "ledger.sqlite", "manifest.json", "summary.xlsx"]
 
 
 def test_out_under_a_file_is_refused_before_anything_is_issued(tmp_path, roster):

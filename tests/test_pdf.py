@@ -38,7 +38,7 @@ def test_invoice_text_shows_every_calculation(priced, renderer, tmp_path):
     doc = numbered(p.invoices[0])
     text = text_of(renderer.render(doc), tmp_path)
     for needed in ("杭州西湖电子商务有限公司", "深圳市腾云信息技术有限公司", "SZTY-2026-000007", "2026-10-31", "4006881234",
-                   "发票", "INVOICE", "1,400.00", "壹仟肆佰元整", "2 × 100.00 × 7 月 = 1,400.00",
+                   "账单", "BILL", "1,400.00", "壹仟肆佰元整", "2 × 100.00 × 7 月 = 1,400.00",
                    "6 months 21 days -> 7 months (over 15 days rounds up)", "套餐 tier 3-10", "标准价 list 2,100.00",
                    "优惠 discount 700.00", "HT-1"):
         assert needed in " ".join(text.split()) or needed in text, needed

@@ -139,7 +139,7 @@ def test_a_write_protected_copy_verifies_without_writing_anything(folder):
         r = cli("verify", folder)
         assert r.returncode == 0, r.stdout + r.stderr
         assert (ledger.read_bytes(), ledger.stat().st_mtime_ns) == before
-        assert sorted(p.name for p in folder.iterdir()) == ["credit_notes", "invoices", "ledger.sqlite", "manifest.json",
+        assert sorted(p.name for p in folder.iterdir()) == ["credit_notes", "fapiao", "invoices", "ledger.sqlite", "manifest.json",
                                                            "notices", "summary.xlsx"]  # no -wal, no -shm
         pdf = folder / "invoices" / "QQ-2026-000002.pdf"
         r = cli("verify", pdf, "--ledger", ledger)

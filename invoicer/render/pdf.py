@@ -110,6 +110,11 @@ class Renderer:
     def html(self, doc: Document) -> str:
         if "rules" not in doc:
             doc = {**doc, "rules": RULES_BEFORE_SNAPSHOT}
+        # --- h-fapiao: labels and VAT fields of the document; defaults for documents issued before them
+        from ..documents import render_view
+
+        doc = render_view(doc)
+        # --- end h-fapiao
         return self.env.get_template(TEMPLATE_FOR[doc["kind"]]).render(doc=doc)
 
     def render(self, doc: Document) -> bytes:

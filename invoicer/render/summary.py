@@ -23,10 +23,12 @@ MONEY_FORMAT = "#,##0.00"
 DATE_FORMAT = "yyyy-mm-dd"
 
 INVOICE_COLUMNS = ["invoice_number", "customer_id", "customer_name", "issue_date", "total", "document",
-                   "status", "cancels", "period", "total_in_words"]
+                   "status", "cancels", "period", "total_in_words",
+                   "net_total", "tax_total", "vat_rate"]  # VAT (h-fapiao): blank for bills issued before it
 LINE_COLUMNS = ["invoice_number", "customer_id", "kind", "date", "seats", "months", "unit_price", "amount",
                 "explanation", "tier", "account_seats", "whole_months", "extra_days", "list_amount", "discount",
-                "term_start", "term_end", "completes_on", "legacy", "capped", "reference", "source_row"]
+                "term_start", "term_end", "completes_on", "legacy", "capped", "reference", "source_row",
+                "net", "tax"]  # VAT split (vat.split_gross), blank for bills issued before it
 ACCOUNT_COLUMNS = ["customer_id", "seats", "paid_through", "status", "next_action_on", "customer_name",
                    "window_opens_on", "reclaim_on", "renewal_quote", "invoice_held"]
 REJECT_COLUMNS = ["sheet", "row", "column", "value", "reason", "customer_id"]
@@ -42,6 +44,10 @@ def _cell(ws, value, fmt: str | None = None, bold: bool = False):
     if bold:
         c.font = Font(bold=True)
     return c
+
+
+def _fen(fen: int | None):
+    return None if fen is None else fen_to_decimal(fen)
 
 
 def _date(s: str):
@@ -91,7 +97,9 @@ def render_summary(documents: list[dict], accounts: list[dict], rejects: list[Re
         cust = doc["customer"]
         inv_rows.append([doc["number"], cust["customer_id"], cust["name"], _date(doc["issue_date"]),
                          fen_to_decimal(doc["total_fen"]), doc["kind"], doc.get("status", "issued"),
-                         doc.get("cancels") or "", doc["period"], doc["total_words"]])
+                         doc.get("cancels") or "", doc["period"], doc["total_words"],
+                         _fen(doc.get("net_total_fen")), _fen(doc.get("tax_total_fen")),
+                         (doc.get("vat") or {}).get("rate")])
         for x in doc["lines"]:
             line_rows.append([
                 doc["number"], cust["customer_id"], x["kind"], _date(x["date"]), x["seats"], x["months"],
@@ -99,13 +107,14 @@ def render_summary(documents: list[dict], accounts: list[dict], rejects: list[Re
                 x["account_seats"], x["whole_months"], x["extra_days"], fen_to_decimal(x["list_fen"]),
                 fen_to_decimal(x["discount_fen"]), _date(x["term_start"]), _date(x["term_end"]),
                 _date(x["completes_on"]), "yes" if x["legacy"] else "", "yes" if x["capped"] else "",
-                x["reference"], x["row"]])
+                x["reference"], x["row"], _fen(x.get("net_fen")), _fen(x.get("tax_fen"))])
         assert sum(x["amount_fen"] for x in doc["lines"]) == doc["total_fen"], doc["number"]
     acc_rows = [[a["customer_id"], a["seats"], _date(a["paid_through"]), a["status"], _date(a["next_action_on"]),
                  a["customer_name"], _date(a["window_opens_on"]), _date(a["reclaim_on"]),
                  fen_to_decimal(a["quote_fen"]), a["invoice_held"]] for a in accounts]
     rej_rows = [[r.sheet, r.row, r.column, r.value, r.reason, r.customer_id] for r in rejects]
-    money = {k: MONEY_FORMAT for k in ("total", "unit_price", "amount", "list_amount", "discount", "renewal_quote")}
+    money = {k: MONEY_FORMAT for k in ("total", "unit_price", "amount", "list_amount", "discount", "renewal_quote",
+                                       "net_total", "tax_total", "net", "tax")}
     money["amount"] = MONEY_FORMAT
     dates = {k: DATE_FORMAT for k in ("issue_date", "date", "paid_through", "next_action_on", "term_start",
                                       "term_end", "completes_on", "window_opens_on", "reclaim_on")}

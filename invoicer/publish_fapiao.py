@@ -1,0 +1,61 @@
+"""Writes a period's e-fapiao files (render/fapiao.py makes the bytes) into OUT/fapiao/, through publish's
+atomic writes, and lists them in the manifest. Called once from publish_period, after the summary."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from .publish import safe_path, sha256, sweep_stale_temporaries, write_if_different
+
+FOLDER = "fapiao"
+
+
+def fapiao_file_names(prefix: str, period: str) -> tuple[str, str]:
+    """('fapiao/SZTY-2026-10.xlsx', 'fapiao/SZTY-2026-10-red.xlsx')."""
+    return f"{FOLDER}/{prefix}-{period}.xlsx", f"{FOLDER}/{prefix}-{period}-red.xlsx"
+
+
+def part_name(prefix: str, period: str, n: int) -> str:
+    """'fapiao/SZTY-2026-10-part2.xlsx': the n-th import file of a period too big for one."""
+    return f"{FOLDER}/{prefix}-{period}-part{n}.xlsx"
+
+
+def write_fapiao_exports(out: Path, prefix: str, period: str, listed: list[dict], book, roster,
+                         created: dt.datetime, files: dict[str, str]) -> list[str]:
+    """Build and write fapiao/<prefix>-<period>.xlsx (always; -part2, -part3 ... when the period has more detail
+    rows than one import takes) and fapiao/<prefix>-<period>-red.xlsx (when the period has credit notes).
+    ``listed``: the period's bills and credit notes with their status, as for the
+    summary; ``roster``: the validated roster (its customers' fapiao columns; its warnings receive one line
+    per problem, for the console and the manifest). Records each file's SHA-256 in ``files`` and returns the
+    names written. Runs after the ledger committed, so it never raises: a failure is one warning line."""
+    from .render.fapiao import build_exports
+
+    main_name, red_name = fapiao_file_names(prefix, period)
+    try:
+        sweep_stale_temporaries(out / FOLDER)
+        customers = roster.customers
+        if "fapiao_kind" in customers:
+            valid = customers.loc[customers["valid"]].drop_duplicates("customer_id")
+            extras = {r["customer_id"]: {k: r[k] for k in ("fapiao_kind", "phone", "bank", "bank_account")}
+                      for r in valid.to_dict("records")}
+        else:
+            extras = {}
+        exports = build_exports(listed, book.vat.snapshot(), extras, created)
+        written = []
+        more = [(part_name(prefix, period, n), data) for n, data in enumerate(exports.more, 2)]
+        # parts a bigger earlier run wrote are removed, so the folder never offers a bill to import twice
+        for stale in sorted((out / FOLDER).glob(f"{prefix}-{period}-part*.xlsx")):
+            if f"{FOLDER}/{stale.name}" not in {n for n, _ in more}:
+                stale.unlink()
+        for name, data in ((main_name, exports.main), *more, (red_name, exports.red)):
+            if data is None:
+                continue
+            if write_if_different(safe_path(out, *name.split("/")), data):
+                written.append(name)
+            files[name] = sha256(data)
+        roster.warnings.extend(exports.problems)
+        return written
+    except Exception as exc:  # the bills are issued; the export can be made again by re-running
+        roster.warnings.append(f"fapiao export not written ({type(exc).__name__}: {exc}); re-run the period "
+                               f"to make it")
+        return []

@@ -1,0 +1,255 @@
+"""Issued bills -> the e-fapiao platform's bulk-issue import file (批量开具, template V260401) as bytes.
+
+The clerk uploads ``fapiao/<prefix>-<period>.xlsx`` to the 电子发票服务平台 instead of typing every line:
+one row per issued (not cancelled) bill in ``1-发票基本信息``, one row per line in ``2-发票明细信息``, linked
+by 发票流水号 = our bill number. ``fapiao/<prefix>-<period>-red.xlsx`` lists every credit note of the period
+so the clerk can raise the red-letter (红字) fapiao for each reversed bill.
+
+Pure: documents in, bytes and problems out; no files, no clock. Every cell is text (the template says so,
+and a buyer named "=..." must stay a name), amounts exact to the fen (vat.split_gross is the one split
+rule; the platform applies the same rule to 金额 with 是否含税 = 是). Where the platform's rules are stricter
+than our data (field lengths, rows, a 专票 without the buyer's tax id), the bill is left out of the import
+sheets, never truncated, and listed in the ``problems`` sheet and in ``Exports.problems`` for the console.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import io
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from openpyxl import Workbook
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.utils import column_index_from_string
+
+from ..money import plain_yuan
+from ..vat import split_gross
+from .fapiao_layout import SHEETS, VERSION_CELL
+from .summary import deterministic_zip
+
+BASIC, DETAIL = "1-发票基本信息", "2-发票明细信息"
+PROBLEMS_SHEET = "problems"
+PROBLEM_COLUMNS = ["发票流水号 bill", "客户编号 customer", "问题 problem", "处理 action"]
+LEFT_OUT = "未导出 left out of the import sheets"
+# the template: "超过2000行后可能会导致系统异常无法开具发票，超过5000行后无法开具发票": files hold at most 2000
+ROWS_MAY_FAIL = 2000
+SPECIAL = "增值税专用发票"
+
+RED_COLUMNS = ["贷项通知单号 credit note", "开具日期 issued", "原账单号 original bill", "原发票流水号 fapiao serial",
+               "购买方名称 buyer", "购买方纳税人识别号 buyer tax id", "冲销金额(含税) amount", "不含税金额 net",
+               "税额 VAT", "税率 rate", "原因 reason", "替代账单号 replaced by", "建议红冲原因 suggested red reason"]
+
+# Platform limits of the fields we fill (row 2 of the template: "限N字符")
+LIMITS = {"发票流水号": 20, "购买方名称": 100, "购买方纳税人识别号": 20, "购买方地址": 100, "购买方电话": 50,
+          "购买方开户银行": 100, "购买方银行账号": 100, "备注": 230, "购买方邮箱": 72, "项目名称": 100,
+          "商品和服务税收编码": 20, "规格型号": 40, "单位": 22}
+
+
+@dataclass
+class Exports:
+    """What one period's fapiao files hold: the import workbook(s), the red-letter list (None without credit
+    notes), and one plain line per problem for the console."""
+
+    main: bytes
+    red: bytes | None
+    problems: list[str] = field(default_factory=list)
+    more: list[bytes] = field(default_factory=list)  # further import files when one would pass ROWS_MAY_FAIL
+
+
+def _headers(title: str) -> dict[str, int]:
+    """Header text of row 3 -> 1-based column, for one official sheet."""
+    for name, _merged, rows in SHEETS:
+        if name == title:
+            return {text: column_index_from_string(letter) for letter, text in rows[3]}
+    raise KeyError(title)
+
+
+def _text(ws, row: int, col: int, value) -> None:
+    if value is None or value == "":
+        return
+    c = ws.cell(row=row, column=col, value=str(value))
+    c.data_type = "s"  # text, never a formula or a number, whatever it looks like
+
+
+def _official_sheet(wb: Workbook, title: str):
+    ws = wb.create_sheet(title)
+    for name, merged, rows in SHEETS:
+        if name != title:
+            continue
+        for r, cells in rows.items():
+            for letter, text in cells:
+                _text(ws, r, column_index_from_string(letter), text)
+        for rng in merged:
+            ws.merge_cells(rng)
+    return ws
+
+
+def unit_price(amount_fen: int, quantity: int) -> str:
+    """单价 as text: amount / quantity when it is exact to the fen (always, for our lines: an amount is
+    seats x a per-seat price), else '' so that the platform derives it from 金额 and 数量.
+
+    >>> unit_price(140000, 2), unit_price(100, 3)
+    ('700.00', '')
+    """
+    if quantity <= 0 or amount_fen % quantity:
+        return ""
+    return plain_yuan(amount_fen // quantity)
+
+
+def bill_rows(doc: dict, extra: dict, vat: dict) -> tuple[dict, list[dict], list[str]]:
+    """One bill -> (its 1-发票基本信息 row, its 2-发票明细信息 rows, problems that keep it out of the import).
+    ``extra``: the roster's fapiao columns for this customer (fapiao_kind, phone, bank, bank_account)."""
+    cust = doc["customer"]
+    kind = extra.get("fapiao_kind") or vat["fapiao_kind"]
+    tax_id = cust.get("tax_id", "").strip().upper()
+    basic = {"发票流水号": doc["number"], "发票类型": kind, "是否含税": "是", "购买方名称": cust["name"],
+             "购买方纳税人识别号": tax_id, "购买方地址": cust.get("address", ""),
+             "购买方电话": extra.get("phone", ""), "购买方开户银行": extra.get("bank", ""),
+             "购买方银行账号": extra.get("bank_account", ""), "购买方邮箱": cust.get("email", ""),
+             "备注": f"账单号 {doc['number']} 账期 {doc['period']}"}
+    details, problems = [], []
+    for x in doc["lines"]:
+        if x["amount_fen"] == 0:
+            continue  # nothing to tax; the platform refuses a line of 0.00 (listed below if the bill is empty)
+        details.append({"发票流水号": doc["number"], "项目名称": vat["item_name"], "商品和服务税收编码": vat["tax_code"],
+                        "规格型号": f"{x['seats']}工号×{x['months']}月", "单位": vat["unit"],
+                        "数量": str(x["seats"]) if unit_price(x["amount_fen"], x["seats"]) else "",
+                        "单价": unit_price(x["amount_fen"], x["seats"]), "金额": plain_yuan(x["amount_fen"]),
+                        "税率": vat["rate"]})
+    if not details:
+        problems.append("the bill's amount is 0.00: there is nothing to put on a fapiao")
+    if kind == SPECIAL and not tax_id:
+        problems.append("a 增值税专用发票 needs the buyer's tax id (税号); add it to the roster and re-run with --amend")
+    elif not tax_id:
+        problems.append("the platform needs the buyer's tax id (税号) for a fapiao to an enterprise; add it to "
+                        "the roster and re-run with --amend (it is printed on the bill)")
+    for row in [basic, *details]:
+        for key, value in row.items():
+            if ILLEGAL_CHARACTERS_RE.search(value):
+                problems.append(f"{key} holds control characters, which a workbook cannot hold: {value!r}")
+                continue
+            limit = LIMITS.get(key)
+            if limit and len(value) > limit:
+                problems.append(f"{key} has {len(value)} characters; the platform takes at most {limit}: {value!r}")
+    if len(details) > ROWS_MAY_FAIL:
+        problems.append(f"{len(details)} lines; the platform cannot issue a fapiao of more than {ROWS_MAY_FAIL}")
+    return basic, details, sorted(set(problems), key=problems.index)
+
+
+def build_exports(documents: list[dict], default_vat: dict, extras: dict[str, dict], created: dt.datetime,
+                  ) -> Exports:
+    """documents: the period's issued bills and credit notes, each with 'number' and 'status' (as for the
+    summary). default_vat: the price book's [vat] snapshot, for bills issued before documents recorded
+    theirs. extras: customer_id -> the roster's fapiao columns. Returns the workbooks' bytes (deterministic)
+    and the problems, one line each. Bills go into import files of at most ROWS_MAY_FAIL detail rows each
+    (the first is ``main``, the others ``more``), a bill never split across two files."""
+    bills = [d for d in documents if d["kind"] == "invoice" and d.get("status", "issued") == "issued"]
+    parts: list[list[tuple[dict, list[dict]]]] = [[]]
+    rows_in_part = 0
+    problem_rows: list[list[str]] = []
+    console: list[str] = []
+    for doc in sorted(bills, key=lambda d: d["number"]):
+        vat = doc.get("vat") or default_vat
+        basic, details, problems = bill_rows(doc, extras.get(doc["customer"]["customer_id"], {}), vat)
+        if problems:
+            for p in problems:
+                problem_rows.append([doc["number"], doc["customer"]["customer_id"], p, LEFT_OUT])
+                console.append(f"fapiao: bill {doc['number']} ({doc['customer']['customer_id']}) left out of the "
+                               f"import file: {p}")
+            continue
+        if rows_in_part + len(details) > ROWS_MAY_FAIL:
+            parts.append([])
+            rows_in_part = 0
+        parts[-1].append((basic, details))
+        rows_in_part += len(details)
+    if len(parts) > 1:
+        text = (f"{sum(len(d) for part in parts for _b, d in part)} detail rows: the platform may fail above "
+                f"{ROWS_MAY_FAIL} in one import, so they are in {len(parts)} files (the first, then -part2 ...); "
+                f"import each")
+        problem_rows.append(["", "", text, "已导出 included"])
+        console.append(f"fapiao: {text}")
+    books = [_import_book(part, problem_rows if n == 0 else None, created) for n, part in enumerate(parts)]
+    credits = [d for d in documents if d["kind"] == "credit_note"]
+    red = _red_list(credits, documents, default_vat, created) if credits else None
+    return Exports(books[0], red, console, books[1:])
+
+
+def _import_book(bills: list[tuple[dict, list[dict]]], problem_rows: list[list[str]] | None,
+                 created: dt.datetime) -> bytes:
+    """One import workbook: the official sheets with these bills' rows, and the problems sheet if given."""
+    wb = Workbook()
+    wb.remove(wb.active)
+    basic_ws = _official_sheet(wb, BASIC)
+    version = wb.create_sheet("excelVersion")
+    version.sheet_state = "hidden"
+    _text(version, 4, 1, VERSION_CELL)
+    detail_ws = _official_sheet(wb, DETAIL)
+    for title, _m, _r in SHEETS[2:]:
+        _official_sheet(wb, title)
+    basic_col, detail_col = _headers(BASIC), _headers(DETAIL)
+    next_detail = 4
+    for r, (basic, details) in enumerate(bills, 4):
+        for key, value in basic.items():
+            _text(basic_ws, r, basic_col[key], value)
+        for d in details:
+            for key, value in d.items():
+                _text(detail_ws, next_detail, detail_col[key], value)
+            next_detail += 1
+    if problem_rows is not None:
+        probs = wb.create_sheet(PROBLEMS_SHEET)
+        for c, name in enumerate(PROBLEM_COLUMNS, 1):
+            _text(probs, 1, c, name)
+        for r, row in enumerate(problem_rows, 2):
+            for c, value in enumerate(row, 1):
+                _text(probs, r, c, value)
+    return _save(wb, created)
+
+
+def _red_list(credits: list[dict], documents: list[dict], default_vat: dict, created: dt.datetime) -> bytes:
+    """One row per credit note: the bill it reverses, that bill's 发票流水号, the amount and why."""
+    replaced_by = {d["replaces"]: d["number"] for d in documents if d.get("replaces")}
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "红字 credit notes"
+    for c, name in enumerate(RED_COLUMNS, 1):
+        _text(ws, 1, c, name)
+    for r, doc in enumerate(sorted(credits, key=lambda d: d["number"]), 2):
+        vat = doc.get("vat") or default_vat
+        if "net_total_fen" in doc:
+            net, tax = doc["net_total_fen"], doc["tax_total_fen"]
+        else:  # reverses a bill issued before bills stated VAT: the same rule, line by line
+            parts = [split_gross(x["amount_fen"], vat["rate"]) for x in doc["lines"]]
+            net, tax = sum(p[0] for p in parts), sum(p[1] for p in parts)
+        new = replaced_by.get(doc["cancels"], "")
+        reason = (f"账单更正, 由 {new} 替代 (amended; replaced by {new})" if new
+                  else "账单撤销, 本期不再计费 (withdrawn: no longer billed this period)")
+        row = [doc["number"], doc["issue_date"], doc["cancels"], doc["cancels"], doc["customer"]["name"],
+               doc["customer"].get("tax_id", "").upper(), plain_yuan(doc["total_fen"]), plain_yuan(net),
+               plain_yuan(tax), vat["rate"], reason, new, "开票有误" if new else "服务中止"]
+        for c, value in enumerate(row, 1):
+            _text(ws, r, c, ILLEGAL_CHARACTERS_RE.sub("\N{REPLACEMENT CHARACTER}", str(value)))
+    return _save(wb, created)
+
+
+def _save(wb: Workbook, created: dt.datetime) -> bytes:
+    wb.properties.creator = "qq-invoicer"
+    wb.properties.lastModifiedBy = "qq-invoicer"
+    wb.properties.created = wb.properties.modified = created
+    buf = io.BytesIO()
+    wb.save(buf)
+    return deterministic_zip(buf.getvalue(), created)
+
+
+def totals_by_bill(data: bytes) -> dict[str, Decimal]:
+    """Sum of 金额 per 发票流水号 of an import file (what the platform will invoice), for checks and tests."""
+    from openpyxl import load_workbook
+
+    ws = load_workbook(io.BytesIO(data))[DETAIL]
+    col = _headers(DETAIL)
+    out: dict[str, Decimal] = {}
+    for row in ws.iter_rows(min_row=4, values_only=True):
+        if row[col["发票流水号"] - 1]:
+            key = row[col["发票流水号"] - 1]
+            out[key] = out.get(key, Decimal(0)) + Decimal(row[col["金额"] - 1])
+    return out
+
