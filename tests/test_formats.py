@@ -91,3 +91,24 @@ def test_ratio_members_and_unpacked_limits():
         formats.inspect_zip(bomb, "z.zip", "csvzip", Limits(unpacked_mb=1, ratio=10 ** 6))
     ok = formats.inspect_zip(_zip({"customers.csv": b"x" * 10}), "z.zip", "csvzip", Limits())
     assert ok.texts == {"customers.csv": b"x" * 10}
+
+
+def test_ods_scan_counts_repeats_and_finds_errors_and_formulas_without_values():
+    content = (
+        '<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '
+        'xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" '
+        'xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" '
+        'xmlns:calcext="urn:org:documentfoundation:names:experimental:calc:xmlns:calcext:1.0"><office:body>'
+        '<office:spreadsheet><table:table table:name="customers">'
+        '<table:table-row><table:table-cell table:number-columns-repeated="3"/><table:table-cell '
+        'office:value-type="float" office:value="0" calcext:value-type="error" table:formula="of:=1/0">'
+        '<text:p>#DIV/0!</text:p></table:table-cell><table:table-cell table:formula="of:=[.A1]"/></table:table-row>'
+        '<table:table-row table:number-rows-repeated="10"><table:table-cell/></table:table-row>'
+        '<table:table-row><table:table-cell office:value-type="string"><text:p>x</text:p></table:table-cell>'
+        '</table:table-row><table:table-row table:number-rows-repeated="1048000"><table:table-cell '
+        'table:number-columns-repeated="1024"/></table:table-row></table:table></office:spreadsheet>'
+        '</office:body></office:document-content>').encode()
+    (sheet,) = formats._scan_ods([content[:50], content[50:]]).values()
+    assert (sheet.title, sheet.rows, sheet.columns) == ("customers", 12, 5)
+    assert sheet.problems == {(0, 3): ("#DIV/0!", "the cell holds the error #DIV/0!"),
+                              (0, 4): ("of:=[.A1]", formats.FORMULA_WITHOUT_VALUE)}
