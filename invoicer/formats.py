@@ -307,7 +307,7 @@ class _XlsxSheetScanner:
                     shown, f"the cell holds the error {shown}")
         for m in _NO_VALUE_FORMULA.finditer(xml):
             ref = _REF_ATTR.search(m.group(1))
-            if ref:
+            if ref and b't="str"' not in m.group(1):  # t="str" with an empty <v>: a saved empty text
                 formula = (m.group(2) or b"").decode("utf-8", "replace")
                 s.problems[(int(ref.group(2)) - 1, _col_number(ref.group(1)) - 1)] = (
                     f"={formula}" if formula else "(formula)", FORMULA_WITHOUT_VALUE)

@@ -429,6 +429,14 @@ def write_corpus(folder: Path) -> list[Case]:
                           ["customers", 10, "seats", "the cell holds the error #N/A"],
                           ["customers", 11, "seats", "the cell holds the error #REF!"]],
                       invoiced=["B2", "C3", "E5", "E6", "E7"]))
+    ods_error = ('<table:table-row><table:table-cell office:value-type="string"><text:p>E9</text:p></table:table-cell>'
+                 '<table:table-cell office:value-type="string"><text:p>n</text:p></table:table-cell><table:table-cell '
+                 'office:value-type="date" office:date-value="2026-10-03"/><table:table-cell office:value-type="float" '
+                 'office:value="0" calcext:value-type="error" table:formula="of:=1/0"><text:p>#DIV/0!</text:p>'
+                 '</table:table-cell></table:table-row>')
+    cases.append(Case("ods-error-cell", str(write_ods(f / "error.ods", base, raw_rows={"customers": ods_error})), "rows",
+                      rejects=base_rejects + [["customers", 6, "seats", "the cell holds the error #DIV/0!"]],
+                      invoiced=held_base))
     titled = {k: ([["客户名单 2026年10月"], [None]] + v if k in ("customers", "changes") else v) for k, v in base.items()}
     cases.append(Case("header-below-title", str(write_xlsx(f / "titled.xlsx", titled)), "rows",
                       rejects=[["customers", 7, "opened_on", "not a date"], ["changes", 6, "type", "type must be"]],
