@@ -20,10 +20,9 @@ PERIOD_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 def default_period(today: dt.date | None = None) -> str:
     """The previous calendar month: the clerk bills October in the first days of November."""
-    today = today or dt.date.today()
-    first = today.replace(day=1)
-    last = first - dt.timedelta(days=1)
-    return f"{last.year:04d}-{last.month:02d}"
+    from .watch.names import previous_month  # the one "previous month" rule, shared with the watcher
+
+    return previous_month(today or dt.date.today())
 
 
 def _period(text: str) -> str:
@@ -146,7 +145,8 @@ def cmd_watch(args) -> int:
     opts = WatchOptions(inbox=Path(args.inbox), out=Path(args.out), once=args.once, poll=args.poll,
                         settle_s=args.settle, rescan_s=args.rescan, default_period=args.default_period,
                         pricebook=args.pricebook, templates=args.templates, workers=args.workers, wait_s=args.wait,
-                        processing=args.processing, processed=args.processed, failed=args.failed)
+                        processing=args.processing, processed=args.processed, failed=args.failed,
+                        max_bytes=int(args.max_size * 1024 * 1024))
     return Watcher(opts).serve()
 
 
@@ -154,6 +154,16 @@ def _default_period_rule(text: str) -> str:
     if text in ("previous", "current") or PERIOD_RE.match(text):
         return text
     raise argparse.ArgumentTypeError(f"use previous, current or a month like 2026-10, not {text!r}")
+
+
+def _positive_mib(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"use a size in MiB greater than 0, not {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--templates")
     w.add_argument("--workers", type=int, help="PDF worker processes, kept while watching (default: all cores)")
     w.add_argument("--wait", type=float, default=30.0, help="seconds to wait for a busy ledger before retrying")
+    w.add_argument("--max-size", type=_positive_mib, default=200, metavar="MIB",
+                   help="larger files are refused from their size, before they are read (default 200 MiB)")
     w.add_argument("--processing", help="claimed files (default: INBOX/../processing)")
     w.add_argument("--processed", help="billed files (default: INBOX/../processed)")
     w.add_argument("--failed", help="files not billed (default: INBOX/../failed)")

@@ -19,9 +19,17 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LedgerBusy
+from .errors import InvoicerError, LedgerBusy
 
 SCHEMA_VERSION = "1"
+
+# the owner recorded for prefixes the clerk's ``invoicer run`` numbers in; brackets cannot occur in a reseller
+# folder's name (publish.SAFE_NAME), so no folder can pose as the operator
+OPERATOR = "(operator)"
+
+
+class PrefixTaken(InvoicerError):
+    """A roster names an invoice prefix it may not number in (another owner's, or another case of one)."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -174,10 +182,43 @@ class Ledger:
         row = self.db.execute("SELECT MAX(seq) FROM documents WHERE prefix = ? AND year = ?", (prefix, year)).fetchone()
         return (row[0] or 0) + 1
 
+    # -- invoice prefix ownership (the drop folder's rule; README "Trust model") -----------------------
     def prefix_owner(self, prefix: str) -> str | None:
-        """Who numbers in this prefix (the drop folder's reseller folder that first used it), if bound."""
+        """Who numbers in this prefix: its recorded owner (OPERATOR or a reseller folder's name); OPERATOR for
+        a prefix with documents but no owner (numbers the clerk issued before prefixes were bound); None for
+        a prefix this ledger has never used."""
         row = self.db.execute("SELECT owner FROM prefix_owners WHERE prefix = ?", (prefix,)).fetchone()
-        return None if row is None else row[0]
+        if row is not None:
+            return row[0]
+        used = self.db.execute("SELECT 1 FROM documents WHERE prefix = ? LIMIT 1", (prefix,)).fetchone()
+        return OPERATOR if used else None
+
+    def claim_prefix(self, prefix: str, owner: str, bind: bool = True) -> None:
+        """The one rule for who may number in an invoice prefix; call it inside the run's transaction.
+
+        ``owner`` is OPERATOR for the clerk's ``invoicer run`` or a reseller folder's name for the watcher.
+        Refused (PrefixTaken): a prefix that differs only by case from one the ledger already has (one series,
+        never two), and a reseller folder naming a prefix owned by the operator or another folder. The
+        operator may number in any prefix (it amends resellers' invoices). With ``bind``, an unowned prefix
+        is recorded as the owner's; callers bind only when the run records documents, so a roster that
+        issues nothing takes nothing (the binding is kept only if the transaction commits)."""
+        other = self.db.execute(
+            "SELECT prefix FROM prefix_owners WHERE prefix = ? COLLATE NOCASE AND prefix <> ? UNION "
+            "SELECT prefix FROM documents WHERE prefix = ? COLLATE NOCASE AND prefix <> ? LIMIT 1",
+            (prefix, prefix, prefix, prefix)).fetchone()
+        if other is not None:
+            raise PrefixTaken(f"the invoice prefix {prefix!r} differs only by case from {other[0]!r}, which this "
+                              f"ledger already numbers in; prefixes are one series whatever their case: use "
+                              f"{other[0]!r}")
+        current = self.prefix_owner(prefix)
+        if current is not None and current != owner and owner != OPERATOR:
+            whose = ("the operator's own runs (invoicer run)" if current == OPERATOR
+                     else f"the reseller folder {current!r}")
+            raise PrefixTaken(f"the roster's invoice prefix {prefix!r} (sheet reseller, invoice_prefix) belongs to "
+                              f"{whose}; a roster from {owner!r} cannot number invoices in that series. Use this "
+                              f"reseller's own prefix (without one, the prefix is made from the folder's name)")
+        if bind and self.db.execute("SELECT 1 FROM prefix_owners WHERE prefix = ?", (prefix,)).fetchone() is None:
+            self.db.execute("INSERT INTO prefix_owners (prefix, owner) VALUES (?, ?)", (prefix, current or owner))
 
     def blob(self, sha256: str) -> bytes | None:
         row = self.db.execute("SELECT data FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
@@ -189,9 +230,6 @@ class Ledger:
     # -- writes (inside begin/commit) ----------------------------------------------------------------
     def put_blob(self, sha256: str, kind: str, name: str, data: bytes) -> None:
         self.db.execute("INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", (sha256, kind, name, data))
-
-    def bind_prefix(self, prefix: str, owner: str) -> None:
-        self.db.execute("INSERT INTO prefix_owners (prefix, owner) VALUES (?, ?)", (prefix, owner))
 
     def add_run(self, prefix, period, input_sha256, pricebook_sha256, pricebook_version, tool_version, amend,
                 issued) -> int:

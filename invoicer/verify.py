@@ -14,6 +14,7 @@ For a folder:
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import defaultdict
 from pathlib import Path
@@ -114,7 +115,7 @@ def _recompute(ledger: Ledger, docs) -> list[str]:
     from .pipeline import price_roster_bytes
 
     problems = []
-    cache: dict[tuple[str, str, str], dict[str, dict]] = {}
+    cache: dict[tuple[str, str, str, str], dict[str, dict]] = {}
     by_number = {d.number: d for d in docs if d.number}
     for d in docs:
         if d.content_sha256 != docs_mod.content_hash(d.content):
@@ -128,13 +129,16 @@ def _recompute(ledger: Ledger, docs) -> list[str]:
             continue
         if d.kind != "invoice":
             continue
-        key = (d.input_sha256, d.pricebook_sha256, d.period)
+        key = (d.input_sha256, d.pricebook_sha256, d.period, d.prefix)
         if key not in cache:
             roster_bytes, book_bytes = ledger.blob(d.input_sha256), ledger.blob(d.pricebook_sha256)
             if roster_bytes is None or book_bytes is None:
                 problems.append(f"{d.number}: the ledger lost the roster or price book it was priced from")
                 continue
             book = pricebook.parse(book_bytes, source="ledger:" + d.pricebook_sha256[:12])
+            # a roster without invoice_prefix was priced with its run's default prefix (a drop folder's is
+            # made from the folder's name), which is the prefix the document was numbered in
+            book = dataclasses.replace(book, default_prefix=d.prefix)
             priced = price_roster_bytes(roster_bytes, "ledger:" + d.input_sha256[:12], book, d.period)
             cache[key] = {x["customer"]["customer_id"]: x for x in priced.invoices}
         again = cache[key].get(d.customer_id)
