@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -288,3 +289,31 @@ def test_the_watch_package_imports_without_pandas():
     code = ("import sys; from invoicer.watch import Watcher, WatchOptions; "
             "assert 'pandas' not in sys.modules, 'pandas was imported'")
     subprocess.run([INVOICER[0], "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_a_polling_watcher_is_not_led_around_by_link_loops(tmp_path):
+    root = tmp_path / "drop"
+    inbox = root / "inbox"
+    (inbox / "evil").mkdir(parents=True)
+    (inbox / "evil" / "loop").symlink_to("..")  # followed, this folder never ends
+    (inbox / "evil" / "root").symlink_to("/")
+    log = tmp_path / "watch.jsonl"
+    proc = subprocess.Popen([*INVOICER, "watch", str(inbox), "--out", str(root / "out"), *FAST, "--poll"],
+                            stdout=open(log, "a"), stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        wait_for(lambda: len(file_events(log)) >= 2, what="the links to be set aside")
+        drop(inbox, "sz", "roster-2026-10.xlsx", roster_bytes(tmp_path, "SZ", 1))
+        wait_for(lambda: len(file_events(log)) >= 3, what="the roster to be billed")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # lost in a walk that does not end: do not leave it behind
+            proc.wait()
+            raise
+    assert rc == 0, proc.stderr.read()
+    assert [e["mode"] for e in log_events(log) if e["event"] == "watching"] == ["polling"]
+    assert sorted((e["file"], e["result"]) for e in file_events(log)) == [
+        ("loop", "failed"), ("root", "failed"), ("roster-2026-10.xlsx", "billed")]
+    assert ledger_numbers(root / "out", "SZ") == ["SZ-2026-000001"]

@@ -205,7 +205,7 @@ class Watcher:
 
     def _start_observer(self):
         from watchdog.events import FileSystemEventHandler
-        from watchdog.observers.polling import PollingObserver
+        from watchdog.observers.polling import PollingObserverVFS
 
         wake = self.wake
 
@@ -224,7 +224,9 @@ class Watcher:
                 return observer
             except OSError as exc:  # e.g. the inotify watch limit: fall back to polling
                 self._log(event="notice", message=f"file-system events unavailable ({exc}); polling instead")
-        observer = PollingObserver(timeout=max(0.5, self.opts.settle_s / 2))
+        # lstat, not stat: the default poller follows links, so a link to / or a loop in a reseller folder
+        # would have it walk the whole file system (or forever) before the loop could set the link aside
+        observer = PollingObserverVFS(os.lstat, os.scandir, polling_interval=max(0.5, self.opts.settle_s / 2))
         observer.schedule(Wake(), str(self.opts.inbox), recursive=True)
         observer.start()
         self.mode = "polling"
