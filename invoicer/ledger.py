@@ -202,7 +202,9 @@ class Ledger:
         operator may number in any prefix (it amends resellers' invoices). With ``bind``, an unowned prefix
         is recorded as the owner's; callers bind only when the run records documents, so a roster that
         issues nothing takes nothing (the binding is kept only if the transaction commits)."""
-        other = self.db.execute(
+        current = self.prefix_owner(prefix)
+        # a new prefix only: a series that already exists (an old ledger may hold two cases) keeps working
+        other = None if current is not None else self.db.execute(
             "SELECT prefix FROM prefix_owners WHERE prefix = ? COLLATE NOCASE AND prefix <> ? UNION "
             "SELECT prefix FROM documents WHERE prefix = ? COLLATE NOCASE AND prefix <> ? LIMIT 1",
             (prefix, prefix, prefix, prefix)).fetchone()
@@ -210,7 +212,6 @@ class Ledger:
             raise PrefixTaken(f"the invoice prefix {prefix!r} differs only by case from {other[0]!r}, which this "
                               f"ledger already numbers in; prefixes are one series whatever their case: use "
                               f"{other[0]!r}")
-        current = self.prefix_owner(prefix)
         if current is not None and current != owner and owner != OPERATOR:
             whose = ("the operator's own runs (invoicer run)" if current == OPERATOR
                      else f"the reseller folder {current!r}")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from invoicer.ledger import OPERATOR, Ledger
+from invoicer.ledger import OPERATOR, Ledger, PrefixTaken
 from invoicer.watch.names import fit, prefix_from_folder, shown
 
 from .conftest import INVOICER, ROOT, cust, run_cli, write_roster
@@ -55,6 +55,34 @@ def test_names_are_shortened_with_a_hash_and_shown_safely():
     assert shown("深圳.xlsx") == "深圳.xlsx"
     assert prefix_from_folder("sz-tengyun.2") == "SZTENGYUN2"
     assert prefix_from_folder("a-very-long-folder-name") == "AVERYLONGFOL"
+
+
+def test_claim_prefix_rules_in_one_ledger(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    try:
+        ledger.begin()
+        ledger.claim_prefix("SZ", "sz", bind=False)  # a check binds nothing
+        assert ledger.prefix_owner("SZ") is None
+        ledger.claim_prefix("SZ", "sz")
+        ledger.claim_prefix("SZ", "sz")  # its own again: fine
+        ledger.claim_prefix("SZ", OPERATOR)  # the operator may number in it; the owner stays
+        assert ledger.prefix_owner("SZ") == "sz"
+        with pytest.raises(PrefixTaken, match="belongs to the reseller folder 'sz'"):
+            ledger.claim_prefix("SZ", "bj")
+        with pytest.raises(PrefixTaken, match="differs only by case from 'SZ'.*use 'SZ'"):
+            ledger.claim_prefix("Sz", OPERATOR)
+        ledger.claim_prefix("CLERK", OPERATOR)
+        with pytest.raises(PrefixTaken, match="belongs to the operator's own runs"):
+            ledger.claim_prefix("CLERK", "clerk")
+        # an old ledger may hold two cases already: both series keep working, a third case is refused
+        ledger.db.execute("INSERT INTO prefix_owners (prefix, owner) VALUES ('sz', 'old')")
+        ledger.claim_prefix("sz", "old")
+        ledger.claim_prefix("SZ", "sz")
+        with pytest.raises(PrefixTaken, match="differs only by case"):
+            ledger.claim_prefix("sZ", "x")
+        ledger.commit()
+    finally:
+        ledger.close()
 
 
 # -- links, hard links, special files ------------------------------------------------------------------
@@ -241,10 +269,10 @@ def test_prefix_rules_operator_binding_only_on_issue_folder_default_and_one_case
     dropped("empty", "roster-2026-10.xlsx", roster_bytes(tmp_path, "SHARED", 0), 300)  # issues nothing
     dropped("second", "roster-2026-10.xlsx", roster_bytes(tmp_path, "SHARED", 1), 400)
     no_prefix = [cust("N1", D(2026, 10, 4), 6)]
+    other = [cust("N2", D(2026, 10, 4), 6)]
     dropped("sz-ty", "roster-2026-10.xlsx", write_roster(tmp_path / "n1.xlsx", no_prefix, [], {"name": "深圳"}).read_bytes(),
             500)
-    dropped("szty", "roster-2026-10.xlsx", write_roster(tmp_path / "n2.xlsx", [cust("N2", D(2026, 10, 4), 6)], [],
-                                                        {"name": "另一家"}).read_bytes(), 600)
+    dropped("szty", "roster-2026-10.xlsx", write_roster(tmp_path / "n2.xlsx", other, [], {"name": "乙"}).read_bytes(), 600)
     dropped("casey", "roster-2026-10.xlsx", roster_bytes(tmp_path, "Shared", 1, tag="c"), 700)
     done = watch_once(root, log)
     assert done.returncode == 1, done.stderr
@@ -259,7 +287,8 @@ def test_prefix_rules_operator_binding_only_on_issue_folder_default_and_one_case
     assert ledger_numbers(out, "SHARED") == ["SHARED-2026-000001"]
     assert ledger_numbers(out, "SZTY") == ["SZTY-2026-000001"]  # the folder's own default prefix
     assert results["szty"]["result"] == "failed"
-    assert "belongs to the reseller folder 'sz-ty'" in (root / "failed" / "szty" / "roster-2026-10.xlsx.error.txt").read_text()
+    szty_error = (root / "failed" / "szty" / "roster-2026-10.xlsx.error.txt").read_text()
+    assert "belongs to the reseller folder 'sz-ty'" in szty_error
     assert results["casey"]["result"] == "failed"
     assert "use 'SHARED'" in (root / "failed" / "casey" / "roster-2026-10.xlsx.error.txt").read_text()
     assert ledger_numbers(out, "CLERK") == ["CLERK-2026-000001"]
@@ -272,8 +301,8 @@ def test_prefix_rules_operator_binding_only_on_issue_folder_default_and_one_case
     # nothing binds nothing, and the old series stays the operator's without a recorded owner
     r = run_cli("run", legacy, "--period", "2026-09", "--out", out / "old", "--ledger", ledger)
     assert r.returncode == 0 and "0 new, 1 unchanged" in r.stdout, r.stdout + r.stderr
-    reseller_roster = write_roster(tmp_path / "op.xlsx", [cust("N1", D(2026, 10, 4), 7)], [], {"name": "深圳",
-                                                                                                "invoice_prefix": "SZTY"})
+    reseller_roster = write_roster(tmp_path / "op.xlsx", [cust("N1", D(2026, 10, 4), 7)], [],
+                                   {"name": "深圳", "invoice_prefix": "SZTY"})
     r = run_cli("run", reseller_roster, "--period", "2026-10", "--out", out / "op", "--ledger", ledger, "--amend")
     assert r.returncode == 0, r.stderr
     assert ledger_numbers(out, "SZTY") == ["SZTY-2026-000001", "SZTY-2026-000003"]  # 000002: the credit note

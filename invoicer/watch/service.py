@@ -58,7 +58,7 @@ from .names import (
 MAX_ATTEMPTS = 3  # a claim interrupted this many times is set aside in failed/
 POOL_IDLE_S = 600.0  # PDF workers are closed after this long without a file (and made again when needed)
 DEFAULT_MAX_MIB = 200  # a roster larger than this is refused from its size, before it is read
-_PERIOD_FOLDER = re.compile(r"^20\d\d-(0[1-9]|1[0-2])$")
+_PERIOD_FOLDER = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")  # as --default-period allows
 
 
 @dataclass
@@ -458,8 +458,8 @@ class Watcher:
             self._log(**record)
             return "busy"
         except Conflict as exc:
-            return self._finish_failed(claim, record, t0, str(exc).split(": ", 1)[-1] + texts.CONFLICT_ADVICE, [],
-                                       texts.CONFLICT_NEXT)
+            differences = str(exc).replace(f"{claim.path}: ", "", 1)
+            return self._finish_failed(claim, record, t0, differences + texts.CONFLICT_ADVICE, [], texts.CONFLICT_NEXT)
         except InvoicerError as exc:
             return self._finish_failed(claim, record, t0, str(exc), [])
         # -- the ledger has committed (or had nothing to do): nothing below may fail the file ---------------
