@@ -93,6 +93,8 @@ class WatchOptions:
 
 @dataclass
 class Claim:
+    """A file taken from the inbox: where it is now, whose it is and the billing month fixed at the claim."""
+
     path: Path  # processing/<reseller>/<period>/<name>
     reseller: str
     period: str
@@ -140,6 +142,8 @@ class _Workers:
 
 @dataclass
 class Watcher:
+    """The drop-folder service: ``Watcher(WatchOptions(inbox, out)).serve()``."""
+
     opts: WatchOptions
     log_to: object = field(default=sys.stdout)
 
@@ -260,7 +264,10 @@ class Watcher:
         if self._resume_claims():
             return True, False
         waiting = False
-        for reseller, name, st in self._candidates():
+        candidates = self._candidates()
+        present = {(reseller, name) for reseller, name, _ in candidates}
+        self.seen = {key: seen for key, seen in self.seen.items() if key in present}  # forget what went away
+        for reseller, name, st in candidates:
             if self.stopping:
                 break
             state = self._settled(reseller, name, st)
