@@ -209,6 +209,20 @@ def test_long_non_utf8_and_huge_files_each_end_somewhere_and_the_others_are_bill
     assert len(file_events(log)) == 5
 
 
+def test_the_size_limit_is_an_option(tmp_path):
+    root = tmp_path / "drop"
+    (root / "inbox").mkdir(parents=True)
+    log = tmp_path / "watch.jsonl"
+    data = roster_bytes(tmp_path, "SZ", 1)
+    drop(root / "inbox", "sz", "roster-2026-10.xlsx", data)
+    assert watch_once(root, log, "--max-size", "0.001").returncode == 1  # 1,048 bytes
+    assert f"the file is {len(data) / 1024:,.1f} KiB, more than the 1.0 KiB a roster may have" in (
+        root / "failed" / "sz" / "roster-2026-10.xlsx.error.txt").read_text()
+    assert not (root / "out" / "ledger.sqlite").exists()  # refused before anything was priced
+    bad = run_cli("watch", root / "inbox", "--out", root / "out", "--max-size", "0")
+    assert bad.returncode == 2 and "use a size in MiB greater than 0, not '0'" in bad.stderr
+
+
 # -- busy is not a failure --------------------------------------------------------------------------------
 def test_a_busy_ledger_is_waited_for_and_never_counts_as_an_interrupted_attempt(tmp_path):
     root = tmp_path / "drop"

@@ -123,4 +123,6 @@ def _check_size(size: int, max_bytes: int) -> None:
 
 
 def _mib(n: int) -> str:
+    if n < MIB:
+        return f"{n / 1024:,.1f} KiB"
     return f"{n / MIB:,.1f} MiB" if n < 1024 * MIB else f"{n / (1024 * MIB):,.1f} GiB"
