@@ -16,16 +16,16 @@ import sys
 from pathlib import Path
 
 from .errors import EXIT_INPUT, EXIT_OK, EXIT_REJECTS, InputError, InvoicerError, Reject
+from . import limits
 from .limits import check_period
 from .money import fmt_yuan
 
 
 def default_period(today: dt.date | None = None) -> str:
     """The previous calendar month: the clerk bills October in the first days of November."""
-    today = today or dt.date.today()
-    first = today.replace(day=1)
-    last = first - dt.timedelta(days=1)
-    return f"{last.year:04d}-{last.month:02d}"
+    from .watch.names import previous_month  # the one "previous month" rule, shared with the watcher
+
+    return previous_month(today or dt.date.today())
 
 
 def _period(text: str | None) -> str | None:
@@ -165,7 +165,8 @@ def cmd_watch(args) -> int:
     opts = WatchOptions(inbox=Path(args.inbox), out=Path(args.out), once=args.once, poll=args.poll,
                         settle_s=args.settle, rescan_s=args.rescan, default_period=args.default_period,
                         pricebook=args.pricebook, templates=args.templates, workers=args.workers, wait_s=args.wait,
-                        processing=args.processing, processed=args.processed, failed=args.failed)
+                        processing=args.processing, processed=args.processed, failed=args.failed,
+                        max_bytes=int((args.max_size or limits.current().file_mb) * 1024 * 1024))
     return Watcher(opts).serve()
 
 
@@ -182,6 +183,16 @@ def _default_period_rule(text: str) -> str:
         return check_period(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"use previous, current or a month like 2026-10, not {text!r}") from None
+
+
+def _positive_mib(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"use a size in MiB greater than 0, not {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--templates")
     w.add_argument("--workers", type=int, help="PDF worker processes, kept while watching (default: all cores)")
     w.add_argument("--wait", type=float, default=30.0, help="seconds to wait for a busy ledger before retrying")
+    w.add_argument("--max-size", type=_positive_mib, metavar="MIB",
+                   help="larger files are refused from their size, before they are read (default: the reader's "
+                        "file limit, 100 MiB, raised with INVOICER_MAX_FILE_MB)")
     w.add_argument("--processing", help="claimed files (default: INBOX/../processing)")
     w.add_argument("--processed", help="billed files (default: INBOX/../processed)")
     w.add_argument("--failed", help="files not billed (default: INBOX/../failed)")

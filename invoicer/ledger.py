@@ -26,6 +26,14 @@ from .model import Document
 
 SCHEMA_VERSION = "1"
 
+# the owner recorded for prefixes the clerk's ``invoicer run`` numbers in; brackets cannot occur in a reseller
+# folder's name (publish.SAFE_NAME), so no folder can pose as the operator
+OPERATOR = "(operator)"
+
+
+class PrefixTaken(InvoicerError):
+    """A roster names an invoice prefix it may not number in (another owner's, or another case of one)."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS blobs (
@@ -282,10 +290,16 @@ class LedgerReader:
         row = self.db.execute("SELECT MAX(seq) FROM documents WHERE prefix = ? AND year = ?", (prefix, year)).fetchone()
         return (row[0] or 0) + 1
 
+    # -- invoice prefix ownership (the drop folder's rule; README "Trust model") -----------------------
     def prefix_owner(self, prefix: str) -> str | None:
-        """Who numbers in this prefix (the drop folder's reseller folder that first used it), if bound."""
+        """Who numbers in this prefix: its recorded owner (OPERATOR or a reseller folder's name); OPERATOR for
+        a prefix with documents but no owner (numbers the clerk issued before prefixes were bound); None for
+        a prefix this ledger has never used."""
         row = self.db.execute("SELECT owner FROM prefix_owners WHERE prefix = ?", (prefix,)).fetchone()
-        return None if row is None else row[0]
+        if row is not None:
+            return row[0]
+        used = self.db.execute("SELECT 1 FROM documents WHERE prefix = ? LIMIT 1", (prefix,)).fetchone()
+        return OPERATOR if used else None
 
     def blob(self, sha256: str) -> bytes | None:
         """Kept bytes (a roster, a price book, an issued PDF) by their SHA-256, or None if not kept."""
@@ -555,11 +569,40 @@ class Ledger(LedgerReader):
                                             (sha256, kind, name, data)))
 
     def bind_prefix(self, prefix: str, owner: str) -> None:
-        """Record that the reseller folder ``owner`` numbers in ``prefix`` (refused if already bound)."""
+        """Record that ``owner`` (OPERATOR or a reseller folder) numbers in ``prefix`` (refused if already bound);
+        chained. Callers go through ``claim_prefix``, which holds the rule."""
         self._ensure_genesis()
         cur = self._write(lambda: self.db.execute("INSERT INTO prefix_owners (prefix, owner) VALUES (?, ?)",
                                                   (prefix, owner)))
         self._chain("prefix_owners", cur.lastrowid)
+
+    def claim_prefix(self, prefix: str, owner: str, bind: bool = True) -> None:
+        """The one rule for who may number in an invoice prefix; call it inside the run's transaction.
+
+        ``owner`` is OPERATOR for the clerk's ``invoicer run`` or a reseller folder's name for the watcher.
+        Refused (PrefixTaken): a prefix that differs only by case from one the ledger already has (one series,
+        never two), and a reseller folder naming a prefix owned by the operator or another folder. The
+        operator may number in any prefix (it amends resellers' invoices). With ``bind``, an unowned prefix
+        is recorded as the owner's; callers bind only when the run records documents, so a roster that
+        issues nothing takes nothing (the binding is kept only if the transaction commits)."""
+        current = self.prefix_owner(prefix)
+        # a new prefix only: a series that already exists (an old ledger may hold two cases) keeps working
+        other = None if current is not None else self.db.execute(
+            "SELECT prefix FROM prefix_owners WHERE prefix = ? COLLATE NOCASE AND prefix <> ? UNION "
+            "SELECT prefix FROM documents WHERE prefix = ? COLLATE NOCASE AND prefix <> ? LIMIT 1",
+            (prefix, prefix, prefix, prefix)).fetchone()
+        if other is not None:
+            raise PrefixTaken(f"the invoice prefix {prefix!r} differs only by case from {other[0]!r}, which this "
+                              f"ledger already numbers in; prefixes are one series whatever their case: use "
+                              f"{other[0]!r}")
+        if current is not None and current != owner and owner != OPERATOR:
+            whose = ("the operator's own runs (invoicer run)" if current == OPERATOR
+                     else f"the reseller folder {current!r}")
+            raise PrefixTaken(f"the roster's invoice prefix {prefix!r} (sheet reseller, invoice_prefix) belongs to "
+                              f"{whose}; a roster from {owner!r} cannot number invoices in that series. Use this "
+                              f"reseller's own prefix (without one, the prefix is made from the folder's name)")
+        if bind and self.db.execute("SELECT 1 FROM prefix_owners WHERE prefix = ?", (prefix,)).fetchone() is None:
+            self.bind_prefix(prefix, current or owner)
 
     def add_run(self, prefix, period, input_sha256, pricebook_sha256, pricebook_version, tool_version, amend,
                 issued) -> int:

@@ -7,6 +7,7 @@ ledger stage writes the database. See README.md for the output layout.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from importlib.metadata import version as pkg_version
@@ -19,7 +20,7 @@ import pandas as pd
 from . import documents as docs_mod
 from . import pricebook as pricebook_mod
 from .errors import EXIT_CONFLICT, EXIT_OK, EXIT_REJECTS, InvoicerError, PublishIncomplete, Reject
-from .ledger import Issued, Ledger, format_number
+from .ledger import OPERATOR, Issued, Ledger, PrefixTaken, format_number  # noqa: F401 (PrefixTaken: re-export)
 from .money import plain_yuan
 from .pricing.engine import price_period
 from .publish import (
@@ -65,13 +66,17 @@ class RunOptions:
     workers: int | None = None
     progress: bool | None = None
     wait_s: float = 30.0
-    # who is billing: the drop folder passes the reseller folder, and a prefix is bound to the first folder
-    # that numbers in it; None (the clerk's own run) is trusted with any prefix
+    # -- drop folder (h-drop) --------------------------------------------------------------------------
+    # who is billing: the watcher passes the reseller folder's name; None is the clerk's own run (OPERATOR).
+    # Ledger.claim_prefix says who may number in which prefix.
     owner: str | None = None
-
-
-class PrefixTaken(InvoicerError):
-    """A dropped roster names an invoice prefix that belongs to another reseller folder."""
+    # the bytes the watcher read from the claimed file's own descriptor (priced and hashed instead of
+    # reading ``roster`` again), and the name to show for them
+    roster_bytes: bytes | None = None
+    roster_name: str | None = None
+    # the invoice prefix for a roster whose reseller sheet names none (the watcher derives it from the
+    # folder's name); None: the price book's default_prefix
+    default_prefix: str | None = None
 
 
 @dataclass
@@ -194,7 +199,16 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     """One run of the main job. ``pool``: worker processes kept by a long-lived caller (the watcher);
     without one, a run makes its own when it has enough documents to render."""
     book = pricebook_mod.load(opts.pricebook)
-    priced = price_roster(opts.roster, book, opts.period)
+    # -- drop folder (h-drop): the claimed bytes and the folder's default prefix --------------------------
+    if opts.default_prefix:
+        book = dataclasses.replace(book, default_prefix=opts.default_prefix)
+    if opts.roster_bytes is not None:
+        priced = price_roster_bytes(opts.roster_bytes, opts.roster_name or Path(opts.roster).name, book,
+                                    opts.period)
+    else:
+        priced = price_roster(opts.roster, book, opts.period)
+    owner = OPERATOR if opts.owner is None else opts.owner
+    # -- end drop folder --
     out = Path(opts.out)
     _usable_out(out)  # [h-verify] refused before anything is issued, not after COMMIT
     ledger_path = Path(opts.ledger) if opts.ledger else out / LEDGER_NAME
@@ -204,15 +218,7 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     ledger = Ledger(ledger_path, opts.wait_s)
     try:
         ledger.begin()
-        if opts.owner is not None:
-            owner = ledger.prefix_owner(priced.prefix)
-            if owner is None:
-                ledger.bind_prefix(priced.prefix, opts.owner)  # kept only if this run commits
-            elif owner != opts.owner:
-                raise PrefixTaken(
-                    f"the roster's invoice prefix {priced.prefix!r} (sheet reseller, invoice_prefix) belongs to "
-                    f"the reseller folder {owner!r}; a roster from {opts.owner!r} cannot number invoices in that "
-                    f"series. Use this reseller's own prefix.")
+        ledger.claim_prefix(priced.prefix, owner, bind=False)  # (h-drop) refused before reading its series
         plan = plan_against(ledger, priced.prefix, opts.period, priced.invoices)
         if opts.dry_run:
             ledger.rollback()
@@ -225,6 +231,8 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
                 f"notes and issue replacements.\n  " + "\n  ".join(plan.differences()))
         new_docs = _number(ledger, priced, plan, book)
         notices = _changed_notices(ledger, priced, opts.period)
+        if new_docs or notices:  # (h-drop) a prefix is bound when the run records documents in it
+            ledger.claim_prefix(priced.prefix, owner)
         rendered = _render([_clean(d) for d in new_docs + notices], opts, pool)
         run_id = ledger.add_run(priced.prefix, opts.period, priced.input_sha256, book.sha256, book.version,
                                 tool_version(), opts.amend, len(new_docs))

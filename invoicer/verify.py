@@ -25,6 +25,7 @@ still contains a head noted earlier (each manifest records one, and verify print
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from collections import defaultdict
@@ -376,7 +377,7 @@ def _recompute(ledger: LedgerReader, docs: list[Issued]) -> list[str]:
     from .pipeline import price_roster_bytes
 
     problems = []
-    cache: dict[tuple[str, str, str], dict[str, dict] | None] = {}
+    cache: dict[tuple[str, str, str, str], dict[str, dict] | None] = {}
     by_number = {d.number: d for d in docs if d.number}
     for d in docs:
         if d.content_sha256 != docs_mod.content_hash(d.content):
@@ -390,7 +391,7 @@ def _recompute(ledger: LedgerReader, docs: list[Issued]) -> list[str]:
             continue
         if d.kind != "invoice":
             continue
-        key = (d.input_sha256, d.pricebook_sha256, d.period)
+        key = (d.input_sha256, d.pricebook_sha256, d.period, d.prefix)
         if key not in cache:
             cache[key] = None
             try:
@@ -403,6 +404,9 @@ def _recompute(ledger: LedgerReader, docs: list[Issued]) -> list[str]:
                 continue
             try:
                 book = pricebook.parse(book_bytes, source="ledger:" + d.pricebook_sha256[:12])
+                # a roster without invoice_prefix was priced with its run's default prefix (a drop folder's is
+                # made from the folder's name), which is the prefix the document was numbered in
+                book = dataclasses.replace(book, default_prefix=d.prefix)
                 priced = price_roster_bytes(roster_bytes, "ledger:" + d.input_sha256[:12], book, d.period)
             except InvoicerError as exc:
                 problems.append(f"{d.number}: the recorded roster or price book can no longer be priced ({exc})")

@@ -37,7 +37,11 @@ def test_two_periods_in_a_name_are_refused():
 
 
 def test_default_period_rules():
+    from invoicer.cli import default_period
+
     assert resolve_default_period("previous", D(2026, 1, 5)) == "2025-12"
+    assert default_period(D(2026, 1, 5)) == "2025-12"  # the clerk's run and the watcher share the rule
+    assert resolve_default_period("previous", D(2026, 3, 31)) == "2026-02"
     assert resolve_default_period("current", D(2026, 1, 5)) == "2026-01"
     assert resolve_default_period("2026-07", D(2026, 1, 5)) == "2026-07"
 
@@ -240,6 +244,10 @@ def test_a_watcher_killed_mid_file_finishes_it_exactly_once_after_restart(tmp_pa
         "SZ-2026-000001.pdf", "SZ-2026-000002.pdf"]
     [event] = file_events(log)
     assert event["period_from"] == "claimed before a restart"
+    # a restart after the COMMIT finds the run of the interrupted attempt: billed (resumed), not a duplicate
+    assert event["result"] == "billed" and event["resumed"] is True
+    assert event["documents_issued"] == (0 if point in ("after_commit", "before_move") else 2)
+    assert event.get("billed_by_run") == (1 if point in ("after_commit", "before_move") else None)
     if point == "after_commit":  # the files were re-published from the ledger: the auditor's check agrees
         v = run_cli("verify", out / "sz" / "2026-10", "--ledger", out / "ledger.sqlite")
         assert v.returncode == 0, v.stdout
