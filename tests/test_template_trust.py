@@ -89,7 +89,7 @@ def test_a_template_cannot_reach_python_or_change_the_document(tpl, docs, tmp_pa
     before = repr(doc)
     message = refused(with_body(tpl, snippet), doc)
     assert message.startswith(f"template invoice.html.j2 in {tpl} (line ")
-    assert f"cannot render SZTY-2026-000001: " in message and reason in message, message
+    assert "cannot render SZTY-2026-000001: " in message and reason in message, message
     assert not (tmp_path / "CANARY").exists() and repr(doc) == before
 
 
