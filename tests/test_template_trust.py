@@ -124,9 +124,10 @@ def test_a_template_may_still_use_its_filters_loops_and_macros(tpl, docs):
     with_body(tpl, "{% macro m(x) %}[{{ x|upper }}]{% endmacro %}"
                    "<!--{{ m('ok') }} {{ doc.total_fen|yuan }} {{ doc.total_fen|capital }} "
                    "{% for i in range(3) %}{{ i }}{% endfor %} {{ doc.customer.nope|default('-') }} "
-                   "{{ doc.lines|length }}-->")
+                   "{{ doc.lines|length }} {{ '%d|%5.1f' % (123456789, 2.25) }} {{ '{:>12,}'.format(123456789) }} "
+                   "{{ ', '.join(['a', 'b']) }} {{ 'a-b'.replace('-', '+').center(5, '*') }}-->")
     html = Renderer(tpl).html(docs["invoice"])
-    assert "<!--[OK] 5,000.00 伍仟元整 012 - 1-->" in html
+    assert "<!--[OK] 5,000.00 伍仟元整 012 - 1 123456789|  2.2  123,456,789 a, b *a+b*-->" in html
 
 
 # --- 2. time and memory ------------------------------------------------------------------------------
@@ -179,6 +180,11 @@ def test_an_endless_loop_stops_at_the_time_limit_in_a_thread_without_signals(tpl
     ("{{ 'ab'.replace('', 'x' * 900000) }}", "the result of replace() is too large"),
     ("{{ ('x' * 900000).join(['a', 'b', 'c']) }}", "the result of join() is too large"),
     ("{{ 9 ** (9 ** 9) }}", "9 ** 387420489 is too large a number"),
+    ("{{ '{:{}}'.format(1, 10**9) }}", "a format() width is too large"),
+    ("{{ '%*d' % (10**9, 1) }}", "a % width is too large"),
+    ("{{ ('a' * 999999).translate({97: 'bb'}) }}", "the result of translate() is too large"),
+    ("{{ (1).to_bytes(10**9, 'big') }}", "to_bytes() of a length over 1,000,000"),
+    ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "maximum recursion depth exceeded"),
     ("{% for i in range(100000) %}{{ 'x' * 999 }}{% endfor %}", "the page is longer than 16,000,000 characters"),
 ])
 def test_a_template_cannot_build_huge_texts_or_numbers(tpl, docs, snippet, reason):

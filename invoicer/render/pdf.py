@@ -259,21 +259,38 @@ class _BoundedRange:
 
 
 _FORMAT_WIDTH = re.compile(r"\d{7,}|\*")  # a width or precision of a million or more, or one taken from args
-_PADDING_METHODS = {"center", "ljust", "rjust", "zfill", "expandtabs", "format", "format_map"}
+_PADDING_METHODS = {"center", "ljust", "rjust", "zfill", "expandtabs"}
 
 
-def _bounded_text_method(obj, name: str, args: tuple, kwargs: dict):
-    """Refuse str methods whose result would be far larger than their input, before they allocate it."""
+def _check_format(fmt: str, style: str) -> None:
+    """Refuse a format string ('{:>9999999}', '%0999999999d', '{:{}}', '%*d') whose widths could make
+    a huge text; its values may be any size ('%d' % 123456789 is fine)."""
+    specs = re.findall(r"\{[^{}]*(?:\{[^{}]*\}[^{}]*)*\}", fmt) if style == "{" else re.findall(r"%[^a-zA-Z%]*", fmt)
+    if any(_FORMAT_WIDTH.search(spec) or spec.count("{") > 1 for spec in specs):
+        raise _too_big(f"a {'format()' if style == '{' else '%'} width")
+
+
+def _bounded_method_args(owner, name: str, args: tuple, kwargs: dict) -> tuple:
+    """Refuse str and int methods whose result would be far larger than their input, before they allocate
+    it; returns the arguments to call with (join's iterable, read once)."""
     values = [*args, *kwargs.values()]
+    if isinstance(owner, int):
+        if name == "to_bytes" and any(isinstance(v, int) and v > MAX_TEXT_CHARS for v in values):
+            raise _too_big("to_bytes() of a length over 1,000,000")
+        return args
     if name in _PADDING_METHODS and any(isinstance(v, int) and v > MAX_TEXT_CHARS for v in values):
         raise _too_big(f"{name}() of a width over {MAX_TEXT_CHARS:,}")
     if name == "replace" and len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], str):
-        hits = obj.count(args[0]) if args[0] else len(obj) + 1
-        if len(obj) + hits * max(0, len(args[1]) - len(args[0])) > MAX_TEXT_CHARS:
+        hits = owner.count(args[0]) if args[0] else len(owner) + 1
+        if len(owner) + hits * max(0, len(args[1]) - len(args[0])) > MAX_TEXT_CHARS:
             raise _too_big("the result of replace()")
+    if name == "translate" and args and isinstance(args[0], dict):
+        longest = max((len(v) for v in args[0].values() if isinstance(v, str)), default=1)
+        if len(owner) * longest > MAX_TEXT_CHARS:
+            raise _too_big("the result of translate()")
     if name == "join" and args:
         items = list(args[0])
-        if len(obj) * len(items) + sum(len(x) for x in items if isinstance(x, str)) > MAX_TEXT_CHARS:
+        if len(owner) * len(items) + sum(len(x) for x in items if isinstance(x, str)) > MAX_TEXT_CHARS:
             raise _too_big("the result of join()")
         return (items, *args[1:])
     return args
@@ -303,14 +320,10 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
     def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (Jinja's own signature)
         _check_deadline()
         owner = getattr(__obj, "__self__", None)
-        if isinstance(owner, str):
-            args = _bounded_text_method(owner, getattr(__obj, "__name__", ""), args, kwargs)
-        elif getattr(__obj, "__wrapped__", None) is not None and isinstance(
-                getattr(__obj.__wrapped__, "__self__", None), str):  # a sandboxed str.format
-            _bounded_text_method("", "format", args, kwargs)
-            fmt = __obj.__wrapped__.__self__
-            if _FORMAT_WIDTH.search("".join(re.findall(r"\{[^{}]*\}", fmt))):
-                raise _too_big("a format() width")
+        if isinstance(owner, (str, int)):
+            args = _bounded_method_args(owner, getattr(__obj, "__name__", ""), args, kwargs)
+        elif isinstance(getattr(getattr(__obj, "__wrapped__", None), "__self__", None), str):
+            _check_format(__obj.__wrapped__.__self__, "{")  # str.format, which the sandbox wraps
         return _sized(super().call(__context, __obj, *args, **kwargs))
 
     def getattr(self, obj, attribute):
@@ -337,10 +350,7 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
             if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_TEXT_CHARS:
                 raise _too_big(f"{type(seq).__name__} * {n}")
         if operator == "%" and isinstance(left, str):
-            values = right if isinstance(right, tuple) else (right,)
-            if _FORMAT_WIDTH.search(" ".join(re.findall(r"%[^a-zA-Z%]*", left))) or any(
-                    isinstance(v, int) and not isinstance(v, bool) and v > MAX_TEXT_CHARS for v in values):
-                raise _too_big("a % width")
+            _check_format(left, "%")
         return _sized(super().call_binop(context, operator, left, right))
 
 
