@@ -128,26 +128,31 @@ def read_in_folder(root: Path, name: str, limit: int = MAX_TEMPLATE_BYTES) -> by
     """The bytes of the regular file ``name`` ('invoice.html.j2', 'img/logo.png') inside the folder
     ``root``. Every component is opened relative to its parent with O_NOFOLLOW, so no symbolic link is
     followed, whether it points out of the folder or not; '..', FIFOs, devices, sockets and files over
-    ``limit`` bytes are refused. Raises TemplateFileError (exit 2) naming the file; FileNotFoundError's
-    message is kept in it, and a missing file is ``.missing``."""
+    ``limit`` bytes are refused. Raises TemplateFileError (exit 2) naming the file; for a missing file its
+    ``missing`` attribute is true."""
     parts = _parts(name)
     shown = f"{'/'.join(parts)} in the template folder {root}"
     dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = -1
+    fd, part = -1, ""
     try:
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the folder itself: the operator's choice
         for part in parts[:-1]:
             sub = os.open(part, dir_flags, dir_fd=fd)
             os.close(fd)
             fd = sub
+        part = parts[-1]
         # O_NONBLOCK: opening a FIFO must not wait for a writer
-        f = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
+        f = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=fd)
     except FileNotFoundError:
         err = TemplateFileError(f"{shown} does not exist")
         err.missing = True
         raise err from None
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+        link = exc.errno == errno.ELOOP
+        if exc.errno == errno.ENOTDIR and fd >= 0:  # a link to a folder, or a file used as a folder
+            with contextlib.suppress(OSError):
+                link = stat.S_ISLNK(os.lstat(part, dir_fd=fd).st_mode)
+        if link:
             why = "is, or is reached through, a symbolic link (links are not followed in a template folder)"
         else:
             why = f"cannot be opened: {exc.strerror}"
@@ -503,7 +508,7 @@ class Renderer:
             name = TEMPLATE_FOR.get(doc.get("kind"), "template")
             raise InvoicerError(
                 f"template {name} in {self.root} took longer than {self.time_limit:g} s to render "
-                f"{_doc_label(doc)}; a template must not loop for that long (nothing of it was used)") from None
+                f"{_doc_label(doc)}; a page must not loop for that long") from None
         finally:
             _render_state.deadline = None  # first: an alarm arriving now must not raise any more
             _render_state.running = False
