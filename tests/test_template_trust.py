@@ -53,10 +53,14 @@ def with_body(folder: Path, snippet: str, page: str = "invoice.html.j2") -> Path
     return folder
 
 
-def refused(folder: Path, doc: dict, **kw) -> str:
-    """The one-line message of the InvoicerError (exit 2) that rendering doc's HTML raises."""
+def refused(folder: Path, doc: dict, within: float = 60, **kw) -> str:
+    """The one-line message of the InvoicerError (exit 2) that rendering doc's HTML raises, in less than
+    ``within`` seconds (the Renderer's start-up not counted)."""
+    renderer = Renderer(folder, **kw)
+    t0 = time.monotonic()
     with pytest.raises(InvoicerError) as err:
-        Renderer(folder, **kw).html(doc)
+        renderer.html(doc)
+    assert time.monotonic() - t0 < within
     message = str(err.value)
     assert err.value.exit_code == 2 and "\n" not in message
     return message
@@ -136,22 +140,26 @@ NESTED = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{%
 
 
 def test_a_huge_range_is_refused_at_once(tpl, docs):
-    t0 = time.monotonic()
-    message = refused(with_body(tpl, "{% for i in range(10**12) %}{{ i }}{% endfor %}"), docs["invoice"])
-    assert "Range too big" in message and time.monotonic() - t0 < 5
+    message = refused(with_body(tpl, "{% for i in range(10**12) %}{{ i }}{% endfor %}"), docs["invoice"], within=3)
+    assert "Range too big" in message
 
 
-def test_an_endless_loop_stops_at_the_time_limit_in_the_main_thread(tpl, docs):
-    t0 = time.monotonic()
-    message = refused(with_body(tpl, NESTED), docs["invoice"], time_limit=0.5)
-    assert message == (f"template invoice.html.j2 in {tpl} took longer than 0.5 s to render SZTY-2026-000001; "
-                       f"a page must not loop for that long")
-    assert time.monotonic() - t0 < 5
+def test_an_endless_loop_stops_at_the_time_limit(tpl, docs):
+    message = refused(with_body(tpl, NESTED), docs["invoice"], within=4, time_limit=0.5)
+    assert message == (f"template invoice.html.j2 in {tpl} took longer than 0.5 s to render SZTY-2026-000001 "
+                       f"(a loop too long, or a page too large?)")
 
 
-def test_an_endless_loop_stops_at_the_time_limit_in_a_thread_without_signals(tpl, docs):
-    """A Dask worker thread cannot use SIGALRM; the sandbox's hooks stop the loop there too."""
-    r = Renderer(with_body(tpl, NESTED), time_limit=0.5)
+SLOW_LAYOUT = "{% for i in range(30000) %}<table><tr><td>{{ i }}</td><td>x</td></tr></table>{% endfor %}"
+
+
+@pytest.mark.parametrize("snippet", [NESTED, SLOW_LAYOUT], ids=["template loop", "slow layout"])
+def test_the_time_limit_holds_in_a_thread_for_the_template_and_for_weasyprint(tpl, docs, snippet):
+    """A Dask worker thread cannot use SIGALRM: the sandbox's hooks stop a template's loop, and the
+    render's timer interrupts WeasyPrint laying out a page that takes long (this one: well over 20 s)."""
+    r = Renderer(with_body(tpl, snippet), time_limit=3)
+    if snippet == SLOW_LAYOUT:
+        assert len(r.html(docs["invoice"])) > 1_400_000  # the template itself is done in time
     caught = []
 
     def go():
@@ -163,9 +171,9 @@ def test_an_endless_loop_stops_at_the_time_limit_in_a_thread_without_signals(tpl
     t0 = time.monotonic()
     t = threading.Thread(target=go)
     t.start()
-    t.join(30)
+    t.join(60)
     assert not t.is_alive() and len(caught) == 1
-    assert "took longer than 0.5 s to render SZTY-2026-000001" in caught[0][0] and caught[0][1] < 5
+    assert "took longer than 3 s to render SZTY-2026-000001" in caught[0][0] and caught[0][1] < 20, caught
     assert r.render(docs["notice"])[:5] == b"%PDF-"  # the renderer is still usable
 
 
@@ -188,9 +196,8 @@ def test_an_endless_loop_stops_at_the_time_limit_in_a_thread_without_signals(tpl
     ("{% for i in range(100000) %}{{ 'x' * 999 }}{% endfor %}", "the page is longer than 16,000,000 characters"),
 ])
 def test_a_template_cannot_build_huge_texts_or_numbers(tpl, docs, snippet, reason):
-    t0 = time.monotonic()
-    message = refused(with_body(tpl, snippet), docs["invoice"])
-    assert reason in message and time.monotonic() - t0 < 10, message
+    message = refused(with_body(tpl, snippet), docs["invoice"], within=5)
+    assert reason in message, message
 
 
 def test_pool_workers_keep_the_limit_and_a_stuck_worker_is_killed_with_its_pool(tpl, docs, monkeypatch):
@@ -349,7 +356,7 @@ def test_no_worker_or_resource_tracker_outlives_a_killed_run(tmp_path, sig):
     finally:
         proc.wait(30)
     assert sum("spawn_main" in c for c in seen.values()) >= 2, seen
-    gone_by = time.monotonic() + 15
+    gone_by = time.monotonic() + 30  # a worker still importing WeasyPrint on a loaded machine checks at its start
     while any(_alive(p) for p in seen) and time.monotonic() < gone_by:
         time.sleep(0.1)
     assert [c for p, c in seen.items() if _alive(p)] == []

@@ -13,7 +13,7 @@ Trust: a template folder (``--templates``) comes from a reseller and is treated 
   template and line (StrictUndefined: nothing is silently printed as blank).
 - Time: each document (template + WeasyPrint) has a time limit (``time_limit``, DEFAULT_TIME_LIMIT_S). It
   is checked in the sandbox's hooks (every call, attribute, item, ``range`` step, operator and output
-  chunk), so it works in any thread; in a process's main thread SIGALRM also covers WeasyPrint; a pool
+  chunk), and a timer interrupts the rendering thread (WeasyPrint included) in any thread; a pool
   worker that still overruns is killed with its pool (RenderPool), and the pool is made again on next use.
 - Memory: ``range`` is capped (100,000 items), texts and lists built by a template are capped
   (MAX_TEXT_CHARS per value: ``*``, ``+``, ``~``, ``%``, padding and joining methods are checked), a page's
@@ -220,14 +220,65 @@ def make_url_fetcher(root: Path):
 
 # --- the sandbox ------------------------------------------------------------------------------------
 
-_render_state = threading.local()  # .deadline (time.monotonic()) of the render running in this thread
+_render_state = threading.local()  # .clock: the _Clock of the render running in this thread, if any
+
+
+class _Clock:
+    """The time limit of one render in one thread. Its RenderTimeout is raised at most once, by whichever
+    notices first: a sandbox hook (``check``) or a timer thread, which raises it asynchronously in the
+    rendering thread (CPython's PyThreadState_SetAsyncExc), so WeasyPrint's own Python code is interrupted
+    too, in any thread (SIGALRM only reaches a main thread, and would take the process's one alarm from
+    anything else using it, such as a test runner's timeout). A C call that never returns is not
+    interrupted; in a pool worker, RenderPool's kill covers that."""
+
+    def __init__(self, seconds: float):
+        self.deadline = time.monotonic() + seconds
+        self.thread = threading.get_ident()
+        self.lock = threading.RLock()
+        self.over = self.closed = self.sent = False
+        self.timer = threading.Timer(seconds, self._interrupt)
+        self.timer.daemon = True
+        self.timer.start()
+
+    def check(self) -> None:
+        if time.monotonic() > self.deadline and self._claim():
+            raise RenderTimeout()
+
+    def _claim(self) -> bool:
+        with self.lock:
+            if self.over or self.closed:
+                return False
+            self.over = True
+            return True
+
+    def _interrupt(self) -> None:  # in the timer's thread
+        with self.lock:
+            if self._claim():
+                self.sent = True
+                _async_raise(self.thread, RenderTimeout)
+
+    def close(self) -> None:
+        """End the limit; an interruption sent but not yet delivered is withdrawn. (If it is delivered
+        while this runs, it propagates once; the caller treats it as the timeout it is.)"""
+        self.timer.cancel()
+        with self.lock:
+            self.closed = True
+            if self.sent:
+                self.sent = False
+                _async_raise(self.thread, None)
+
+
+def _async_raise(thread_id: int, exc) -> None:
+    import ctypes
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                               ctypes.py_object(exc) if exc is not None else None)
 
 
 def _check_deadline() -> None:
-    deadline = getattr(_render_state, "deadline", None)
-    if deadline is not None and time.monotonic() > deadline:
-        _render_state.deadline = None  # raised once: the alarm (or a later hook) must not raise it again
-        raise RenderTimeout()
+    clock = getattr(_render_state, "clock", None)
+    if clock is not None:
+        clock.check()
 
 
 def _too_big(what: str) -> SecurityError:
@@ -450,8 +501,7 @@ class Renderer:
 
     def html(self, doc: dict) -> str:
         """The document's HTML, from its page template (within the time limit)."""
-        with self._time_limit(doc):
-            return self._html(doc)
+        return self._limited(doc, lambda: self._html(doc))
 
     def render(self, doc: dict) -> bytes:
         """The document's PDF bytes. Raises InvoicerError (exit 2) with one line naming the template when
@@ -459,7 +509,8 @@ class Renderer:
         from weasyprint import HTML
 
         ident = hashlib.sha256((doc.get("number") or doc_key(doc)).encode()).digest()[:16]
-        with self._time_limit(doc):
+
+        def work() -> bytes:
             html = self._html(doc)
             try:
                 return HTML(string=html, base_url=str(self.root) + "/", url_fetcher=self.fetcher).write_pdf(
@@ -467,6 +518,8 @@ class Renderer:
             except Exception as exc:  # noqa: BLE001 - a hostile stylesheet is reported, not a traceback
                 raise InvoicerError(f"laying out {_doc_label(doc)} with the templates in {self.root} failed: "
                                     f"{_reason(exc)}") from None
+
+        return self._limited(doc, work)
 
     def _html(self, doc: dict) -> str:
         if "rules" not in doc:
@@ -488,42 +541,24 @@ class Renderer:
             raise InvoicerError(f"template {name} in {self.root} {_where(exc, self.root)}cannot render "
                                 f"{_doc_label(doc)}: {_reason(exc)}") from None
 
-    @contextlib.contextmanager
-    def _time_limit(self, doc: dict):
-        """The render's deadline for the sandbox's hooks (this thread); in a main thread, also SIGALRM,
-        which interrupts WeasyPrint too. A render inside another one keeps the outer deadline."""
-        if getattr(_render_state, "running", False):
-            yield
-            return
-        _render_state.running = True
-        start = time.monotonic()
-        _render_state.deadline = start + self.time_limit
-        alarm = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
-        if alarm:
-            old_handler = signal.signal(signal.SIGALRM, _on_alarm)
-            old_timer = signal.setitimer(signal.ITIMER_REAL, self.time_limit)
+    def _limited(self, doc: dict, work):
+        """``work()`` under this renderer's time limit (a _Clock for this thread); RenderTimeout becomes
+        InvoicerError (exit 2), wherever it arrives, even while the limit is being ended."""
         try:
-            yield
+            stale = getattr(_render_state, "clock", None)
+            if stale is not None:  # left by a render that an interruption cut short while it ended
+                stale.close()
+            clock = _render_state.clock = _Clock(self.time_limit)
+            try:
+                return work()
+            finally:
+                _render_state.clock = None
+                clock.close()
         except RenderTimeout:
             name = TEMPLATE_FOR.get(doc.get("kind"), "template")
             raise InvoicerError(
                 f"template {name} in {self.root} took longer than {self.time_limit:g} s to render "
-                f"{_doc_label(doc)}; a page must not loop for that long") from None
-        finally:
-            _render_state.deadline = None  # first: an alarm arriving now must not raise any more
-            _render_state.running = False
-            if alarm:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, old_handler)
-                if old_timer[0] > 0:  # someone else's alarm (a test runner's timeout) keeps running
-                    signal.setitimer(signal.ITIMER_REAL, max(0.001, old_timer[0] - (time.monotonic() - start)),
-                                     old_timer[1])
-
-
-def _on_alarm(signum, frame):
-    if getattr(_render_state, "deadline", None) is not None:
-        _render_state.deadline = None
-        raise RenderTimeout()
+                f"{_doc_label(doc)} (a loop too long, or a page too large?)") from None
 
 
 def _doc_label(doc: dict) -> str:
@@ -589,9 +624,9 @@ def _render_one(doc: dict) -> bytes:
         # loads the font files and Pango's caches, so the first real document is not the slow one
         from weasyprint import HTML
 
-        with _worker._time_limit(doc):
-            return HTML(string="<p>企业QQ 发票 Invoice 0123456789</p>", url_fetcher=_worker.fetcher).write_pdf(
-                stylesheets=[_worker.css], font_config=_worker.fonts)
+        return _worker._limited(doc, lambda: HTML(string="<p>企业QQ 发票 Invoice 0123456789</p>",
+                                                  url_fetcher=_worker.fetcher).write_pdf(
+            stylesheets=[_worker.css], font_config=_worker.fonts))
     return _worker.render(doc)
 
 
