@@ -224,45 +224,47 @@ _render_state = threading.local()  # .clock: the _Clock of the render running in
 
 
 class _Clock:
-    """The time limit of one render in one thread. Its RenderTimeout is raised at most once, by whichever
-    notices first: a sandbox hook (``check``) or a timer thread, which raises it asynchronously in the
-    rendering thread (CPython's PyThreadState_SetAsyncExc), so WeasyPrint's own Python code is interrupted
-    too, in any thread (SIGALRM only reaches a main thread, and would take the process's one alarm from
-    anything else using it, such as a test runner's timeout). A C call that never returns is not
-    interrupted; in a pool worker, RenderPool's kill covers that."""
+    """The time limit of one render in one thread. Past the deadline a sandbox hook raises RenderTimeout,
+    and a timer thread raises it asynchronously in the rendering thread (CPython's
+    PyThreadState_SetAsyncExc), so WeasyPrint's own Python code is interrupted too, in any thread (SIGALRM
+    only reaches a main thread, and would take the process's one alarm from anything else using it, such
+    as a test runner's timeout). An asynchronous exception that lands in a garbage-collector callback or a
+    ``__del__`` is lost, so the timer sends it again every REPEAT_S until the render ends. A C call that
+    never returns is not interrupted; in a pool worker, RenderPool's kill covers that."""
+
+    REPEAT_S = 2.0
 
     def __init__(self, seconds: float):
         self.deadline = time.monotonic() + seconds
         self.thread = threading.get_ident()
-        self.lock = threading.RLock()
-        self.over = self.closed = self.sent = False
-        self.timer = threading.Timer(seconds, self._interrupt)
-        self.timer.daemon = True
-        self.timer.start()
+        self.lock = threading.Lock()
+        self.closed = self.sent = False
+        self.timer = self._arm(seconds)
+
+    def _arm(self, seconds: float) -> threading.Timer:
+        timer = threading.Timer(seconds, self._interrupt)
+        timer.daemon = True
+        timer.start()
+        return timer
 
     def check(self) -> None:
-        if time.monotonic() > self.deadline and self._claim():
+        if not self.closed and time.monotonic() > self.deadline:
             raise RenderTimeout()
-
-    def _claim(self) -> bool:
-        with self.lock:
-            if self.over or self.closed:
-                return False
-            self.over = True
-            return True
 
     def _interrupt(self) -> None:  # in the timer's thread
         with self.lock:
-            if self._claim():
-                self.sent = True
-                _async_raise(self.thread, RenderTimeout)
+            if self.closed:
+                return
+            self.sent = True
+            _async_raise(self.thread, RenderTimeout)
+            self.timer = self._arm(self.REPEAT_S)
 
     def close(self) -> None:
-        """End the limit; an interruption sent but not yet delivered is withdrawn. (If it is delivered
-        while this runs, it propagates once; the caller treats it as the timeout it is.)"""
-        self.timer.cancel()
+        """End the limit; an interruption sent but not yet delivered is withdrawn. (One delivered while
+        this runs propagates from it; the caller treats it as the timeout it is.)"""
         with self.lock:
             self.closed = True
+            self.timer.cancel()
             if self.sent:
                 self.sent = False
                 _async_raise(self.thread, None)
@@ -545,9 +547,6 @@ class Renderer:
         """``work()`` under this renderer's time limit (a _Clock for this thread); RenderTimeout becomes
         InvoicerError (exit 2), wherever it arrives, even while the limit is being ended."""
         try:
-            stale = getattr(_render_state, "clock", None)
-            if stale is not None:  # left by a render that an interruption cut short while it ended
-                stale.close()
             clock = _render_state.clock = _Clock(self.time_limit)
             try:
                 return work()
@@ -555,6 +554,13 @@ class Renderer:
                 _render_state.clock = None
                 clock.close()
         except RenderTimeout:
+            _render_state.clock = None
+            while True:  # the timer must be stopped before this returns, whatever arrives meanwhile
+                try:
+                    clock.close()
+                    break
+                except RenderTimeout:
+                    pass
             name = TEMPLATE_FOR.get(doc.get("kind"), "template")
             raise InvoicerError(
                 f"template {name} in {self.root} took longer than {self.time_limit:g} s to render "
