@@ -27,8 +27,8 @@ Trust: a template folder (``--templates``) comes from a reseller and is treated 
   as text. ``check_templates`` finds a missing or unsafe page or stylesheet before anything is numbered.
 Workers: a pool worker exits when its owner dies, even by ``kill -9`` (PR_SET_PDEATHSIG plus a
 parent-pid watchdog), so no worker or multiprocessing resource tracker outlives ``invoicer run``.
-Determinism: no clock is read; the PDF identifier derives from the document number, so the same
-document renders to the same bytes.
+Determinism: no clock goes into a document (the time limit only reads a monotonic timer); the PDF
+identifier derives from the document number, so the same document renders to the same bytes.
 """
 from __future__ import annotations
 
