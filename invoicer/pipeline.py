@@ -198,6 +198,8 @@ def plan_against(ledger: Ledger, prefix: str, period: str, invoices: list[dict])
 def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     """One run of the main job. ``pool``: worker processes kept by a long-lived caller (the watcher);
     without one, a run makes its own when it has enough documents to render."""
+    from .render.pdf import check_templates  # h-render: templates are checked before anything is numbered
+    check_templates(opts.templates)
     book = pricebook_mod.load(opts.pricebook)
     # -- drop folder (h-drop): the claimed bytes and the folder's default prefix --------------------------
     if opts.default_prefix:
