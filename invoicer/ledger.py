@@ -73,6 +73,27 @@ SCHEMA += "".join(_append_only(*t) for t in (
     ("blobs", "stored bytes are immutable", "stored bytes are never deleted"),
     ("runs", "the run log is append-only", "the run log is append-only"),
 ))
+# Plans and no-op re-runs (h-scale): "is this invoice cancelled?" is a lookup by `cancels`, and a series'
+# newest document (the optimistic-numbering check) a lookup by (prefix, id), not scans of the whole table.
+SCHEMA += """
+CREATE INDEX IF NOT EXISTS documents_cancels ON documents (cancels);
+CREATE INDEX IF NOT EXISTS documents_prefix_id ON documents (prefix, id);
+"""
+
+
+@dataclass(frozen=True)
+class IssuedRef:
+    """An issued document without its snapshot (nothing parsed): enough to compare, number and publish."""
+
+    id: int
+    kind: str
+    number: str | None
+    customer_id: str
+    content_sha256: str
+    file_name: str
+    file_sha256: str
+    cancels: str | None
+    total_fen: int
 
 
 @dataclass
@@ -170,6 +191,70 @@ class Ledger:
             out[(doc.customer_id, doc.content["notice"]["notice_kind"])] = doc
         return out
 
+    def begin_read(self) -> None:
+        """Start a read transaction (no lock): every read until commit/rollback sees one snapshot, and
+        neither blocks a writer nor is blocked by one (WAL)."""
+        self.db.execute("BEGIN")
+        self.db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # the snapshot starts at the first read
+
+    _REF = "id, kind, number, customer_id, content_sha256, file_name, file_sha256, cancels, total_fen"
+
+    def active_invoice_refs(self, prefix: str, period: str) -> dict[str, IssuedRef]:
+        """The invoice in force per customer for a period (issued, not cancelled), in one indexed query and
+        without parsing any snapshot: the plan compares content hashes."""
+        rows = self.db.execute(
+            f"SELECT {self._REF} FROM documents d WHERE kind = 'invoice' AND prefix = ? AND period = ? AND NOT "
+            "EXISTS (SELECT 1 FROM documents c WHERE c.cancels = d.number AND c.kind = 'credit_note') ORDER BY id",
+            (prefix, period))
+        return {r[3]: IssuedRef(*r) for r in rows}
+
+    def latest_notice_refs(self, prefix: str, period: str) -> dict[str, IssuedRef]:
+        """The newest notice per file name (one per customer and notice kind) of a period, unparsed."""
+        out = {}
+        for r in self.db.execute(f"SELECT {self._REF} FROM documents WHERE kind = 'notice' AND prefix = ? AND "
+                                 "period = ? ORDER BY id", (prefix, period)):
+            out[r[5]] = IssuedRef(*r)
+        return out
+
+    def document_refs(self, prefix: str, period: str) -> list[IssuedRef]:
+        """Every document of a period, oldest first, unparsed."""
+        return [IssuedRef(*r) for r in self.db.execute(
+            f"SELECT {self._REF} FROM documents WHERE prefix = ? AND period = ? ORDER BY id", (prefix, period))]
+
+    def load(self, refs: list[IssuedRef]) -> list[Issued]:
+        """The full records (snapshot parsed) of some documents, in the order given."""
+        out = []
+        for ref in refs:
+            row = self.db.execute("SELECT * FROM documents WHERE id = ?", (ref.id,)).fetchone()
+            out.append(self._issued(row))
+        return out
+
+    def series_mark(self, prefix: str) -> int:
+        """The id of the newest document of a series (0 if none). Documents are append-only, so an equal mark
+        means nobody numbered in, or issued anything for, this prefix since it was read."""
+        row = self.db.execute("SELECT MAX(id) FROM documents WHERE prefix = ?", (prefix,)).fetchone()
+        return row[0] or 0
+
+    def number(self, prefix: str, groups: list[tuple[str, list[dict]]], digits: int) -> list[dict]:
+        """Gapless numbering: the documents of ``groups`` (customer id, documents in issue order) get the next
+        numbers of their prefix and issue year, customer by customer, each group's documents consecutively
+        (a credit note just before its replacement). Returns copies carrying ``number`` and the private
+        ``_year``/``_seq`` that ``add_document`` records. Reads only: the numbers hold while the caller's
+        transaction (or an unchanged ``series_mark``) says nobody else numbered meanwhile."""
+        import datetime as dt
+
+        out = []
+        next_by_year: dict[int, int] = {}
+        for _, group in sorted(groups, key=lambda w: w[0]):
+            for doc in group:
+                year = dt.date.fromisoformat(doc["issue_date"]).year
+                if year not in next_by_year:
+                    next_by_year[year] = self.next_seq(prefix, year)
+                seq = next_by_year[year]
+                next_by_year[year] += 1
+                out.append({**doc, "number": format_number(prefix, year, seq, digits), "_year": year, "_seq": seq})
+        return out
+
     def next_seq(self, prefix: str, year: int) -> int:
         row = self.db.execute("SELECT MAX(seq) FROM documents WHERE prefix = ? AND year = ?", (prefix, year)).fetchone()
         return (row[0] or 0) + 1
@@ -182,6 +267,9 @@ class Ledger:
     def blob(self, sha256: str) -> bytes | None:
         row = self.db.execute("SELECT data FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def has_blob(self, sha256: str) -> bool:
+        return self.db.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (sha256,)).fetchone() is not None
 
     def runs(self) -> list[sqlite3.Row]:
         return list(self.db.execute("SELECT * FROM runs ORDER BY id"))
