@@ -1,0 +1,174 @@
+"""Scale (issue #13): frame-built documents equal the row-by-row ones, cheap no-op re-runs, optimistic
+numbering with rendering outside the write lock, staging, and rendering on a Dask cluster."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import random
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from invoicer import documents as docs_mod
+from invoicer import pipeline, publish
+from invoicer.ledger import Ledger
+from invoicer.pricing.engine import price_period
+from invoicer.roster import read_roster
+from invoicer.validate import validate
+
+from .conftest import SAMPLE, change, cust, write_roster
+from .reference_documents import old_build_invoices, old_build_notices
+
+D = dt.date
+
+
+def _builders_both_ways(path: Path, book, period="2026-10"):
+    raw = read_roster(path)
+    roster = validate(raw, book)
+    res = price_period(roster.customers, roster.changes, book, period,
+                       (raw.sheet_titles["customers"], raw.sheet_titles["changes"]))
+    args = (roster.customers, roster.blocked, roster.reseller, book, period, res.period_end)
+    return ((docs_mod.build_invoices(res.lines, *args), old_build_invoices(res.lines, *args)),
+            (docs_mod.build_notices(res.accounts, *args), old_build_notices(res.accounts, *args)))
+
+
+def _same(new: list[dict], old: list[dict]) -> None:
+    # repr tells 1 from True and int from numpy.int64; the hashes are what the ledger compares
+    assert repr(new) == repr(old)
+    assert [docs_mod.content_hash(d) for d in new] == [docs_mod.content_hash(d) for d in old]
+
+
+def test_frame_builders_equal_the_row_by_row_ones_on_the_sample(book):
+    (inv_new, inv_old), (not_new, not_old) = _builders_both_ways(SAMPLE, book)
+    assert len(inv_new) == 20 and len(not_new) == 2
+    assert sum(d["total_fen"] for d in inv_new) == 10_794_500
+    _same(inv_new, inv_old)
+    _same(not_new, not_old)
+
+
+def test_frame_builders_equal_the_row_by_row_ones_on_a_random_roster(tmp_path, book):
+    rng = random.Random(13)
+    customers, changes = [], []
+    for i in range(120):
+        cid = f"R{i:03d}"
+        opened = D(2026, 10, 1) - dt.timedelta(days=rng.randrange(-25, 800))
+        extra = {"legacy_rate": "yes"} if opened < D(2025, 1, 1) and rng.random() < 0.3 else {}
+        customers.append(cust(cid, opened, rng.randrange(3, 60), email=rng.choice(["", f"x{i}@a.cn"]),
+                              tax_id=rng.choice(["", "91110108XC0001"]), **extra))
+        for _ in range(rng.randrange(0, 3)):
+            changes.append(change(cid, D(2026, 10, rng.randrange(1, 32)), rng.choice(["add", "renew", "remove"]),
+                                  rng.randrange(1, 4), reference=rng.choice(["", f"HT-{i}"])))
+    path = write_roster(tmp_path / "random.xlsx", customers, changes)
+    (inv_new, inv_old), (not_new, not_old) = _builders_both_ways(path, book)
+    assert len(inv_new) > 20 and len(not_new) > 0  # the roster exercises both builders
+    _same(inv_new, inv_old)
+    _same(not_new, not_old)
+
+
+@pytest.fixture
+def small_roster(tmp_path):
+    def make(n=3, path="r.xlsx", add=2):
+        cs = [cust(f"C{i}", D(2026, 5, 1), 5) for i in range(n)]
+        return write_roster(tmp_path / path, cs, [change(f"C{i}", D(2026, 10, 1), "add", add) for i in range(n)])
+    return make
+
+
+def _opts(roster, out, **kw):
+    return pipeline.RunOptions(roster=roster, period=kw.pop("period", "2026-10"), out=out, workers=1,
+                               progress=False, **kw)
+
+
+def _pdfs(out: Path) -> dict[str, str]:
+    return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in out.rglob("*.pdf") if not p.relative_to(out).as_posix().startswith(".")}
+
+
+def test_a_no_op_rerun_parses_no_snapshot_and_reads_no_pdf(tmp_path, small_roster, monkeypatch):
+    out, roster = tmp_path / "out", small_roster()
+    first = pipeline.run(_opts(roster, out))
+    assert first.issued == ["QQ-2026-000001", "QQ-2026-000002", "QQ-2026-000003"]
+    before = _pdfs(out)
+    calls = {"load": 0, "hash": 0}
+    real_load, real_hash = Ledger.load, publish.file_sha256
+
+    def counting_load(self, refs):
+        calls["load"] += len(refs)
+        return real_load(self, refs)
+
+    def counting_hash(path):
+        calls["hash"] += 1
+        return real_hash(path)
+
+    monkeypatch.setattr(Ledger, "load", counting_load)
+    monkeypatch.setattr(publish, "file_sha256", counting_hash)
+    again = pipeline.run(_opts(roster, out))
+    assert (len(again.plan.unchanged), again.issued) == (3, [])
+    assert calls == {"load": 0, "hash": 0}
+    assert again.written == ["manifest.json"]
+    assert _pdfs(out) == before
+    dry = pipeline.run(_opts(roster, out, dry_run=True))
+    assert len(dry.plan.unchanged) == 3 and calls["load"] == 0
+
+
+def test_a_file_edited_behind_the_runs_back_is_restored_even_with_its_mtime_put_back(tmp_path, small_roster):
+    out = tmp_path / "out"
+    pipeline.run(_opts(small_roster(), out))
+    before = _pdfs(out)
+    pdf = out / "invoices" / "QQ-2026-000002.pdf"
+    st = pdf.stat()
+    data = bytearray(pdf.read_bytes())
+    data[-10] ^= 1  # same size
+    pdf.write_bytes(bytes(data))
+    os.utime(pdf, ns=(st.st_atime_ns, st.st_mtime_ns))  # the change time cannot be put back
+    report = pipeline.run(_opts(small_roster(), out))
+    assert "invoices/QQ-2026-000002.pdf" in report.written
+    assert _pdfs(out) == before
+
+
+def test_a_run_that_loses_the_race_renders_again_with_the_right_numbers(tmp_path, monkeypatch):
+    from invoicer.render import executor as ex
+
+    ledger = tmp_path / "shared.sqlite"
+    mine = write_roster(tmp_path / "mine.xlsx", [cust("A", D(2026, 5, 1), 5), cust("B", D(2026, 10, 8), 3)],
+                        [change("A", D(2026, 10, 1), "add", 2)])
+    theirs = write_roster(tmp_path / "theirs.xlsx", [cust("Z", D(2026, 11, 3), 4)])
+    real = ex.LocalExecutor.render_iter
+    batches = []
+
+    def render_iter(self, docs, progress=None):
+        batches.append([d["number"] for d in docs])
+        if len(batches) == 1:  # another clerk bills another month while this run renders
+            assert pipeline.run(_opts(theirs, tmp_path / "nov", period="2026-11", ledger=ledger)).issued == \
+                ["QQ-2026-000001"]
+        yield from real(self, docs, progress)
+
+    monkeypatch.setattr(ex.LocalExecutor, "render_iter", render_iter)
+    report = pipeline.run(_opts(mine, tmp_path / "oct", ledger=ledger))
+    assert report.issued == ["QQ-2026-000002", "QQ-2026-000003"]
+    assert batches == [["QQ-2026-000001", "QQ-2026-000002"], ["QQ-2026-000001"],
+                       ["QQ-2026-000002", "QQ-2026-000003"]]
+    out = tmp_path / "oct"
+    db = sqlite3.connect(ledger)
+    recorded = dict(db.execute("SELECT file_name, file_sha256 FROM documents WHERE period = '2026-10'"))
+    assert _pdfs(out) == recorded  # the files carry the numbers the ledger gave
+    assert not list(out.glob(".staging-*"))
+    from invoicer.verify import verify
+
+    assert verify(out, ledger)[0] == []
+
+
+def test_a_dead_runs_staging_folder_is_swept_and_a_live_ones_kept(tmp_path):
+    out = tmp_path / "out"
+    live = publish.Staging(out)
+    live.stage(b"%PDF live")
+    dead = out / ".staging-0123"
+    dead.mkdir()
+    (dead / "lock").write_bytes(b"")
+    (dead / "00000001.pdf").write_bytes(b"%PDF dead")
+    assert publish.sweep_staging(out) == [dead]
+    assert not dead.exists() and live.root.is_dir()
+    live.close()
+    assert not live.root.exists()
