@@ -209,8 +209,9 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     files (swept by the next run); after it, the next run restores missing files from the kept bytes.
     Raises Conflict (exit 3) when the input changes issued invoices without ``opts.amend``, PrefixTaken
     (exit 2) for another reseller folder's prefix, LedgerBusy (exit 4) when the ledger stays busy."""
-    from .render.executor import LocalExecutor, make_executor
+    from .render.executor import LocalExecutor, make_executor, parse_executor
 
+    parse_executor(opts.executor)  # a malformed --executor is refused before any work
     book = pricebook_mod.load(opts.pricebook)
     priced = price_roster(opts.roster, book, opts.period)
     out = Path(opts.out)

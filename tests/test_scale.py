@@ -172,3 +172,108 @@ def test_a_dead_runs_staging_folder_is_swept_and_a_live_ones_kept(tmp_path):
     assert not dead.exists() and live.root.is_dir()
     live.close()
     assert not live.root.exists()
+
+
+# -- Dask ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                                  silence_logs=50) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def sample_docs(book):
+    p = pipeline.price_roster(SAMPLE, book, "2026-10")
+    return [{**d, "number": f"QQ-2026-{i:06d}"} for i, d in enumerate(p.invoices[:8], 1)] + p.notices[:1]
+
+
+def test_dask_renders_the_same_bytes_as_this_machine_even_when_a_worker_dies(cluster, sample_docs):
+    import signal
+
+    from invoicer.render.executor import DaskExecutor
+    from invoicer.render.pdf import Renderer
+
+    local = [Renderer().render(d) for d in sample_docs]
+    ex = DaskExecutor(cluster.scheduler_address, window=4)
+    try:
+        pids = ex.client.run(os.getpid)
+        got = []
+        for data in ex.render_iter(sample_docs):
+            if not got:  # a worker is killed with tasks in flight; Dask runs them again elsewhere
+                os.kill(sorted(pids.values())[0], signal.SIGKILL)
+            got.append(data)
+    finally:
+        ex.close()
+    assert len(got) == len(local) == 9
+    assert [hashlib.sha256(x).hexdigest() for x in got] == [hashlib.sha256(x).hexdigest() for x in local]
+
+
+def _cli(capsys, *args):
+    from invoicer.cli import main
+
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_the_cli_renders_on_a_scheduler_address_byte_identical_to_local(tmp_path, cluster, small_roster, capsys):
+    roster = small_roster()
+    code, _, err = _cli(capsys, "run", roster, "--period", "2026-10", "--out", tmp_path / "local", "--workers", 1)
+    assert code == 0, err
+    code, out, err = _cli(capsys, "run", roster, "--period", "2026-10", "--out", tmp_path / "dask",
+                          "--executor", f"dask:{cluster.scheduler_address}")
+    assert code == 0, err
+    assert "3 new" in out
+    assert _pdfs(tmp_path / "dask") == _pdfs(tmp_path / "local") and len(_pdfs(tmp_path / "local")) == 3
+
+
+def test_a_worker_that_would_render_differently_stops_the_run_with_exit_2(tmp_path, cluster, small_roster, capsys,
+                                                                         monkeypatch):
+    from invoicer.render import executor as ex
+
+    real = ex.fingerprint
+    # this machine's fonts differ from the workers' (only the driver is patched; workers run the real one)
+    monkeypatch.setattr(ex, "fingerprint", lambda bundle, probe=None: {**real(bundle, probe),
+                                                                       "font sans-serif": "0" * 64 + " Other.ttf"})
+    out = tmp_path / "out"
+    code, _, err = _cli(capsys, "run", small_roster(), "--period", "2026-10", "--out", out,
+                        "--executor", f"dask:{cluster.scheduler_address}")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "would render different PDFs than this machine (font sans-serif:" in lines[0]
+    assert "Traceback" not in err
+    assert not list(out.rglob("*.pdf"))
+    db = sqlite3.connect(out / "ledger.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM documents").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("spec", ["dask:", "dask:nowhere", "spark://x:1", "dask:tcp://"])
+def test_a_malformed_executor_is_refused_with_exit_2(tmp_path, small_roster, capsys, spec):
+    code, _, err = _cli(capsys, "run", small_roster(), "--period", "2026-10", "--out", tmp_path / "o",
+                        "--executor", spec)
+    assert code == 2 and "--executor must be 'local' or 'dask:tcp://HOST:PORT'" in err
+
+
+def test_templates_reach_workers_as_checked_bytes(tmp_path):
+    import io
+    import tarfile
+
+    from invoicer.render.executor import pack_templates, unpack_templates
+
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "style.css").write_text("p {}")
+    (tmp_path / "secret").write_text("not a template")
+    (tmp_path / "t" / "leak.css").symlink_to(tmp_path / "secret")
+    bundle = pack_templates(tmp_path / "t")
+    with tarfile.open(fileobj=io.BytesIO(bundle)) as tar:
+        assert tar.getnames() == ["style.css"]  # a link out of the folder is not sent
+    assert Path(unpack_templates(bundle), "style.css").read_text() == "p {}"
+    evil = io.BytesIO()
+    with tarfile.open(fileobj=evil, mode="w") as tar:
+        info = tarfile.TarInfo("../escape.css")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(ValueError, match="refusing template member"):
+        unpack_templates(evil.getvalue())

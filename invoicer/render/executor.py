@@ -8,7 +8,7 @@ so a task that Dask retries after a worker died gives the same bytes.
 
 Different fonts or library versions give different PDFs, so before the first task every Dask worker's
 fingerprint (WeasyPrint, Pango, HarfBuzz and fontconfig versions, the SHA-256 of the font files the
-templates resolve to, and the hash of a probe document rendered with the run's templates) is compared with
+templates resolve to, and the hash of the batch's first document rendered with the run's templates) is compared with
 the driver's; a mismatch stops the run (exit 2) with one line naming the worker and what differs.
 
 Templates reach workers as bytes, never as a path: the driver reads the template folder (only regular files
@@ -146,25 +146,10 @@ def _font_files(css: str) -> dict[str, str]:
     return out
 
 
-PROBE = {
-    "kind": "invoice", "number": "PROBE-2026-000001", "period": "2026-10", "issue_date": "2026-10-31",
-    "currency": "CNY", "pricebook_version": "probe", "total_fen": 140000, "list_total_fen": 140000,
-    "total_words": "壹仟肆佰元整",
-    "customer": {"customer_id": "P1", "name": "北京星辰科技有限公司 Probe Ltd.", "qq_number": "4006881234",
-                 "email": "a@b.cn", "address": "北京市海淀区中关村大街1号", "tax_id": "91110108XC0001"},
-    "seller": {"name": "深圳市腾云信息技术有限公司", "tax_id": "91440300MA5EXAMPLE", "address": "深圳市南山区",
-               "phone": "0755-8888 6666", "invoice_prefix": "PROBE"},
-    "lines": [{"kind": "addition", "date": "2026-10-01", "seats": 2, "account_seats": 7, "months": 7,
-               "whole_months": 7, "extra_days": 0, "unit_fen": 10000, "annual_fen": 120000, "amount_fen": 140000,
-               "list_fen": 140000, "discount_fen": 0, "tier": "3-10", "legacy": False, "capped": False,
-               "term_start": "", "term_end": "2027-04-30", "completes_on": "", "completes_exact": True,
-               "reference": "HT-1", "row": 2, "months_rule": "", "explanation": "加工号 addition: 2 x 100.00"}],
-}
-
-
-def fingerprint(bundle: bytes) -> dict[str, str]:
+def fingerprint(bundle: bytes, probe: dict | None = None) -> dict[str, str]:
     """What decides a PDF's bytes on this process's machine: library versions, font files, and the SHA-256
-    of a probe invoice rendered with the run's templates (it catches whatever the rest misses)."""
+    of a probe document (the batch's first) rendered with the run's templates (it catches whatever the rest
+    misses)."""
     import weasyprint
 
     root = unpack_templates(bundle)
@@ -174,10 +159,11 @@ def fingerprint(bundle: bytes) -> dict[str, str]:
           "harfbuzz": _lib_version("harfbuzz", "hb_version_string"),
           "fontconfig": _lib_version("fontconfig", "FcGetVersion")}
     fp.update({f"font {k}": v for k, v in _font_files(css).items()})
-    try:
-        fp["probe pdf"] = hashlib.sha256(_renderer(bundle).render(dict(PROBE))).hexdigest()
-    except Exception as exc:  # a template that cannot render the probe still gets compared on the rest
-        fp["probe pdf"] = f"not rendered: {type(exc).__name__}"
+    if probe is not None:
+        try:
+            fp["probe pdf"] = hashlib.sha256(_renderer(bundle).render(probe)).hexdigest()
+        except Exception as exc:  # compared like the rest: every machine must fail alike
+            fp["probe pdf"] = f"not rendered: {type(exc).__name__}: {exc}"
     return fp
 
 
@@ -199,8 +185,8 @@ def render_task(doc: dict, bundle: bytes) -> tuple[str, bytes, str]:
     return doc_file_key(doc), data, hashlib.sha256(data).hexdigest()
 
 
-def _fingerprint_task(bundle: bytes) -> dict[str, str]:
-    return fingerprint(bundle)
+def _fingerprint_task(bundle: bytes, probe: dict | None) -> dict[str, str]:
+    return fingerprint(bundle, probe)
 
 
 class FingerprintMismatch(InputError):
@@ -240,12 +226,13 @@ class DaskExecutor:
         self._checked = False
         self._bundle_future = None
 
-    def check_workers(self) -> None:
-        """Compare every worker's fingerprint with this machine's (once per executor)."""
+    def check_workers(self, probe: dict | None = None) -> None:
+        """Compare every worker's fingerprint with this machine's (once per executor); raises
+        FingerprintMismatch (exit 2) naming the first worker that differs."""
         if self._checked:
             return
-        driver = fingerprint(self.bundle)
-        workers = self.client.run(_fingerprint_task, self.bundle)
+        driver = fingerprint(self.bundle, probe)
+        workers = self.client.run(_fingerprint_task, self.bundle, probe)
         if not workers:
             raise InputError("the Dask cluster has no workers to render on")
         compare_fingerprints(driver, workers)
@@ -256,7 +243,7 @@ class DaskExecutor:
         nor this process holds more than that many PDFs at once."""
         if not docs:
             return
-        self.check_workers()
+        self.check_workers(docs[0])
         if self._bundle_future is None:
             self._bundle_future = self.client.scatter(self.bundle, broadcast=True, hash=True)
         threads = sum(self.client.nthreads().values()) or 1
