@@ -277,3 +277,18 @@ def test_templates_reach_workers_as_checked_bytes(tmp_path):
         tar.addfile(info, io.BytesIO(b"x"))
     with pytest.raises(ValueError, match="refusing template member"):
         unpack_templates(evil.getvalue())
+
+
+def test_the_summary_is_byte_identical_whatever_the_clock_says(book):
+    import time as clock
+
+    from invoicer.publish import account_records
+    from invoicer.render.summary import render_summary
+
+    p = pipeline.price_roster(SAMPLE, book, "2026-10")
+    docs = [{**d, "number": f"QQ-2026-{i:06d}", "status": "issued"} for i, d in enumerate(p.invoices, 1)]
+    made = []
+    for _ in range(2):  # openpyxl stamps the saving second as "modified"; the summary writes the period's
+        made.append(render_summary(docs, account_records(p.accounts), p.rejects, dt.datetime(2026, 10, 31)))
+        clock.sleep(1.1)
+    assert made[0] == made[1]

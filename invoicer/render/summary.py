@@ -51,7 +51,7 @@ def _row(ws, values: list, formats: dict[int, str]):
     ws.append([_cell(ws, v, formats.get(i)) for i, v in enumerate(values)])
 
 
-def _sheet(wb, title: str, columns: list[str], rows: list[list], formats: dict[str, str], widths: dict[str, int]):
+def _sheet(wb, title: str, columns: list[str], rows, formats: dict[str, str], widths: dict[str, int]):
     ws = wb.create_sheet(title)
     for i, name in enumerate(columns):
         letter = chr(ord("A") + i) if i < 26 else "A" + chr(ord("A") + i - 26)
@@ -85,21 +85,19 @@ def totals_rows(documents: list[dict]) -> list[list]:
 def render_summary(documents: list[dict], accounts: list[dict], rejects: list[Reject], created: dt.datetime) -> bytes:
     """documents: issued invoices and credit notes of the period (with 'number' and 'status')."""
     wb = Workbook(write_only=True)
-    inv_rows, line_rows = [], []
     for doc in documents:
-        cust = doc["customer"]
-        inv_rows.append([doc["number"], cust["customer_id"], cust["name"], _date(doc["issue_date"]),
-                         fen_to_decimal(doc["total_fen"]), doc["kind"], doc.get("status", "issued"),
-                         doc.get("cancels") or "", doc["period"], doc["total_words"]])
-        for x in doc["lines"]:
-            line_rows.append([
-                doc["number"], cust["customer_id"], x["kind"], _date(x["date"]), x["seats"], x["months"],
-                fen_to_decimal(x["unit_fen"]), fen_to_decimal(x["amount_fen"]), x["explanation"], x["tier"],
-                x["account_seats"], x["whole_months"], x["extra_days"], fen_to_decimal(x["list_fen"]),
-                fen_to_decimal(x["discount_fen"]), _date(x["term_start"]), _date(x["term_end"]),
-                _date(x["completes_on"]), "yes" if x["legacy"] else "", "yes" if x["capped"] else "",
-                x["reference"], x["row"]])
         assert sum(x["amount_fen"] for x in doc["lines"]) == doc["total_fen"], doc["number"]
+    # rows are generated as each sheet streams out (write-only), never held as a second copy of the documents
+    inv_rows = ([doc["number"], doc["customer"]["customer_id"], doc["customer"]["name"], _date(doc["issue_date"]),
+                 fen_to_decimal(doc["total_fen"]), doc["kind"], doc.get("status", "issued"),
+                 doc.get("cancels") or "", doc["period"], doc["total_words"]] for doc in documents)
+    line_rows = ([
+        doc["number"], doc["customer"]["customer_id"], x["kind"], _date(x["date"]), x["seats"], x["months"],
+        fen_to_decimal(x["unit_fen"]), fen_to_decimal(x["amount_fen"]), x["explanation"], x["tier"],
+        x["account_seats"], x["whole_months"], x["extra_days"], fen_to_decimal(x["list_fen"]),
+        fen_to_decimal(x["discount_fen"]), _date(x["term_start"]), _date(x["term_end"]),
+        _date(x["completes_on"]), "yes" if x["legacy"] else "", "yes" if x["capped"] else "",
+        x["reference"], x["row"]] for doc in documents for x in doc["lines"])
     acc_rows = [[a["customer_id"], a["seats"], _date(a["paid_through"]), a["status"], _date(a["next_action_on"]),
                  a["customer_name"], _date(a["window_opens_on"]), _date(a["reclaim_on"]),
                  fen_to_decimal(a["quote_fen"]), a["invoice_held"]] for a in accounts]
@@ -122,11 +120,14 @@ def render_summary(documents: list[dict], accounts: list[dict], rejects: list[Re
     wb.properties.created = wb.properties.modified = created
     buf = io.BytesIO()
     wb.save(buf)
-    return deterministic_zip(buf.getvalue())
+    return deterministic_zip(buf.getvalue(), modified=created)
 
 
-def deterministic_zip(data: bytes) -> bytes:
-    """Rewrite a zip (xlsx) with fixed member timestamps, so equal content gives equal bytes."""
+def deterministic_zip(data: bytes, modified: dt.datetime | None = None) -> bytes:
+    """Rewrite a zip (xlsx) with fixed member timestamps, so equal content gives equal bytes. ``modified``:
+    the document's modification time to write back (openpyxl stamps the saving moment over it)."""
+    import re
+
     src = zipfile.ZipFile(io.BytesIO(data))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
@@ -134,6 +135,11 @@ def deterministic_zip(data: bytes) -> bytes:
             fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
             fixed.compress_type = zipfile.ZIP_DEFLATED
             fixed.external_attr = 0o600 << 16
-            dst.writestr(fixed, src.read(info.filename))
+            member = src.read(info.filename)
+            if modified is not None and info.filename == "docProps/core.xml":
+                stamp = modified.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+                member = re.sub(rb"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)",
+                                lambda m: m.group(1) + stamp + m.group(2), member)
+            dst.writestr(fixed, member)
     return out.getvalue()
 
