@@ -7,10 +7,13 @@ keeps the exact bytes of every roster and price book it priced, so ``invoicer ve
 every invoice years later, and the exact bytes of every PDF it issued (content-addressed blobs, about 30 KB
 each), so a lost file is restored as issued even after the templates, fonts or WeasyPrint changed.
 
-Concurrency and crashes: a run holds SQLite's write lock (BEGIN IMMEDIATE) from the moment it reads
-the numbers until it commits, so two runs never interleave numbers; the second waits up to the busy
-timeout and then fails with a clear message. Everything a run issues is committed in one transaction:
-a run killed before COMMIT leaves no trace, and one killed after it is completed by re-running.
+Concurrency and crashes (optimistic numbering, see pipeline.run): a run reads its plan and the next numbers
+in a read transaction, renders without any lock, then takes SQLite's write lock (BEGIN IMMEDIATE) only to
+check that its series is unchanged (``series_mark``: documents are append-only, so the newest id of the
+prefix says whether anyone numbered since) and to insert; if the series moved it plans again. Two runs never
+interleave numbers; a writer waits up to the busy timeout and then fails with a clear message. Everything a
+run issues is committed in one transaction: a run killed before COMMIT leaves no trace in the ledger, and
+one killed after it is completed by re-running.
 """
 from __future__ import annotations
 

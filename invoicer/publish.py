@@ -256,6 +256,24 @@ def _unchanged_since_manifest(path: Path, name: str, expected_sha: str, previous
     return path.is_file() and file_sha256(path) == expected_sha
 
 
+class _Places:
+    """``safe_path`` for many files of a few folders: each folder is resolved once, each file name checked
+    by the same rule; a file that is a link is resolved in full (and refused if it leads out)."""
+
+    def __init__(self, out: Path):
+        self.out, self.dirs = out, {}
+
+    def __call__(self, name: str) -> Path:
+        *folder, base = name.split("/")
+        key = tuple(folder)
+        if key not in self.dirs:
+            self.dirs[key] = safe_path(self.out, *folder) if folder else self.out.resolve()
+        if not SAFE_NAME.match(base) or base in (".", ".."):
+            raise UnsafePath(f"refusing unsafe file name {base!r}")
+        path = self.dirs[key] / base
+        return safe_path(self.out, *name.split("/")) if path.is_symlink() else path
+
+
 def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, StagedFile], executor=None) -> list[str]:
     """Make the output folder match the ledger for this period, after the run committed: the PDFs this run
     staged are moved into place; every other issued document's file is checked (by hash, or by the inode
@@ -282,10 +300,11 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
     files: dict[str, str] = {}
     written: list[str] = []
     missing = []
+    place = _Places(out)
     for r in refs:
         if r.kind == "notice" and (latest_notice[r.file_name] is not r or r.file_name not in current_notice_keys):
             continue
-        path = safe_path(out, *r.file_name.split("/"))
+        path = place(r.file_name)
         if r.file_name in fresh:
             if place_staged(fresh[r.file_name], path):
                 written.append(r.file_name)
@@ -304,7 +323,7 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
             raise InvoicerError(f"re-rendering {r.file_name} from the ledger gave different bytes; the "
                                 f"templates or fonts changed since it was issued, and this ledger predates "
                                 f"keeping issued PDFs")
-        write_if_different(safe_path(out, *r.file_name.split("/")), data)
+        write_if_different(place(r.file_name), data)
         written.append(r.file_name)
     if fresh:
         fsync_dir(out)
@@ -346,7 +365,7 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
         "files": dict(sorted(files.items())),
         # the inode state of each file as this run left it: the next run trusts a file whose state is
         # unchanged instead of re-reading it (verify re-hashes regardless)
-        "file_stats": {name: stat_key(safe_path(out, *name.split("/"))) for name in sorted(files)},
+        "file_stats": {name: stat_key(place(name)) for name in sorted(files)},
         "summary_key": summary_key,
         "warnings": priced.roster.warnings,
     }
