@@ -176,7 +176,7 @@ def render_throughput(docs: list[dict], dask: bool) -> dict:
     if dask:
         from distributed import LocalCluster
 
-        with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+        with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0",
                           silence_logs=50) as cluster:
             ex = DaskExecutor(cluster.scheduler_address)
             list(ex.render_iter(docs[:4]))

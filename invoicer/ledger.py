@@ -226,11 +226,13 @@ class Ledger:
 
     def load(self, refs: list[IssuedRef]) -> list[Issued]:
         """The full records (snapshot parsed) of some documents, in the order given."""
-        out = []
-        for ref in refs:
-            row = self.db.execute("SELECT * FROM documents WHERE id = ?", (ref.id,)).fetchone()
-            out.append(self._issued(row))
-        return out
+        by_id = {}
+        ids = [r.id for r in refs]
+        for i in range(0, len(ids), 500):  # a few hundred ids per query, not one query per document
+            chunk = ids[i:i + 500]
+            for row in self.db.execute(f"SELECT * FROM documents WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                by_id[row["id"]] = row
+        return [self._issued(by_id[i]) for i in ids]
 
     def series_mark(self, prefix: str) -> int:
         """The id of the newest document of a series (0 if none). Documents are append-only, so an equal mark
