@@ -296,3 +296,24 @@ def test_the_summary_is_byte_identical_whatever_the_clock_says(book):
         made.append(render_summary(docs, account_records(p.accounts), p.rejects, dt.datetime(2026, 10, 31)))
         clock.sleep(1.1)
     assert made[0] == made[1]
+
+
+def test_a_run_killed_before_its_commit_leaves_only_a_staging_folder_which_the_next_run_sweeps(tmp_path,
+                                                                                               small_roster):
+    import subprocess
+
+    from .conftest import INVOICER, ROOT
+
+    out, roster = tmp_path / "out", small_roster()
+    r = subprocess.run([*INVOICER, "run", str(roster), "--period", "2026-10", "--out", str(out), "--workers", "1"],
+                       env={**os.environ, "INVOICER_TEST_CRASH_AT": "before_commit"}, capture_output=True,
+                       text=True, cwd=ROOT)
+    assert r.returncode == 70
+    left = list(out.glob(".staging-*"))
+    assert len(left) == 1 and len(list(left[0].glob("*.pdf"))) == 3  # rendered, never published
+    assert not list(out.glob("invoices/*.pdf"))
+    assert sqlite3.connect(out / "ledger.sqlite").execute("SELECT COUNT(*) FROM documents").fetchone()[0] == 0
+    report = pipeline.run(_opts(roster, out))
+    assert report.issued == ["QQ-2026-000001", "QQ-2026-000002", "QQ-2026-000003"]
+    assert not list(out.glob(".staging-*"))
+    assert sorted(_pdfs(out)) == [f"invoices/QQ-2026-00000{i}.pdf" for i in (1, 2, 3)]
