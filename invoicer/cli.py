@@ -52,7 +52,7 @@ def cmd_run(args) -> int:
 
     opts = RunOptions(roster=Path(args.roster), period=_period(args.period) or default_period(), out=Path(args.out),
                       pricebook=args.pricebook, ledger=args.ledger, templates=args.templates, amend=args.amend,
-                      dry_run=args.dry_run, workers=args.workers, wait_s=args.wait)
+                      dry_run=args.dry_run, workers=args.workers, wait_s=args.wait, executor=args.executor)
     report = run(opts)
     for w in report.warnings:
         print(f"note: {w}", file=sys.stderr)
@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--amend", action="store_true", help="cancel changed invoices with credit notes and reissue")
     r.add_argument("--dry-run", action="store_true", help="show what would be issued; number and write nothing")
     r.add_argument("--workers", type=int, help="PDF worker processes (default: all cores)")
+    r.add_argument("--executor", default="local", metavar="local|dask:tcp://HOST:PORT",
+                   help="where PDFs are rendered: this machine's processes (default) or an existing Dask "
+                        "cluster's workers (README, 'Scale')")
     r.add_argument("--wait", type=float, default=30.0,
                    help="seconds to wait for another run holding the ledger before exit code 4 (default 30)")
     r.set_defaults(fn=cmd_run)

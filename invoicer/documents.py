@@ -17,7 +17,7 @@ import pandas as pd
 from .model import CreditNote, Customer, Document, Invoice, Line, Notice, Rules
 from .money import chinese_capital, plain_yuan
 from .pricebook import PriceBook
-from .pricing.dates import DAY, to_date
+from .pricing.dates import DAY
 from .vat import split_gross
 
 KIND_ZH = {"opening": "开通", "addition": "加工号", "renewal": "续费"}
@@ -163,20 +163,38 @@ def labels_for(kind: str) -> dict:
     return {**LABELS[kind], "fapiao_note_zh": note["zh"], "fapiao_note_en": note["en"]}
 
 
+def _dates(col: pd.Series) -> list[str]:
+    """A date column as ISO strings, '' for a missing date (the frame form of ``_d``)."""
+    text = np.datetime_as_string(col.to_numpy().astype("datetime64[D]"))
+    return ["" if t == "NaT" else t for t in text.tolist()]
+
+
+LINE_INTS = ("seats", "account_seats", "months", "whole_months", "extra_days", "unit_fen", "annual_fen",
+             "amount_fen", "list_fen", "row")
+
+
 def line_dicts(lines: pd.DataFrame, book: PriceBook) -> list[Line]:
-    """The engine's priced lines (a frame of ``LINE_COLUMNS``) as printable ``Line`` dicts, in order."""
+    """Priced lines -> the documents' line dicts, in frame order: each column converted once, then one
+    dict per line (and its explanation in words)."""
+    n = len(lines)
+    if n == 0:
+        return []
+    ints = {k: lines[k].astype("int64").tolist() for k in LINE_INTS}
+    dates = {k: _dates(lines[k]) for k in ("date", "term_start", "term_end", "completes_on")}
+    bools = {k: lines[k].astype(bool).tolist() for k in ("legacy", "capped", "completes_exact")}
+    kinds, tiers = lines["kind"].tolist(), [str(t) for t in lines["tier"].tolist()]
+    refs = [str(r or "") for r in lines["reference"].tolist()]
     out = []
-    for rec in lines.to_dict("records"):
+    for i in range(n):
         line = {
-            "kind": rec["kind"], "date": _d(rec["date"]), "seats": int(rec["seats"]),
-            "account_seats": int(rec["account_seats"]), "months": int(rec["months"]),
-            "whole_months": int(rec["whole_months"]), "extra_days": int(rec["extra_days"]),
-            "unit_fen": int(rec["unit_fen"]), "annual_fen": int(rec["annual_fen"]),
-            "amount_fen": int(rec["amount_fen"]), "list_fen": int(rec["list_fen"]), "tier": str(rec["tier"]),
-            "legacy": bool(rec["legacy"]), "capped": bool(rec["capped"]), "term_start": _d(rec["term_start"]),
-            "term_end": _d(rec["term_end"]), "completes_on": _d(rec["completes_on"]),
-            "completes_exact": bool(rec["completes_exact"]), "reference": str(rec["reference"] or ""),
-            "row": int(rec["row"]),
+            "kind": kinds[i], "date": dates["date"][i], "seats": ints["seats"][i],
+            "account_seats": ints["account_seats"][i], "months": ints["months"][i],
+            "whole_months": ints["whole_months"][i], "extra_days": ints["extra_days"][i],
+            "unit_fen": ints["unit_fen"][i], "annual_fen": ints["annual_fen"][i],
+            "amount_fen": ints["amount_fen"][i], "list_fen": ints["list_fen"][i], "tier": tiers[i],
+            "legacy": bools["legacy"][i], "capped": bools["capped"][i], "term_start": dates["term_start"][i],
+            "term_end": dates["term_end"][i], "completes_on": dates["completes_on"][i],
+            "completes_exact": bools["completes_exact"][i], "reference": refs[i], "row": ints["row"][i],
         }
         line["discount_fen"] = line["list_fen"] - line["amount_fen"]
         line["months_rule"] = months_rule(line, book) if line["kind"] == "addition" else ""
@@ -188,8 +206,18 @@ def line_dicts(lines: pd.DataFrame, book: PriceBook) -> list[Line]:
     return out
 
 
+SNAPSHOT_KEYS = ("customer_id", "name", "qq_number", "email", "address", "tax_id")
+
+
+def customer_snapshots(customers: pd.DataFrame, ids: list[str]) -> list[Customer]:
+    """The customer snapshot of each id (its first valid roster row), looked up for all ids at once."""
+    by_id = customers.loc[customers["valid"]].drop_duplicates("customer_id").set_index("customer_id")
+    rows = by_id.reindex(ids)
+    cols = [ids] + [rows[k].tolist() if k in rows else [None] * len(ids) for k in SNAPSHOT_KEYS[1:]]
+    return [{k: str(v or "") for k, v in zip(SNAPSHOT_KEYS, vals)} for vals in zip(*cols)]
+
+
 def customer_snapshot(row: dict) -> Customer:
-    """The customer's printed fields from a roster row, as text ("" for a blank)."""
     return {k: str(row.get(k) or "") for k in ("customer_id", "name", "qq_number", "email", "address", "tax_id")}
 
 
@@ -207,28 +235,29 @@ def content_hash(doc: Document) -> str:
 
 def build_invoices(lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[str], seller: dict,
                    book: PriceBook, period: str, issue_date: dt.date) -> list[Invoice]:
-    """One invoice per customer with billable lines, none for customers with a rejected row.
-
-    In: the engine's priced lines, validate's customers frame, the ids held back by a rejected row, the
-    seller (reseller sheet), the price book, the period and its issue date. Out: unnumbered ``Invoice``
-    dicts sorted by customer id (the ledger numbers them). Refuses nothing: inputs are already checked.
-    """
-    lines = lines.loc[~lines["customer_id"].isin(blocked)]
-    by_id = customers.loc[customers["valid"]].drop_duplicates("customer_id").set_index("customer_id")
+    """One invoice per customer with billable lines (customers in id order, each one's lines in frame order),
+    none for customers with a rejected row. Built from the frames: lines converted column by column, totals
+    by one grouped sum, customer snapshots by one lookup."""
+    lines = lines.loc[~lines["customer_id"].isin(blocked)].sort_values("customer_id", kind="stable")
+    if lines.empty:
+        return []
+    items = line_dicts(lines, book)
+    cids = lines["customer_id"].tolist()
+    ids = lines["customer_id"].drop_duplicates().tolist()
+    sums = lines.groupby("customer_id", sort=True)[["amount_fen", "list_fen"]].sum()
+    starts = np.flatnonzero(np.r_[True, lines["customer_id"].to_numpy()[1:] != lines["customer_id"].to_numpy()[:-1]])
+    bounds = np.r_[starts, len(cids)].tolist()
+    rules, issued_on, vat = rules_note(book), issue_date.isoformat(), book.vat.snapshot()
     docs = []
-    for cid, group in lines.groupby("customer_id", sort=True):
-        items = line_dicts(group, book)
+    for i, (cid, snapshot) in enumerate(zip(ids, customer_snapshots(customers, ids))):
+        total, list_total = int(sums.at[cid, "amount_fen"]), int(sums.at[cid, "list_fen"])
         doc = {
-            "kind": "invoice", "customer": customer_snapshot({"customer_id": cid, **by_id.loc[cid].to_dict()}),
-            "seller": dict(seller), "lines": items, "total_fen": sum(x["amount_fen"] for x in items),
-            "list_total_fen": sum(x["list_fen"] for x in items), "period": period,
-            "issue_date": issue_date.isoformat(), "currency": book.currency,
-            "pricebook_version": book.version, "rules": rules_note(book),
+            "kind": "invoice", "customer": snapshot, "seller": dict(seller), "lines": items[bounds[i]:bounds[i + 1]],
+            "total_fen": total, "list_total_fen": list_total, "period": period, "issue_date": issued_on,
+            "currency": book.currency, "pricebook_version": book.version, "rules": dict(rules),
+            "total_words": chinese_capital(total), "labels": labels_for("invoice"),
         }
-        doc["total_words"] = chinese_capital(doc["total_fen"])
-        doc["labels"] = labels_for("invoice")
-        doc = add_vat(doc, book.vat.snapshot())
-        docs.append(doc)
+        docs.append(add_vat(doc, vat))
     return docs
 
 
@@ -265,33 +294,29 @@ def credit_note_for(invoice: Invoice, issue_date: dt.date) -> CreditNote:
 def build_notices(accounts: pd.DataFrame, customers: pd.DataFrame, blocked: set[str], seller: dict,
                   book: PriceBook, period: str, issue_date: dt.date) -> list[Notice]:
     """A renewal notice for each account due for renewal at the end of the period, an overdue notice for
-    each account in grace (not invoices, not numbered as invoices).
-
-    In: the engine's end-of-period accounts (with the renewal quote), validate's customers frame, the ids
-    held back by a rejected row (no notice for them either), the seller, price book, period, issue date.
-    Out: ``Notice`` dicts sorted by customer id.
-    """
-    by_id = customers.loc[customers["valid"]].drop_duplicates("customer_id").set_index("customer_id")
-    out = []
+    each account in grace (not invoices, not numbered as invoices); in customer id order."""
     due = accounts.loc[accounts["status"].isin(["renewal_due", "grace"]) & ~accounts["customer_id"].isin(blocked)]
-    for rec in due.sort_values("customer_id").to_dict("records"):
-        kind = "renewal" if rec["status"] == "renewal_due" else "overdue"
-        expiry = to_date(rec["paid_through"])
+    due = due.sort_values("customer_id")
+    if due.empty:
+        return []
+    ids = due["customer_id"].tolist()
+    expiry = due["paid_through"].to_numpy().astype("datetime64[D]")
+    paid, next_day = _dates(pd.Series(expiry)), _dates(pd.Series(expiry + DAY))
+    opens, reclaim = _dates(due["window_opens_on"]), _dates(due["reclaim_on"])
+    cols = [due[k].tolist() for k in ("status", "seats", "quote_unit_fen", "quote_fen", "quote_tier")]
+    rules, issued_on = rules_note(book), issue_date.isoformat()
+    out = []
+    for i, (snapshot, (status, seats, unit, quote, tier)) in enumerate(zip(customer_snapshots(customers, ids),
+                                                                          zip(*cols))):
         notice = {
-            "notice_kind": kind, "seats": int(rec["seats"]), "paid_through": expiry.isoformat(),
-            "window_opens_on": _d(rec["window_opens_on"]), "reclaim_on": _d(rec["reclaim_on"]),
-            "grace_from": (expiry + dt.timedelta(days=1)).isoformat(),
-            "quote_unit_fen": int(rec["quote_unit_fen"]), "quote_fen": int(rec["quote_fen"]),
-            "quote_tier": str(rec["quote_tier"]),
-            "new_term_start": (expiry + dt.timedelta(days=1)).isoformat(),
+            "notice_kind": "renewal" if status == "renewal_due" else "overdue", "seats": int(seats),
+            "paid_through": paid[i], "window_opens_on": opens[i], "reclaim_on": reclaim[i],
+            "grace_from": next_day[i], "quote_unit_fen": int(unit), "quote_fen": int(quote),
+            "quote_tier": str(tier), "new_term_start": next_day[i],
         }
-        doc = {
-            "kind": "notice", "notice": notice, "customer": customer_snapshot(
-                {"customer_id": rec["customer_id"], **by_id.loc[rec["customer_id"]].to_dict()}),
-            "seller": dict(seller), "period": period, "issue_date": issue_date.isoformat(),
-            "currency": book.currency, "pricebook_version": book.version,
-            "total_words": chinese_capital(int(rec["quote_fen"])), "rules": rules_note(book),
-        }
-        out.append(doc)
+        out.append({
+            "kind": "notice", "notice": notice, "customer": snapshot, "seller": dict(seller), "period": period,
+            "issue_date": issued_on, "currency": book.currency, "pricebook_version": book.version,
+            "total_words": chinese_capital(int(quote)), "rules": dict(rules),
+        })
     return out
-

@@ -7,10 +7,13 @@ keeps the exact bytes of every roster and price book it priced, so ``invoicer ve
 every invoice years later, and the exact bytes of every PDF it issued (content-addressed blobs, about 30 KB
 each), so a lost file is restored as issued even after the templates, fonts or WeasyPrint changed.
 
-Concurrency and crashes: a run holds SQLite's write lock (BEGIN IMMEDIATE) from the moment it reads
-the numbers until it commits, so two runs never interleave numbers; the second waits up to the busy
-timeout and then fails with a clear message. Everything a run issues is committed in one transaction:
-a run killed before COMMIT leaves no trace, and one killed after it is completed by re-running.
+Concurrency and crashes (optimistic numbering, see pipeline.run): a run reads its plan and the next numbers
+in a read transaction, renders without any lock, then takes SQLite's write lock (BEGIN IMMEDIATE) only to
+check that its series is unchanged (``series_mark``: documents are append-only, so the newest id of the
+prefix says whether anyone numbered since) and to insert; if the series moved it plans again. Two runs never
+interleave numbers; a writer waits up to the busy timeout and then fails with a clear message. Everything a
+run issues is committed in one transaction: a run killed before COMMIT leaves no trace in the ledger, and
+one killed after it is completed by re-running.
 """
 from __future__ import annotations
 
@@ -143,6 +146,27 @@ def _legacy_digest(db: sqlite3.Connection, table: str, max_rowid: int) -> tuple[
         h.update(canonical_record(table, row["_rowid"], row) + b"\n")
         n += 1
     return n, h.hexdigest()
+# Plans and no-op re-runs: "is this invoice cancelled?" is a lookup by `cancels`, and a series'
+# newest document (the optimistic-numbering check) a lookup by (prefix, id), not scans of the whole table.
+SCHEMA += """
+CREATE INDEX IF NOT EXISTS documents_cancels ON documents (cancels);
+CREATE INDEX IF NOT EXISTS documents_prefix_id ON documents (prefix, id);
+"""
+
+
+@dataclass(frozen=True)
+class IssuedRef:
+    """An issued document without its snapshot (nothing parsed): enough to compare, number and publish."""
+
+    id: int
+    kind: str
+    number: str | None
+    customer_id: str
+    content_sha256: str
+    file_name: str
+    file_sha256: str
+    cancels: str | None
+    total_fen: int
 
 
 @dataclass
@@ -285,6 +309,72 @@ class LedgerReader:
             out[(doc.customer_id, doc.content["notice"]["notice_kind"])] = doc
         return out
 
+    def begin_read(self) -> None:
+        """Start a read transaction (no lock): every read until commit/rollback sees one snapshot, and
+        neither blocks a writer nor is blocked by one (WAL)."""
+        self.db.execute("BEGIN")
+        self.db.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # the snapshot starts at the first read
+
+    _REF = "id, kind, number, customer_id, content_sha256, file_name, file_sha256, cancels, total_fen"
+
+    def active_invoice_refs(self, prefix: str, period: str) -> dict[str, IssuedRef]:
+        """The invoice in force per customer for a period (issued, not cancelled), in one indexed query and
+        without parsing any snapshot: the plan compares content hashes."""
+        rows = self.db.execute(
+            f"SELECT {self._REF} FROM documents d WHERE kind = 'invoice' AND prefix = ? AND period = ? AND NOT "
+            "EXISTS (SELECT 1 FROM documents c WHERE c.cancels = d.number AND c.kind = 'credit_note') ORDER BY id",
+            (prefix, period))
+        return {r[3]: IssuedRef(*r) for r in rows}
+
+    def latest_notice_refs(self, prefix: str, period: str) -> dict[str, IssuedRef]:
+        """The newest notice per file name (one per customer and notice kind) of a period, unparsed."""
+        out = {}
+        for r in self.db.execute(f"SELECT {self._REF} FROM documents WHERE kind = 'notice' AND prefix = ? AND "
+                                 "period = ? ORDER BY id", (prefix, period)):
+            out[r[5]] = IssuedRef(*r)
+        return out
+
+    def document_refs(self, prefix: str, period: str) -> list[IssuedRef]:
+        """Every document of a period, oldest first, unparsed."""
+        return [IssuedRef(*r) for r in self.db.execute(
+            f"SELECT {self._REF} FROM documents WHERE prefix = ? AND period = ? ORDER BY id", (prefix, period))]
+
+    def load(self, refs: list[IssuedRef]) -> list[Issued]:
+        """The full records (snapshot parsed) of some documents, in the order given."""
+        by_id = {}
+        ids = [r.id for r in refs]
+        for i in range(0, len(ids), 500):  # a few hundred ids per query, not one query per document
+            chunk = ids[i:i + 500]
+            for row in self.db.execute(f"SELECT * FROM documents WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                by_id[row["id"]] = row
+        return [self._issued(by_id[i]) for i in ids]
+
+    def series_mark(self, prefix: str) -> int:
+        """The id of the newest document of a series (0 if none). Documents are append-only, so an equal mark
+        means nobody numbered in, or issued anything for, this prefix since it was read."""
+        row = self.db.execute("SELECT MAX(id) FROM documents WHERE prefix = ?", (prefix,)).fetchone()
+        return row[0] or 0
+
+    def number(self, prefix: str, groups: list[tuple[str, list[dict]]], digits: int) -> list[dict]:
+        """Gapless numbering: the documents of ``groups`` (customer id, documents in issue order) get the next
+        numbers of their prefix and issue year, customer by customer, each group's documents consecutively
+        (a credit note just before its replacement). Returns copies carrying ``number`` and the private
+        ``_year``/``_seq`` that ``add_document`` records. Reads only: the numbers hold while the caller's
+        transaction (or an unchanged ``series_mark``) says nobody else numbered meanwhile."""
+        import datetime as dt
+
+        out = []
+        next_by_year: dict[int, int] = {}
+        for _, group in sorted(groups, key=lambda w: w[0]):
+            for doc in group:
+                year = dt.date.fromisoformat(doc["issue_date"]).year
+                if year not in next_by_year:
+                    next_by_year[year] = self.next_seq(prefix, year)
+                seq = next_by_year[year]
+                next_by_year[year] += 1
+                out.append({**doc, "number": format_number(prefix, year, seq, digits), "_year": year, "_seq": seq})
+        return out
+
     def next_seq(self, prefix: str, year: int) -> int:
         """The next number of a series (prefix, year): one more than the highest issued, 1 for a new series."""
         row = self.db.execute("SELECT MAX(seq) FROM documents WHERE prefix = ? AND year = ?", (prefix, year)).fetchone()
@@ -305,6 +395,10 @@ class LedgerReader:
         """Kept bytes (a roster, a price book, an issued PDF) by their SHA-256, or None if not kept."""
         row = self.db.execute("SELECT data FROM blobs WHERE sha256 = ?", (sha256,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def has_blob(self, sha256: str) -> bool:
+        return self.db.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (sha256,)).fetchone() is not None
+
 
     def meta(self, key: str) -> str | None:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

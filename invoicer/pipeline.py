@@ -1,51 +1,43 @@
 """The only place that sequences the stages:
 
-    read -> validate -> price -> document -> ledger (compare, number, record) -> render -> publish
+    read -> validate -> price -> document -> ledger plan (read, no lock: compare, predict numbers)
+         -> render (streamed to a staging folder) -> ledger record (write lock: check, insert, commit)
+         -> publish (move staged files into place, restore missing ones, summary, manifest)
 
-Each stage returns values (frames, documents, Reject records); only ``publish`` writes files and only the
-ledger stage writes the database. See README.md for the output layout.
+Each stage returns values (frames, documents, Reject records); only ``publish`` (publish.py) writes the
+output files and only the ledger stage writes the database. See README.md for the output layout.
 """
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from dataclasses import dataclass, field
-from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pandas as pd
 
 from . import documents as docs_mod
 from . import pricebook as pricebook_mod
-from .errors import EXIT_CONFLICT, EXIT_OK, EXIT_REJECTS, InvoicerError, PublishIncomplete, Reject
-from .ledger import OPERATOR, Issued, Ledger, PrefixTaken, format_number  # noqa: F401 (PrefixTaken: re-export)
+from .errors import EXIT_CONFLICT, EXIT_OK, EXIT_REJECTS, InvoicerError, LedgerBusy, PublishIncomplete, Reject
+from .ledger import OPERATOR, Issued, IssuedRef, Ledger, PrefixTaken  # noqa: F401 (PrefixTaken: re-export)
 from .money import plain_yuan
 from .pricing.engine import price_period
-from .publish import (
-    safe_path,
+from .publish import (  # noqa: F401  (file_name_for, tool_version, LEDGER_NAME: their old home re-exports them)
+    LEDGER_NAME,
+    Staging,
+    StagedFile,
+    file_name_for,
+    publish_period,
     sha256,
-    sweep_stale_temporaries,
-    write_if_different,
-    write_json,
+    tool_version,
 )
-from .render.summary import render_summary
 from .roster import read_roster
 from .validate import Roster, validate
 
 if TYPE_CHECKING:
     from .render.pdf import RenderPool
-
-LEDGER_NAME = "ledger.sqlite"
-
-
-def tool_version() -> str:
-    try:
-        return pkg_version("qq-invoicer")
-    except Exception:
-        return "0+unknown"
-
 
 class Conflict(InvoicerError):
     """The input changes invoices already issued for the period; --amend is needed."""
@@ -66,7 +58,8 @@ class RunOptions:
     workers: int | None = None
     progress: bool | None = None
     wait_s: float = 30.0
-    # -- drop folder (h-drop) --------------------------------------------------------------------------
+    executor: str | None = None  # None or "local": this machine's processes; "dask:tcp://HOST:PORT": a cluster
+    # -- drop folder ----------------------------------------------------------------------------------
     # who is billing: the watcher passes the reseller folder's name; None is the clerk's own run (OPERATOR).
     # Ledger.claim_prefix says who may number in which prefix.
     owner: str | None = None
@@ -84,7 +77,7 @@ class Plan:
     """What a run would do, per customer: new, unchanged, changed (needs --amend) or withdrawn."""
 
     new: list[dict] = field(default_factory=list)
-    unchanged: list[tuple[dict, Issued]] = field(default_factory=list)
+    unchanged: list[tuple[dict, IssuedRef]] = field(default_factory=list)
     changed: list[tuple[dict, Issued]] = field(default_factory=list)
     withdrawn: list[Issued] = field(default_factory=list)
 
@@ -178,9 +171,12 @@ def _price(raw, book, period) -> Priced:
 
 
 def plan_against(ledger: Ledger, prefix: str, period: str, invoices: list[dict]) -> Plan:
-    active = ledger.active_invoices(prefix, period)
+    """Compare the new invoices with the ones in force, set-based: the issued invoices' content hashes come
+    from one indexed query (no snapshot parsed); only a changed or withdrawn invoice's snapshot is read, for
+    its credit note and its difference listing."""
+    active = ledger.active_invoice_refs(prefix, period)
     plan = Plan()
-    seen = set()
+    changed, seen = [], set()
     for doc in invoices:
         cid = doc["customer"]["customer_id"]
         seen.add(cid)
@@ -190,18 +186,42 @@ def plan_against(ledger: Ledger, prefix: str, period: str, invoices: list[dict])
         elif old.content_sha256 == docs_mod.content_hash(doc):
             plan.unchanged.append((doc, old))
         else:
-            plan.changed.append((doc, old))
-    plan.withdrawn = [old for cid, old in sorted(active.items()) if cid not in seen]
+            changed.append((doc, old))
+    withdrawn = [old for cid, old in sorted(active.items()) if cid not in seen]
+    full = ledger.load([old for _, old in changed] + withdrawn)
+    plan.changed = [(doc, old) for (doc, _), old in zip(changed, full)]
+    plan.withdrawn = full[len(changed):]
     return plan
 
 
+# A run renders without holding the ledger; if another run numbered in the same series meanwhile, the plan
+# is made again and whatever changed is rendered again, this many times at most (then exit 4: busy).
+MAX_ATTEMPTS = 5
+
+
 def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
-    """One run of the main job. ``pool``: worker processes kept by a long-lived caller (the watcher);
-    without one, a run makes its own when it has enough documents to render."""
-    from .render.pdf import check_templates  # h-render: templates are checked before anything is numbered
+    """One run of the main job: price the roster, plan against the ledger, render what is new, record it,
+    publish the period's folder. Returns the report (exit code 0, or 1 when rows were rejected).
+
+    ``pool``: worker processes kept by a long-lived caller (the watcher); without one, a run renders with
+    ``opts.executor`` (this machine's processes by default, or a Dask cluster).
+
+    Optimistic numbering: the plan and the next numbers are read in a read transaction (no lock), every new
+    document is rendered with its predicted number and streamed to a private staging folder (nothing held in
+    memory, nothing locked: other runs and ``verify`` go on), and only then the write lock is taken to check
+    that the series is as it was read (else plan and render again), record the documents and their PDF bytes,
+    and commit; the staged files are then moved into place. A crash before the commit leaves only staging
+    files (swept by the next run); after it, the next run restores missing files from the kept bytes.
+    Raises Conflict (exit 3) when the input changes issued invoices without ``opts.amend``, PrefixTaken
+    (exit 2) for another reseller folder's prefix, LedgerBusy (exit 4) when the ledger stays busy."""
+    from .render.executor import LocalExecutor, make_executor, parse_executor
+
+    parse_executor(opts.executor)  # a malformed --executor is refused before any work
+    from .render.pdf import check_templates  # templates are checked before anything is numbered
+
     check_templates(opts.templates)
     book = pricebook_mod.load(opts.pricebook)
-    # -- drop folder (h-drop): the claimed bytes and the folder's default prefix --------------------------
+    # -- drop folder: the claimed bytes and the folder's default prefix --------------------------
     if opts.default_prefix:
         book = dataclasses.replace(book, default_prefix=opts.default_prefix)
     if opts.roster_bytes is not None:
@@ -212,68 +232,91 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     owner = OPERATOR if opts.owner is None else opts.owner
     # -- end drop folder --
     out = Path(opts.out)
-    _usable_out(out)  # [h-verify] refused before anything is issued, not after COMMIT
+    _usable_out(out)
     ledger_path = Path(opts.ledger) if opts.ledger else out / LEDGER_NAME
     if opts.dry_run and not ledger_path.exists():
         plan = Plan(new=list(priced.invoices))
         return _report(opts, priced, plan, [], [])
+    executor = LocalExecutor(opts.templates, opts.workers, pool) if pool is not None else None
     ledger = Ledger(ledger_path, opts.wait_s)
+    staging: Staging | None = None
     try:
-        ledger.begin()
-        ledger.claim_prefix(priced.prefix, owner, bind=False)  # (h-drop) refused before reading its series
-        plan = plan_against(ledger, priced.prefix, opts.period, priced.invoices)
-        if opts.dry_run:
-            ledger.rollback()
-            return _report(opts, priced, plan, [], [])
-        if (plan.changed or plan.withdrawn) and not opts.amend:
-            ledger.rollback()
-            raise Conflict(
-                f"{opts.roster}: the input changes {len(plan.changed) + len(plan.withdrawn)} invoice(s) already "
-                f"issued for {opts.period}; nothing was issued. Re-run with --amend to cancel them with credit "
-                f"notes and issue replacements.\n  " + "\n  ".join(plan.differences()))
-        new_docs = _number(ledger, priced, plan, book)
-        notices = _changed_notices(ledger, priced, opts.period)
-        if new_docs or notices:  # (h-drop) a prefix is bound when the run records documents in it
-            ledger.claim_prefix(priced.prefix, owner)
-        rendered = _render([_clean(d) for d in new_docs + notices], opts, pool)
-        run_id = ledger.add_run(priced.prefix, opts.period, priced.input_sha256, book.sha256, book.version,
-                                tool_version(), opts.amend, len(new_docs))
-        ledger.put_blob(priced.input_sha256, "roster", priced.input_name, priced.input_bytes)
-        ledger.put_blob(book.sha256, "pricebook", Path(book.source).name, book.raw)
-        for doc, data in zip(new_docs + notices, rendered):
-            digest, name = sha256(data), file_name_for(doc)
-            ledger.put_blob(digest, "pdf", name, data)  # the bytes as issued
-            year = seq = None
-            if doc["kind"] != "notice":
-                year, seq = doc["_year"], doc["_seq"]
-            ledger.add_document(run_id, _clean(doc), priced.prefix, year, seq, docs_mod.content_hash(doc),
-                                name, digest, priced.input_sha256, book.sha256)
-        _fault_point("before_commit")
-        ledger.commit()
-        _fault_point("after_commit")
+        rendered: dict[str, StagedFile] = {}  # by document content (with its number): kept across attempts
+        for _ in range(MAX_ATTEMPTS):
+            ledger.begin_read()
+            ledger.claim_prefix(priced.prefix, owner, bind=False)  # refused before reading its series
+            owner_then = ledger.prefix_owner(priced.prefix)
+            plan = plan_against(ledger, priced.prefix, opts.period, priced.invoices)
+            if opts.dry_run:
+                ledger.rollback()
+                return _report(opts, priced, plan, [], [])
+            if (plan.changed or plan.withdrawn) and not opts.amend:
+                ledger.rollback()
+                raise Conflict(
+                    f"{opts.roster}: the input changes {len(plan.changed) + len(plan.withdrawn)} invoice(s) "
+                    f"already issued for {opts.period}; nothing was issued. Re-run with --amend to cancel them "
+                    f"with credit notes and issue replacements.\n  " + "\n  ".join(plan.differences()))
+            new_docs = ledger.number(priced.prefix, _numbering_groups(plan), book.number_digits)
+            issue = [_clean(d) for d in new_docs + _changed_notices(ledger, priced, opts.period)]
+            mark = ledger.series_mark(priced.prefix)
+            ledger.rollback()  # rendering holds neither the lock nor a snapshot
+            todo = [d for d in issue if _render_key(d) not in rendered]
+            if todo:
+                if staging is None:
+                    staging = Staging(out)
+                if executor is None:
+                    executor = make_executor(opts.executor, opts.templates, opts.workers)
+                for doc, data in zip(todo, executor.render_iter(todo, opts.progress)):
+                    rendered[_render_key(doc)] = staging.stage(data)
+                staging.make_durable()
+            ledger.begin()
+            if ledger.series_mark(priced.prefix) != mark or ledger.prefix_owner(priced.prefix) != owner_then:
+                ledger.rollback()  # someone numbered in this series (or took the prefix) meanwhile
+                continue
+            if issue:  # a prefix is bound when the run records documents in it (kept only if this run commits)
+                ledger.claim_prefix(priced.prefix, owner)
+            staged = [rendered[_render_key(d)] for d in issue]
+            _record(ledger, priced, book, opts, new_docs, issue, staged)
+            _fault_point("before_commit")
+            ledger.commit()
+            _fault_point("after_commit")
+            break
+        else:
+            raise LedgerBusy(f"the ledger {ledger_path}: other runs kept numbering in the series "
+                             f"{priced.prefix!r} while this one rendered ({MAX_ATTEMPTS} attempts); try again")
     except BaseException:
         ledger.rollback()
         ledger.close()
+        if staging is not None:
+            staging.close()
+        if executor is not None:
+            executor.close()
         raise
-    # [h-verify] after COMMIT, files are written holding the ledger's write lock again (no other run of this
+    # After COMMIT, files are written holding the ledger's write lock again (no other run of this
     # ledger writes the folder meanwhile, so publish sweeps every leftover temporary file); any failure now
     # says the month was issued and a re-run publishes the rest (exit 5), never a traceback
     try:
         ledger.begin()
-        fresh = {file_name_for(d): data for d, data in zip(new_docs + notices, rendered)}
-        written = publish_period(ledger, out, priced.prefix, opts.period, priced.accounts, priced.rejects, book,
-                                 priced, opts, fresh, pool)
+        fresh = {file_name_for(d): s for d, s in zip(issue, staged)}
+        # re-rendering in publish is only for files lost from ledgers that predate keeping PDF bytes
+        written = publish_period(ledger, out, priced, book, opts, fresh,
+                                 executor or LocalExecutor(opts.templates, opts.workers, pool))
     except Exception as exc:
         raise PublishIncomplete(unpublished_message(opts.period, len(new_docs), ledger_path, out, exc)) from None
     finally:
         ledger.rollback()
         ledger.close()
-    # [/h-verify]
+        if staging is not None:
+            staging.close()
+        if executor is not None:
+            executor.close()
     return _report(opts, priced, plan, [d["number"] for d in new_docs], written)
 
 
+
 def _usable_out(out: Path) -> None:
-    """[h-verify] --out must be a folder, or a path whose nearest existing ancestor is one."""
+    """--out must be a folder, or a path whose nearest existing ancestor is one (refused before anything is
+    issued, not after COMMIT)."""
     for path in (out, *out.parents):
         if path.exists():
             if not path.is_dir():
@@ -283,7 +326,7 @@ def _usable_out(out: Path) -> None:
 
 
 def unpublished_message(period: str, issued: int, ledger_path: Path, out: Path, exc: BaseException) -> str:
-    """[h-verify] What a failure after COMMIT means for the clerk: issued, and how to finish."""
+    """What a failure after COMMIT means for the clerk: issued, and how to finish (exit 5)."""
     import errno
 
     if isinstance(exc, OSError):
@@ -294,6 +337,28 @@ def unpublished_message(period: str, issued: int, ledger_path: Path, out: Path, 
     return (f"{period} was issued ({issued} numbered document(s) committed to the ledger {ledger_path}), but "
             f"writing its files into {out} failed: {reason}. Nothing issued is lost: fix that and re-run the "
             f"same command to publish the rest (it issues nothing twice)")
+
+def _record(ledger: Ledger, priced: Priced, book, opts: RunOptions, new_docs: list[dict], issue: list[dict],
+            staged: list[StagedFile]) -> None:
+    """Insert the run, its inputs' bytes and every document with its PDF's bytes (read back from the staging
+    folder one at a time), inside the caller's write transaction."""
+    run_id = ledger.add_run(priced.prefix, opts.period, priced.input_sha256, book.sha256, book.version,
+                            tool_version(), opts.amend, len(new_docs))
+    ledger.put_blob(priced.input_sha256, "roster", priced.input_name, priced.input_bytes)
+    ledger.put_blob(book.sha256, "pricebook", Path(book.source).name, book.raw)
+    numbered = {d["number"]: d for d in new_docs}
+    for doc, file in zip(issue, staged):
+        name = file_name_for(doc)
+        ledger.put_blob(file.sha256, "pdf", name, file.read())  # the bytes as issued
+        year = seq = None
+        if doc["kind"] != "notice":
+            year, seq = numbered[doc["number"]]["_year"], numbered[doc["number"]]["_seq"]
+        ledger.add_document(run_id, doc, priced.prefix, year, seq, docs_mod.content_hash(doc), name, file.sha256,
+                            priced.input_sha256, book.sha256)
+
+
+def _render_key(doc: dict) -> str:
+    return sha256(json.dumps(doc, sort_keys=True, ensure_ascii=False).encode())
 
 
 def _fault_point(name: str) -> None:
@@ -308,155 +373,29 @@ def _clean(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if not k.startswith("_")}
 
 
-def _number(ledger: Ledger, priced: Priced, plan: Plan, book) -> list[dict]:
-    """Assign gapless numbers, customer by customer: a credit note before its replacement invoice."""
+def _numbering_groups(plan: Plan) -> list[tuple[str, list[dict]]]:
+    """What gets numbered, per customer: a new invoice; a credit note and its replacement; a credit note."""
     work: list[tuple[str, list[dict]]] = []
     for doc in plan.new:
         work.append((doc["customer"]["customer_id"], [doc]))
     for new, old in plan.changed:
-        credit = docs_mod.credit_note_for({**old.content, "number": old.number}, dt.date.fromisoformat(new["issue_date"]))
+        credit = docs_mod.credit_note_for({**old.content, "number": old.number},
+                                          dt.date.fromisoformat(new["issue_date"]))
         work.append((old.customer_id, [credit, {**new, "replaces": old.number}]))
     for old in plan.withdrawn:
         issue = old.content["issue_date"]
         work.append((old.customer_id, [docs_mod.credit_note_for({**old.content, "number": old.number},
                                                                  dt.date.fromisoformat(issue))]))
-    out = []
-    next_by_year: dict[int, int] = {}
-    for _, group in sorted(work, key=lambda w: w[0]):
-        for doc in group:
-            year = dt.date.fromisoformat(doc["issue_date"]).year
-            if year not in next_by_year:
-                next_by_year[year] = ledger.next_seq(priced.prefix, year)
-            seq = next_by_year[year]
-            next_by_year[year] += 1
-            doc = {**doc, "number": format_number(priced.prefix, year, seq, book.number_digits),
-                   "_year": year, "_seq": seq}
-            out.append(doc)
-    # a credit note is numbered before its replacement; the replacement names what it replaces
-    return out
+    return work
 
 
 def _changed_notices(ledger: Ledger, priced: Priced, period: str) -> list[dict]:
-    latest = ledger.latest_notices(priced.prefix, period)
+    latest = ledger.latest_notice_refs(priced.prefix, period)
     out = []
     for doc in priced.notices:
-        key = (doc["customer"]["customer_id"], doc["notice"]["notice_kind"])
-        old = latest.get(key)
+        old = latest.get(file_name_for(doc))
         if old is None or old.content_sha256 != docs_mod.content_hash(doc):
             out.append(doc)
-    return out
-
-
-def file_name_for(doc: dict) -> str:
-    if doc["kind"] == "invoice":
-        return f"invoices/{doc['number']}.pdf"
-    if doc["kind"] == "credit_note":
-        return f"credit_notes/{doc['number']}.pdf"
-    return f"notices/{doc['customer']['customer_id']}-{doc['notice']['notice_kind']}.pdf"
-
-
-def _render(docs: list[dict], opts: RunOptions, pool: RenderPool | None) -> list[bytes]:
-    if pool is not None:
-        return pool.render(docs, opts.progress)
-    from .render.pdf import render_many
-
-    return render_many(docs, opts.templates, opts.workers, opts.progress)
-
-
-def publish_period(ledger: Ledger, out: Path, prefix: str, period: str, accounts: pd.DataFrame,
-                   rejects: list[Reject], book, priced: Priced, opts: RunOptions,
-                   fresh: dict[str, bytes], pool: RenderPool | None = None) -> list[str]:
-    """Make the output folder match the ledger for this period: every issued document's file (re-rendered
-    from its recorded snapshot if missing), the summary and, last, the manifest."""
-    for folder in (out, out / "invoices", out / "credit_notes", out / "notices"):
-        # left by a run killed inside an atomic write; whatever their age, since this run holds the ledger's
-        # write lock and every run of this ledger writes its folder only while holding it
-        sweep_stale_temporaries(folder, older_than_s=0)
-    issued = ledger.documents(prefix, period)
-    cancelled = {d.content.get("cancels") for d in issued if d.kind == "credit_note"}
-    latest_notice: dict[str, Issued] = {}
-    for d in issued:
-        if d.kind == "notice":
-            latest_notice[d.file_name] = d
-    current_notice_keys = {file_name_for(n) for n in priced.notices}
-    files: dict[str, str] = {}
-    written: list[str] = []
-    missing = []
-    for d in issued:
-        if d.kind == "notice" and (latest_notice[d.file_name] is not d or d.file_name not in current_notice_keys):
-            continue
-        path = safe_path(out, *d.file_name.split("/"))
-        if d.file_name in fresh:
-            data = fresh[d.file_name]
-            if write_if_different(path, data):
-                written.append(d.file_name)
-        elif not (path.is_file() and sha256(path.read_bytes()) == d.file_sha256):
-            missing.append(d)
-        files[d.file_name] = d.file_sha256
-    # a missing file is restored from the bytes the ledger kept at issue; only documents issued before the
-    # ledger kept them are rendered again from their snapshot, and must come out byte-identical
-    kept = {d.file_name: ledger.blob(d.file_sha256) for d in missing}
-    again = iter(_render([d.content for d in missing if kept[d.file_name] is None], opts, pool))
-    for d in missing:
-        data = kept[d.file_name] or next(again)
-        if sha256(data) != d.file_sha256:
-            raise InvoicerError(f"re-rendering {d.file_name} from the ledger gave different bytes; the "
-                                f"templates or fonts changed since it was issued, and this ledger predates "
-                                f"keeping issued PDFs")
-        write_if_different(safe_path(out, *d.file_name.split("/")), data)
-        written.append(d.file_name)
-    listed = []
-    for d in issued:
-        if d.kind == "notice":
-            continue
-        status = "cancelled" if d.number in cancelled else ("issued" if d.kind == "invoice" else "credit_note")
-        listed.append({**d.content, "status": status})
-    listed.sort(key=lambda x: x["number"])
-    acc = _account_records(accounts)
-    created = dt.datetime.combine(dt.date.fromisoformat(priced.invoices[0]["issue_date"]) if priced.invoices
-                                  else _period_end(period), dt.time())
-    summary = render_summary(listed, acc, rejects, created)
-    if write_if_different(out / "summary.xlsx", summary):
-        written.append("summary.xlsx")
-    files["summary.xlsx"] = sha256(summary)
-    # --- h-fapiao: the e-fapiao import file and the red-letter list (README "The clerk's month")
-    from .publish_fapiao import write_fapiao_exports
-
-    written += write_fapiao_exports(out, prefix, period, listed, book, priced.roster, created, files)
-    # --- end h-fapiao
-    manifest = {
-        "tool": "qq-invoicer", "tool_version": tool_version(), "period": period, "invoice_prefix": prefix,
-        "pricebook": {"version": book.version, "sha256": book.sha256, "source": Path(book.source).name},
-        "input": {"name": priced.input_name, "sha256": priced.input_sha256},
-        "ledger": str(Path(opts.ledger).resolve()) if opts.ledger else LEDGER_NAME,
-        **ledger.anchor(prefix, period),  # [h-verify] ledger_id, chain_head, chain_link: which ledger, as of when
-        "counts": {"invoices": sum(1 for x in listed if x["kind"] == "invoice" and x["status"] == "issued"),
-                   "credit_notes": sum(1 for x in listed if x["kind"] == "credit_note"),
-                   "notices": len(current_notice_keys), "rejected_rows": len(rejects)},
-        "total_fen": sum(x["total_fen"] for x in listed),
-        "files": dict(sorted(files.items())),
-        "warnings": priced.roster.warnings,
-    }
-    write_json(out / "manifest.json", manifest)
-    written.append("manifest.json")
-    return written
-
-
-def _period_end(period: str) -> dt.date:
-    start = np.datetime64(period, "M")
-    return ((start + 1).astype("datetime64[D]") - np.timedelta64(1, "D")).astype(dt.date)
-
-
-def _account_records(accounts: pd.DataFrame) -> list[dict]:
-    out = []
-    for r in accounts.sort_values("customer_id").to_dict("records"):
-        out.append({
-            "customer_id": r["customer_id"], "customer_name": r.get("customer_name") or "",
-            "seats": int(r["seats"]), "paid_through": docs_mod._d(r["paid_through"]), "status": r["status"],
-            "next_action_on": docs_mod._d(r["next_action_on"]), "window_opens_on": docs_mod._d(r["window_opens_on"]),
-            "reclaim_on": docs_mod._d(r["reclaim_on"]), "quote_fen": int(r["quote_fen"]),
-            "invoice_held": r.get("invoice_held") or "",
-        })
     return out
 
 

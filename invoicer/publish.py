@@ -103,3 +103,308 @@ def write_json(path: Path, obj) -> bytes:
     data = (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode()
     write_if_different(path, data)
     return data
+
+
+# -- staging: rendered PDFs on disk before the ledger commits ------------------------------------------------
+STAGING_GLOB = ".staging-*"
+
+
+class StagedFile:
+    """One rendered PDF written to the run's staging folder: where, its SHA-256 and size (hashed as written)."""
+
+    __slots__ = ("path", "sha256", "size")
+
+    def __init__(self, path: Path, sha256: str, size: int):
+        self.path, self.sha256, self.size = path, sha256, size
+
+    def read(self) -> bytes:
+        return self.path.read_bytes()
+
+
+class Staging:
+    """A run's private hidden folder inside the output folder (``.staging-<random>``) holding the PDFs it
+    rendered before it commits them to the ledger. The run holds an exclusive lock on the folder's lock file
+    for as long as it lives, so the next run can tell a dead run's leftovers (lock free: swept) from a live
+    run's (lock held: left alone). Same file system as the output, so publishing is a rename."""
+
+    def __init__(self, out: Path):
+        import fcntl
+        import uuid
+
+        out.mkdir(parents=True, exist_ok=True)
+        self.root = out / f".staging-{uuid.uuid4().hex}"
+        self.root.mkdir()
+        self._lock = os.open(self.root / "lock", os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self._count = 0
+
+    def stage(self, data: bytes) -> StagedFile:
+        self._count += 1
+        path = self.root / f"{self._count:08d}.pdf"
+        with open(path, "wb") as f:
+            f.write(data)
+        return StagedFile(path, sha256(data), len(data))
+
+    def make_durable(self) -> None:
+        """Flush every staged file to disk at once (before the ledger commits to them, so a power cut after
+        the commit and the renames never leaves a renamed file without its bytes)."""
+        os.sync()
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.root, ignore_errors=True)
+        os.close(self._lock)
+
+    def __enter__(self) -> "Staging":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def sweep_staging(out: Path) -> list[Path]:
+    """Remove staging folders left by runs that died (their lock is free); a live run's folder stays."""
+    import fcntl
+    import shutil
+
+    removed = []
+    if not out.is_dir():
+        return removed
+    for folder in out.glob(STAGING_GLOB):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        try:
+            fd = os.open(folder / "lock", os.O_RDWR)
+        except OSError:
+            shutil.rmtree(folder, ignore_errors=True)  # died before it could take its lock
+            removed.append(folder)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a run is alive and staging there
+        finally:
+            os.close(fd)
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def place_staged(staged: StagedFile, path: Path) -> bool:
+    """Move a staged file to its place unless the place already holds these bytes. True if it moved."""
+    if path.is_file() and path.stat().st_size == staged.size and file_sha256(path) == staged.sha256:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(staged.path, 0o644)
+    os.replace(staged.path, path)
+    return True
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def stat_key(path: Path) -> list[int] | None:
+    """What a file's inode says about it: size, modification and change times (ns), inode number. The change
+    time cannot be set back by a program, so an edit shows here even if the modification time is restored."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+# -- publishing a period ----------------------------------------------------------------------------------
+LEDGER_NAME = "ledger.sqlite"
+
+
+def tool_version() -> str:
+    from importlib.metadata import version as pkg_version
+
+    try:
+        return pkg_version("qq-invoicer")
+    except Exception:
+        return "0+unknown"
+
+
+def file_name_for(doc: dict) -> str:
+    """Where a document's PDF lives under the output folder (relative, '/'-separated)."""
+    if doc["kind"] == "invoice":
+        return f"invoices/{doc['number']}.pdf"
+    if doc["kind"] == "credit_note":
+        return f"credit_notes/{doc['number']}.pdf"
+    return f"notices/{doc['customer']['customer_id']}-{doc['notice']['notice_kind']}.pdf"
+
+
+def _previous_manifest(out: Path) -> dict:
+    """The manifest the last run wrote, or {} if there is none or it is unreadable (it is only a hint)."""
+    try:
+        data = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _unchanged_since_manifest(path: Path, name: str, expected_sha: str, previous: dict) -> bool:
+    """Does the file hold the bytes ``expected_sha``? Trusted without reading it when the last manifest
+    recorded that hash and exactly this inode state (size, mtime, ctime, inode) for it; else re-hashed.
+    (An audit trusts no stat: ``invoicer verify`` re-hashes every file.)"""
+    files, stats = previous.get("files"), previous.get("file_stats")
+    if isinstance(files, dict) and isinstance(stats, dict) and files.get(name) == expected_sha \
+            and stats.get(name) is not None and stats.get(name) == stat_key(path):
+        return True
+    return path.is_file() and file_sha256(path) == expected_sha
+
+
+class _Places:
+    """``safe_path`` for many files of a few folders: each folder is resolved once, each file name checked
+    by the same rule; a file that is a link is resolved in full (and refused if it leads out)."""
+
+    def __init__(self, out: Path):
+        self.out, self.dirs = out, {}
+
+    def __call__(self, name: str) -> Path:
+        *folder, base = name.split("/")
+        key = tuple(folder)
+        if key not in self.dirs:
+            self.dirs[key] = safe_path(self.out, *folder) if folder else self.out.resolve()
+        if not SAFE_NAME.match(base) or base in (".", ".."):
+            raise UnsafePath(f"refusing unsafe file name {base!r}")
+        path = self.dirs[key] / base
+        return safe_path(self.out, *name.split("/")) if path.is_symlink() else path
+
+
+def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, StagedFile], executor=None) -> list[str]:
+    """Make the output folder match the ledger for this period, after the run committed: the PDFs this run
+    staged are moved into place; every other issued document's file is checked (by hash, or by the inode
+    state the last manifest recorded) and, if missing or damaged, restored from the bytes the ledger kept
+    (or, for documents issued before it kept them, re-rendered from the snapshot, which must give the same
+    bytes); then the summary (rebuilt only when the period's documents, the input or the price book changed)
+    and, last, the manifest. Returns the names of the files written. Refuses (InvoicerError) a re-render that
+    does not reproduce an issued file."""
+    import datetime as dt
+
+    from .errors import InvoicerError
+    from .pricing.dates import month_bounds, to_date
+    from .render.summary import render_summary
+
+    prefix, period = priced.prefix, opts.period
+    for folder in (out, out / "invoices", out / "credit_notes", out / "notices", out / "fapiao"):
+        # left by a run killed inside an atomic write; whatever their age, since this run holds the ledger's
+        # write lock and every run of this ledger writes its folder only while holding it
+        sweep_stale_temporaries(folder, older_than_s=0)
+    sweep_staging(out)
+    previous = _previous_manifest(out)
+    refs = ledger.document_refs(prefix, period)
+    cancelled = {r.cancels for r in refs if r.kind == "credit_note"}
+    latest_notice = {r.file_name: r for r in refs if r.kind == "notice"}
+    current_notice_keys = {file_name_for(n) for n in priced.notices}
+    files: dict[str, str] = {}
+    written: list[str] = []
+    missing = []
+    place = _Places(out)
+    for r in refs:
+        if r.kind == "notice" and (latest_notice[r.file_name] is not r or r.file_name not in current_notice_keys):
+            continue
+        path = place(r.file_name)
+        if r.file_name in fresh:
+            if place_staged(fresh[r.file_name], path):
+                written.append(r.file_name)
+        elif not _unchanged_since_manifest(path, r.file_name, r.file_sha256, previous):
+            missing.append(r)
+        files[r.file_name] = r.file_sha256
+    # a missing file is restored from the bytes the ledger kept at issue; only documents issued before the
+    # ledger kept them are rendered again from their snapshot, and must come out byte-identical
+    unkept = [r for r in missing if not ledger.has_blob(r.file_sha256)]
+    again = iter(executor.render_iter([d.content for d in ledger.load(unkept)]) if unkept and executor else ())
+    for r in missing:
+        data = ledger.blob(r.file_sha256)
+        if data is None:
+            data = next(again, b"")
+        if sha256(data) != r.file_sha256:
+            raise InvoicerError(f"re-rendering {r.file_name} from the ledger gave different bytes; the "
+                                f"templates or fonts changed since it was issued, and this ledger predates "
+                                f"keeping issued PDFs")
+        write_if_different(place(r.file_name), data)
+        written.append(r.file_name)
+    if fresh:
+        fsync_dir(out)
+        for sub in ("invoices", "credit_notes", "notices"):
+            if (out / sub).is_dir():
+                fsync_dir(out / sub)
+    listed_refs = [r for r in refs if r.kind != "notice"]
+    # the summary is a function of the period's documents (append-only: the newest id says which), the
+    # input and the price book; when none changed and the file is the one the last run wrote, keep it
+    summary_key = sha256(json.dumps([tool_version(), prefix, period, priced.input_sha256, book.sha256,
+                                     max((r.id for r in refs), default=0), len(refs)]).encode())
+    summary_path = out / "summary.xlsx"
+    old_summary = (previous.get("files") or {}).get("summary.xlsx") if isinstance(previous.get("files"), dict) else None
+    # the e-fapiao exports (publish_fapiao) are a function of the same things (the roster's buyer columns too)
+    old_fapiao = {n: h for n, h in (previous.get("files") or {}).items() if n.startswith("fapiao/")} \
+        if isinstance(previous.get("files"), dict) else {}
+    fapiao_kept = bool(old_fapiao) and all(isinstance(h, str) and _unchanged_since_manifest(place(n), n, h, previous)
+                                           for n, h in old_fapiao.items())
+    if previous.get("summary_key") == summary_key and isinstance(old_summary, str) and fapiao_kept \
+            and _unchanged_since_manifest(summary_path, "summary.xlsx", old_summary, previous):
+        files["summary.xlsx"] = old_summary
+        files.update(old_fapiao)
+        # the export's listed problems, as the run that made it said them (console and manifest)
+        priced.roster.warnings.extend(w for w in previous.get("warnings") or [] if isinstance(w, str)
+                                      and w.startswith("fapiao: ") and w not in priced.roster.warnings)
+    else:
+        listed = []
+        for r, d in zip(listed_refs, ledger.load(listed_refs)):
+            status = "cancelled" if r.number in cancelled else ("issued" if r.kind == "invoice" else "credit_note")
+            listed.append({**d.content, "status": status})
+        listed.sort(key=lambda x: x["number"])
+        created = dt.datetime.combine(dt.date.fromisoformat(priced.invoices[0]["issue_date"]) if priced.invoices
+                                      else to_date(month_bounds(period)[1]), dt.time())
+        summary = render_summary(listed, account_records(priced.accounts), priced.rejects, created)
+        if write_if_different(summary_path, summary):
+            written.append("summary.xlsx")
+        files["summary.xlsx"] = sha256(summary)
+        # the e-fapiao import file and the red-letter list (README "The clerk's month")
+        from .publish_fapiao import write_fapiao_exports
+
+        written += write_fapiao_exports(out, prefix, period, listed, book, priced.roster, created, files)
+        del listed
+    manifest = {
+        "tool": "qq-invoicer", "tool_version": tool_version(), "period": period, "invoice_prefix": prefix,
+        "pricebook": {"version": book.version, "sha256": book.sha256, "source": Path(book.source).name},
+        "input": {"name": priced.input_name, "sha256": priced.input_sha256},
+        "ledger": str(Path(opts.ledger).resolve()) if opts.ledger else LEDGER_NAME,
+        **ledger.anchor(prefix, period),  # ledger_id, chain_head, chain_link: which ledger, as of when
+        "counts": {"invoices": sum(1 for r in listed_refs if r.kind == "invoice" and r.number not in cancelled),
+                   "credit_notes": sum(1 for r in listed_refs if r.kind == "credit_note"),
+                   "notices": len(current_notice_keys), "rejected_rows": len(priced.rejects)},
+        "total_fen": sum(r.total_fen for r in listed_refs),
+        "files": dict(sorted(files.items())),
+        # the inode state of each file as this run left it: the next run trusts a file whose state is
+        # unchanged instead of re-reading it (verify re-hashes regardless)
+        "file_stats": {name: stat_key(place(name)) for name in sorted(files)},
+        "summary_key": summary_key,
+        "warnings": priced.roster.warnings,
+    }
+    write_json(out / "manifest.json", manifest)
+    written.append("manifest.json")
+    return written
+
+
+def account_records(accounts) -> list[dict]:
+    """The priced accounts frame -> the summary's account rows (sorted by customer id)."""
+    from .documents import _d
+
+    a = accounts.sort_values("customer_id")
+    names = a["customer_name"] if "customer_name" in a else [""] * len(a)
+    held = a["invoice_held"] if "invoice_held" in a else [""] * len(a)
+    cols = [a[c].tolist() for c in ("customer_id", "seats", "paid_through", "status", "next_action_on",
+                                    "window_opens_on", "reclaim_on", "quote_fen")]
+    return [{"customer_id": cid, "customer_name": name or "", "seats": int(seats), "paid_through": _d(paid),
+             "status": status, "next_action_on": _d(nxt), "window_opens_on": _d(win), "reclaim_on": _d(rec),
+             "quote_fen": int(quote), "invoice_held": h or ""}
+            for cid, seats, paid, status, nxt, win, rec, quote, name, h in zip(*cols, names, held)]

@@ -42,12 +42,11 @@ COLUMNS: dict[str, dict[str, tuple[tuple[str, ...], bool]]] = {
         "email": (("邮箱",), False),
         "address": (("地址",), False),
         "tax_id": (("税号",), False),
-        # --- h-fapiao: buyer details the e-fapiao export needs (optional; see README "The clerk's month")
+        # buyer details the e-fapiao export needs (optional; see README "The clerk's month")
         "fapiao_kind": (("发票类型",), False),
         "phone": (("电话", "购买方电话"), False),
         "bank": (("开户行", "开户银行", "购买方开户银行"), False),
         "bank_account": (("银行账号", "账号", "购买方银行账号"), False),
-        # --- end h-fapiao
     },
     "changes": {
         "customer_id": (("客户编号",), True),

@@ -680,14 +680,21 @@ class RenderPool:
     def render(self, docs: list[Document], progress: bool | None = None) -> list[bytes]:
         """Render documents, in order. Raises InvoicerError (exit 2) naming the template and document when
         one fails or overruns the time limit; nothing is returned then."""
+        return list(self.render_iter(docs, progress))
+
+    def render_iter(self, docs: list[Document], progress: bool | None = None):
+        """Render documents, yielding each one's bytes in order as soon as it is done (a caller streaming
+        them to disk never holds the batch in memory). Raises as ``render`` does."""
         show = sys.stderr.isatty() if progress is None else progress
         if not docs:
-            return []
+            return
         if self.workers == 1:
             if self._local is None:
                 self._local = Renderer(self.templates_dir, self.time_limit)
-            return [self._local.render(d) for d in _progress(docs, show)]
-        return list(_progress(self._results(docs), show, total=len(docs)))
+            for d in _progress(docs, show):
+                yield self._local.render(d)
+            return
+        yield from _progress(self._results(docs), show, total=len(docs))
 
     def _results(self, docs: list[dict]):
         pool = self._pool or self._start()

@@ -24,7 +24,7 @@ DATE_FORMAT = "yyyy-mm-dd"
 
 INVOICE_COLUMNS = ["invoice_number", "customer_id", "customer_name", "issue_date", "total", "document",
                    "status", "cancels", "period", "total_in_words",
-                   "net_total", "tax_total", "vat_rate"]  # VAT (h-fapiao): blank for bills issued before it
+                   "net_total", "tax_total", "vat_rate"]  # VAT: blank for bills issued before it
 LINE_COLUMNS = ["invoice_number", "customer_id", "kind", "date", "seats", "months", "unit_price", "amount",
                 "explanation", "tier", "account_seats", "whole_months", "extra_days", "list_amount", "discount",
                 "term_start", "term_end", "completes_on", "legacy", "capped", "reference", "source_row",
@@ -58,7 +58,7 @@ def _row(ws, values: list, formats: dict[int, str]):
     ws.append([_cell(ws, v, formats.get(i)) for i, v in enumerate(values)])
 
 
-def _sheet(wb, title: str, columns: list[str], rows: list[list], formats: dict[str, str], widths: dict[str, int]):
+def _sheet(wb, title: str, columns: list[str], rows, formats: dict[str, str], widths: dict[str, int]):
     ws = wb.create_sheet(title)
     for i, name in enumerate(columns):
         letter = chr(ord("A") + i) if i < 26 else "A" + chr(ord("A") + i - 26)
@@ -92,23 +92,21 @@ def totals_rows(documents: list[dict]) -> list[list]:
 def render_summary(documents: list[dict], accounts: list[dict], rejects: list[Reject], created: dt.datetime) -> bytes:
     """documents: issued invoices and credit notes of the period (with 'number' and 'status')."""
     wb = Workbook(write_only=True)
-    inv_rows, line_rows = [], []
     for doc in documents:
-        cust = doc["customer"]
-        inv_rows.append([doc["number"], cust["customer_id"], cust["name"], _date(doc["issue_date"]),
-                         fen_to_decimal(doc["total_fen"]), doc["kind"], doc.get("status", "issued"),
-                         doc.get("cancels") or "", doc["period"], doc["total_words"],
-                         _fen(doc.get("net_total_fen")), _fen(doc.get("tax_total_fen")),
-                         (doc.get("vat") or {}).get("rate")])
-        for x in doc["lines"]:
-            line_rows.append([
-                doc["number"], cust["customer_id"], x["kind"], _date(x["date"]), x["seats"], x["months"],
-                fen_to_decimal(x["unit_fen"]), fen_to_decimal(x["amount_fen"]), x["explanation"], x["tier"],
-                x["account_seats"], x["whole_months"], x["extra_days"], fen_to_decimal(x["list_fen"]),
-                fen_to_decimal(x["discount_fen"]), _date(x["term_start"]), _date(x["term_end"]),
-                _date(x["completes_on"]), "yes" if x["legacy"] else "", "yes" if x["capped"] else "",
-                x["reference"], x["row"], _fen(x.get("net_fen")), _fen(x.get("tax_fen"))])
         assert sum(x["amount_fen"] for x in doc["lines"]) == doc["total_fen"], doc["number"]
+    # rows are generated as each sheet streams out (write-only), never held as a second copy of the documents
+    inv_rows = ([doc["number"], doc["customer"]["customer_id"], doc["customer"]["name"], _date(doc["issue_date"]),
+                 fen_to_decimal(doc["total_fen"]), doc["kind"], doc.get("status", "issued"),
+                 doc.get("cancels") or "", doc["period"], doc["total_words"], _fen(doc.get("net_total_fen")),
+                 _fen(doc.get("tax_total_fen")), (doc.get("vat") or {}).get("rate")] for doc in documents)
+    line_rows = ([
+        doc["number"], doc["customer"]["customer_id"], x["kind"], _date(x["date"]), x["seats"], x["months"],
+        fen_to_decimal(x["unit_fen"]), fen_to_decimal(x["amount_fen"]), x["explanation"], x["tier"],
+        x["account_seats"], x["whole_months"], x["extra_days"], fen_to_decimal(x["list_fen"]),
+        fen_to_decimal(x["discount_fen"]), _date(x["term_start"]), _date(x["term_end"]),
+        _date(x["completes_on"]), "yes" if x["legacy"] else "", "yes" if x["capped"] else "",
+        x["reference"], x["row"], _fen(x.get("net_fen")), _fen(x.get("tax_fen"))]
+        for doc in documents for x in doc["lines"])
     acc_rows = [[a["customer_id"], a["seats"], _date(a["paid_through"]), a["status"], _date(a["next_action_on"]),
                  a["customer_name"], _date(a["window_opens_on"]), _date(a["reclaim_on"]),
                  fen_to_decimal(a["quote_fen"]), a["invoice_held"]] for a in accounts]
