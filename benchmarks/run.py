@@ -84,7 +84,7 @@ def _instrument(times: dict[str, float], stub_render: bool) -> None:
     if stub_render:
         from invoicer.render import pdf
 
-        pdf.Renderer.__init__ = lambda self, templates_dir=None: None
+        pdf.Renderer.__init__ = lambda self, templates_dir=None, time_limit=None: None
         pdf.Renderer.render = lambda self, doc: b"%PDF-stub " + (doc.get("number") or pdf.doc_key(doc)).encode()
 
 

@@ -161,74 +161,63 @@ class Labels(TypedDict):
     fapiao_note_en: str
 
 
-class Invoice(TypedDict):
-    """One customer's invoice for one month (``documents.build_invoices``).
+class _Bill(TypedDict):
+    """What an invoice and a credit note both carry (see Invoice and CreditNote for their own fields).
+
+    Attributes:
+      customer, seller: snapshots (above); lines: the priced lines, in print order.
+      total_fen: the sum of the lines' amount_fen; list_total_fen: the sum of their list_fen.
+      total_words: total_fen in Chinese capital numerals (大写).
+      period: the billing month "YYYY-MM"; issue_date: the issuing run's date (the period's last day).
+      currency: "CNY"; pricebook_version: the version of the price book that priced it.
+      number: the gapless number, given when the ledger issues it (absent on a draft or dry run).
+      labels, vat, net_total_fen, tax_total_fen: the printed title and labels, the [vat] settings and the
+        VAT split (sums of the lines' net_fen and tax_fen). Not hashed; absent on documents issued before
+        the VAT split was printed.
+    """
+    customer: Customer
+    seller: Seller
+    lines: list[Line]
+    total_fen: int
+    list_total_fen: int
+    total_words: str
+    period: str
+    issue_date: str
+    currency: str
+    pricebook_version: str
+    number: NotRequired[str]
+    labels: NotRequired[Labels]
+    vat: NotRequired[Vat]
+    net_total_fen: NotRequired[int]
+    tax_total_fen: NotRequired[int]
+
+
+class Invoice(_Bill):
+    """One customer's invoice (bill, 账单) for one month (``documents.build_invoices``).
 
     Hashed: kind, customer, seller, lines, total_fen, period, issue_date, currency.
 
     Attributes:
-      kind: "invoice".
-      customer, seller: snapshots (above); lines: the priced lines, in print order.
-      total_fen: the sum of the lines' amount_fen; list_total_fen: the sum of their list_fen.
-      total_words: total_fen in Chinese capital numerals (大写).
-      period: the billing month "YYYY-MM"; issue_date: its last day.
-      currency: "CNY"; pricebook_version: the version of the price book that priced it.
-      rules: the printed rules paragraph.
-      number: the gapless number, given when the ledger issues it (absent on a draft or dry run).
+      kind: "invoice"; rules: the printed rules paragraph.
       replaces: on an invoice issued by --amend, the number of the invoice it replaces.
     """
     kind: Literal["invoice"]
-    customer: Customer
-    seller: Seller
-    lines: list[Line]
-    total_fen: int
-    list_total_fen: int
-    total_words: str
-    period: str
-    issue_date: str
-    currency: str
-    pricebook_version: str
     rules: Rules
-    number: NotRequired[str]
     replaces: NotRequired[str]
-    # Not hashed; absent on documents issued before the VAT split was printed:
-    labels: NotRequired[Labels]
-    vat: NotRequired[Vat]
-    net_total_fen: NotRequired[int]  # sum of the lines' net_fen
-    tax_total_fen: NotRequired[int]  # sum of the lines' tax_fen
 
 
-class CreditNote(TypedDict):
+class CreditNote(_Bill):
     """The cancellation of an issued invoice (``documents.credit_note_for``): a new document with the
-    invoice's lines negated, in the same number series. Hashed as an invoice is.
+    invoice's lines negated (totals too), in the same number series, dated by the amending run. Hashed as
+    an invoice is.
 
     Attributes:
       kind: "credit_note"; cancels: the number of the invoice it cancels.
-      customer, seller, period, currency, pricebook_version: copied from the invoice.
       rules: copied from the invoice; absent when the invoice was recorded before rules were part of it.
-      lines: the invoice's lines, negated; total_fen, list_total_fen: the invoice's, negated.
-      total_words: total_fen in capital numerals (负...); issue_date: the amending run's issue date.
-      number: the credit note's own number, given when issued.
     """
     kind: Literal["credit_note"]
-    customer: Customer
-    seller: Seller
-    lines: list[Line]
-    total_fen: int
-    list_total_fen: int
-    total_words: str
-    period: str
-    issue_date: str
-    currency: str
-    pricebook_version: str
     cancels: str
     rules: NotRequired[Rules]
-    number: NotRequired[str]
-    # Not hashed; absent on documents issued before the VAT split was printed:
-    labels: NotRequired[Labels]
-    vat: NotRequired[Vat]
-    net_total_fen: NotRequired[int]  # sum of the lines' net_fen
-    tax_total_fen: NotRequired[int]  # sum of the lines' tax_fen
 
 
 class NoticeFacts(TypedDict):
