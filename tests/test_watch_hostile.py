@@ -365,3 +365,47 @@ def test_a_polling_watcher_is_not_led_around_by_link_loops(tmp_path):
     assert sorted((e["file"], e["result"]) for e in file_events(log)) == [
         ("loop", "failed"), ("root", "failed"), ("roster-2026-10.xlsx", "billed")]
     assert ledger_numbers(root / "out", "SZ") == ["SZ-2026-000001"]
+
+
+def test_a_roster_issued_but_not_published_stays_claimed_until_a_pass_publishes_it(tmp_path, monkeypatch):
+    """A full disk after COMMIT (exit 5 for `run`): the file was billed, so it must not go to failed/ ("not
+    billed") nor count as an interrupted attempt; the claim stays and the next pass publishes the rest."""
+    import errno
+    import io
+
+    from invoicer import publish
+    from invoicer.watch import Watcher, WatchOptions
+
+    root = tmp_path / "drop"
+    (root / "inbox" / "sz").mkdir(parents=True)
+    write_roster(root / "inbox" / "sz" / "roster-2026-10.xlsx", [cust("A1", D(2026, 10, 3), 5)], [],
+                 {"invoice_prefix": "SZ"})
+    real_write_json = publish.write_json
+
+    def disk_full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    def serve() -> tuple[int, list[dict]]:
+        log = io.StringIO()
+        opts = WatchOptions(inbox=root / "inbox", out=root / "out", once=True, settle_s=0.05, workers=1)
+        code = Watcher(opts, log_to=log).serve()
+        return code, [json.loads(x) for x in log.getvalue().splitlines()]
+
+    monkeypatch.setattr(publish, "write_json", disk_full)
+    code, events = serve()
+    files = [e for e in events if e.get("event") == "file"]
+    assert code == 1 and [e["result"] for e in files] == ["unpublished"]
+    assert "2026-10 was issued (1 numbered document(s)" in files[0]["message"] and "disk is full" in files[0]["message"]
+    assert (root / "processing" / "sz" / "2026-10" / "roster-2026-10.xlsx").is_file()
+    assert not (root / "failed").exists() or not any((root / "failed").rglob("*.xlsx"))
+    assert ledger_numbers(root / "out", "SZ") == ["SZ-2026-000001"]
+
+    monkeypatch.setattr(publish, "write_json", real_write_json)
+    code, events = serve()
+    files = [e for e in events if e.get("event") == "file"]
+    assert code == 0 and len(files) == 1
+    assert files[0]["result"] == "billed" and files[0]["resumed"] is True and files[0]["documents_issued"] == 0
+    assert (root / "processed" / "sz" / "2026-10" / "roster-2026-10.xlsx").is_file()
+    assert ledger_numbers(root / "out", "SZ") == ["SZ-2026-000001"]  # nothing issued twice
+    v = run_cli("verify", root / "out" / "sz" / "2026-10", "--ledger", root / "out" / "ledger.sqlite")
+    assert v.returncode == 0, v.stdout
