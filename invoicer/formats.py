@@ -347,7 +347,6 @@ def _scan_ods(chunks) -> dict[str, SheetScan]:
     row = col = 0
     row_repeat = 1
     row_max_col = 0
-    depth_cell = 0
     for chunk in chunks:
         parser.feed(chunk)
         for event, el in parser.read_events():

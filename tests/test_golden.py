@@ -35,7 +35,7 @@ def sample_run(tmp_path_factory):
 
 
 MONEY = {"total", "unit_price", "amount", "list_amount", "discount", "renewal_quote",
-         "net_total", "tax_total", "net", "tax"}  # net/tax: the VAT split (h-fapiao)
+         "net_total", "tax_total", "net", "tax"}  # net/tax: the VAT split
 
 
 def _plain(column, v):
