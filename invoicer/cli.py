@@ -15,15 +15,17 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from .errors import EXIT_INPUT, EXIT_OK, EXIT_REJECTS, InputError, InvoicerError, Reject
 from . import limits
+from .errors import EXIT_INPUT, EXIT_OK, EXIT_REJECTS, InputError, InvoicerError, Reject
 from .limits import check_period
 from .money import fmt_yuan
 
 
 def default_period(today: dt.date | None = None) -> str:
     """The previous calendar month: the clerk bills October in the first days of November."""
-    from .watch.names import previous_month  # the one "previous month" rule, shared with the watcher
+    from .watch.names import (
+        previous_month,  # the one "previous month" rule, shared with the watcher
+    )
 
     return previous_month(today or dt.date.today())
 

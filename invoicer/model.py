@@ -146,7 +146,7 @@ class Vat(TypedDict):
 
 
 class Labels(TypedDict):
-    """The printed title and labels of a bill or credit note (``documents.labels_for``). Not hashed.
+    """The printed title and labels of a bill or credit note (``labels.labels_for``). Not hashed.
 
     Attributes:
       title_zh, title_en: 账单 / BILL, 贷项通知单 / CREDIT NOTE (never 发票: only the tax platform issues one);

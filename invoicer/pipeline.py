@@ -20,14 +20,22 @@ import pandas as pd
 
 from . import documents as docs_mod
 from . import pricebook as pricebook_mod
-from .errors import EXIT_CONFLICT, EXIT_OK, EXIT_REJECTS, InvoicerError, LedgerBusy, PublishIncomplete, Reject
+from .errors import (
+    EXIT_CONFLICT,
+    EXIT_OK,
+    EXIT_REJECTS,
+    InvoicerError,
+    LedgerBusy,
+    PublishIncomplete,
+    Reject,
+)
 from .ledger import OPERATOR, Issued, IssuedRef, Ledger, PrefixTaken  # noqa: F401 (PrefixTaken: re-export)
 from .money import plain_yuan
 from .pricing.engine import price_period
 from .publish import (  # noqa: F401  (file_name_for, tool_version, LEDGER_NAME: their old home re-exports them)
     LEDGER_NAME,
-    Staging,
     StagedFile,
+    Staging,
     file_name_for,
     publish_period,
     sha256,
@@ -217,7 +225,9 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     from .render.executor import LocalExecutor, make_executor, parse_executor
 
     parse_executor(opts.executor)  # a malformed --executor is refused before any work
-    from .render.pdf import check_templates  # templates are checked before anything is numbered
+    from .render.pdf import (
+        check_templates,  # templates are checked before anything is numbered
+    )
 
     check_templates(opts.templates)
     book = pricebook_mod.load(opts.pricebook)

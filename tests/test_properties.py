@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from invoicer import documents, pricebook
 from invoicer.pricing import reference
-from invoicer.pricing.rules import prorate_months
 from invoicer.pricing.engine import price_period
+from invoicer.pricing.rules import prorate_months
 
 BOOK = pricebook.load_default()
 dates = st.dates(min_value=dt.date(2008, 1, 1), max_value=dt.date(2030, 12, 31))

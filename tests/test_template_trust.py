@@ -16,8 +16,15 @@ import pytest
 
 from invoicer.errors import InvoicerError
 from invoicer.render import pdf
-from invoicer.render.pdf import (DEFAULT_TEMPLATES, Renderer, RenderPool, TemplateFileError, check_templates,
-                                 make_url_fetcher, read_in_folder)
+from invoicer.render.pdf import (
+    DEFAULT_TEMPLATES,
+    Renderer,
+    RenderPool,
+    TemplateFileError,
+    check_templates,
+    make_url_fetcher,
+    read_in_folder,
+)
 
 from .conftest import INVOICER, ROOT, cust, run_cli, write_roster
 

@@ -183,7 +183,11 @@ def test_one_check_alone_seats_in_range(book):
 
 
 def test_one_check_alone_id_format_and_duplicates(book):
-    from invoicer.validate import check_customer_id_format, check_duplicate_ids, customer_cells
+    from invoicer.validate import (
+        check_customer_id_format,
+        check_duplicate_ids,
+        customer_cells,
+    )
 
     cells = customer_cells(_customers_frame(["A-1", "n"], ["-A", "n"], ["_B", "n"], ["a/1", "n"], ["a-1", "n"],
                                             ["\u00a0Ｃ１\u3000", "n"]), book)

@@ -18,7 +18,16 @@ from invoicer.ledger import OPERATOR, Ledger, PrefixTaken
 from invoicer.watch.names import fit, prefix_from_folder, shown
 
 from .conftest import INVOICER, ROOT, cust, run_cli, write_roster
-from .test_watch import FAST, drop, file_events, files_under, ledger_numbers, log_events, roster_bytes, wait_for
+from .test_watch import (
+    FAST,
+    drop,
+    file_events,
+    files_under,
+    ledger_numbers,
+    log_events,
+    roster_bytes,
+    wait_for,
+)
 
 D = dt.date
 

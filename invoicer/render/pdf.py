@@ -528,7 +528,7 @@ class Renderer:
         if "rules" not in doc:
             doc = {**doc, "rules": RULES_BEFORE_SNAPSHOT}
         # labels and VAT fields of the document; defaults for documents issued before they were recorded
-        from ..documents import render_view
+        from ..labels import render_view
 
         doc = render_view(doc)
         name = TEMPLATE_FOR[doc["kind"]]

@@ -6,7 +6,13 @@ entry without following links), ``service`` (the event loop, one claimed file's 
 lifetime) and ``texts`` (what the reseller and the clerk are told). Importing this package does not import
 pandas: the pipeline is imported when the first file is billed.
 """
-from .names import ignored, period_from_name, prefix_from_folder, previous_month, resolve_default_period
+from .names import (
+           ignored,
+           period_from_name,
+           prefix_from_folder,
+           previous_month,
+           resolve_default_period,
+)
 from .service import Claim, Watcher, WatchOptions
 
 __all__ = ["Claim", "WatchOptions", "Watcher", "ignored", "period_from_name", "prefix_from_folder",

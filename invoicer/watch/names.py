@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..limits import DROP_SUFFIXES as ROSTER_SUFFIXES  # noqa: F401 (the reader's formats; a CSV pair as a .zip)
+
 # office lock files, editors' swap files, browsers' partial downloads, our own temporary files
 _IGNORED_PREFIXES = ("~$", ".", "~")
 _IGNORED_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".swp", "~")

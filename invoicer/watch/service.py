@@ -48,8 +48,8 @@ from ..errors import (
     PublishIncomplete,
     Reject,
 )
-from ..limits import Limits
 from ..ledger import runs_of_input
+from ..limits import Limits
 from ..money import plain_yuan
 from ..publish import SAFE_NAME, atomic_write, durable_rename, sweep_stale_temporaries
 from . import texts
