@@ -269,6 +269,11 @@ class LedgerReader:
     def close(self) -> None:
         self.db.close()
 
+    def rollback(self) -> None:
+        """End a read transaction (a no-op outside one)."""
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
     def __enter__(self):
         return self
 
@@ -390,6 +395,32 @@ class LedgerReader:
             return row[0]
         used = self.db.execute("SELECT 1 FROM documents WHERE prefix = ? LIMIT 1", (prefix,)).fetchone()
         return OPERATOR if used else None
+
+    def check_prefix(self, prefix: str, owner: str) -> str | None:
+        """The rule for who may number in an invoice prefix; returns its current owner (None if unowned).
+
+        ``owner`` is OPERATOR for the clerk's ``invoicer run`` or a reseller folder's name for the watcher.
+        Refused (PrefixTaken): a prefix that differs only by case from one the ledger already has (one series,
+        never two), and a reseller folder naming a prefix owned by the operator or another folder. The
+        operator may number in any prefix (it amends resellers' invoices). Reads only (a dry run checks it on
+        a read-only ledger)."""
+        current = self.prefix_owner(prefix)
+        # a new prefix only: a series that already exists (an old ledger may hold two cases) keeps working
+        other = None if current is not None else self.db.execute(
+            "SELECT prefix FROM prefix_owners WHERE prefix = ? COLLATE NOCASE AND prefix <> ? UNION "
+            "SELECT prefix FROM documents WHERE prefix = ? COLLATE NOCASE AND prefix <> ? LIMIT 1",
+            (prefix, prefix, prefix, prefix)).fetchone()
+        if other is not None:
+            raise PrefixTaken(f"the invoice prefix {prefix!r} differs only by case from {other[0]!r}, which this "
+                              f"ledger already numbers in; prefixes are one series whatever their case: use "
+                              f"{other[0]!r}")
+        if current is not None and current != owner and owner != OPERATOR:
+            whose = ("the operator's own runs (invoicer run)" if current == OPERATOR
+                     else f"the reseller folder {current!r}")
+            raise PrefixTaken(f"the roster's invoice prefix {prefix!r} (sheet reseller, invoice_prefix) belongs to "
+                              f"{whose}; a roster from {owner!r} cannot number invoices in that series. Use this "
+                              f"reseller's own prefix (without one, the prefix is made from the folder's name)")
+        return current
 
     def blob(self, sha256: str) -> bytes | None:
         """Kept bytes (a roster, a price book, an issued PDF) by their SHA-256, or None if not kept."""
@@ -671,30 +702,10 @@ class Ledger(LedgerReader):
         self._chain("prefix_owners", cur.lastrowid)
 
     def claim_prefix(self, prefix: str, owner: str, bind: bool = True) -> None:
-        """The one rule for who may number in an invoice prefix; call it inside the run's transaction.
-
-        ``owner`` is OPERATOR for the clerk's ``invoicer run`` or a reseller folder's name for the watcher.
-        Refused (PrefixTaken): a prefix that differs only by case from one the ledger already has (one series,
-        never two), and a reseller folder naming a prefix owned by the operator or another folder. The
-        operator may number in any prefix (it amends resellers' invoices). With ``bind``, an unowned prefix
-        is recorded as the owner's; callers bind only when the run records documents, so a roster that
-        issues nothing takes nothing (the binding is kept only if the transaction commits)."""
-        current = self.prefix_owner(prefix)
-        # a new prefix only: a series that already exists (an old ledger may hold two cases) keeps working
-        other = None if current is not None else self.db.execute(
-            "SELECT prefix FROM prefix_owners WHERE prefix = ? COLLATE NOCASE AND prefix <> ? UNION "
-            "SELECT prefix FROM documents WHERE prefix = ? COLLATE NOCASE AND prefix <> ? LIMIT 1",
-            (prefix, prefix, prefix, prefix)).fetchone()
-        if other is not None:
-            raise PrefixTaken(f"the invoice prefix {prefix!r} differs only by case from {other[0]!r}, which this "
-                              f"ledger already numbers in; prefixes are one series whatever their case: use "
-                              f"{other[0]!r}")
-        if current is not None and current != owner and owner != OPERATOR:
-            whose = ("the operator's own runs (invoicer run)" if current == OPERATOR
-                     else f"the reseller folder {current!r}")
-            raise PrefixTaken(f"the roster's invoice prefix {prefix!r} (sheet reseller, invoice_prefix) belongs to "
-                              f"{whose}; a roster from {owner!r} cannot number invoices in that series. Use this "
-                              f"reseller's own prefix (without one, the prefix is made from the folder's name)")
+        """The one rule for who may number in an invoice prefix (``check_prefix``), and with ``bind`` the
+        binding: an unowned prefix is recorded as the owner's. Callers bind only when the run records
+        documents, so a roster that issues nothing takes nothing (kept only if the transaction commits)."""
+        current = self.check_prefix(prefix, owner)
         if bind and self.db.execute("SELECT 1 FROM prefix_owners WHERE prefix = ?", (prefix,)).fetchone() is None:
             self.bind_prefix(prefix, current or owner)
 

@@ -247,14 +247,16 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     if opts.dry_run and not ledger_path.exists():
         plan = Plan(new=list(priced.invoices))
         return _report(opts, priced, plan, [], [])
+    _one_series_per_folder(out, priced.prefix, opts.period)
     executor = LocalExecutor(opts.templates, opts.workers, pool) if pool is not None else None
-    ledger = Ledger(ledger_path, opts.wait_s)
+    # a dry run only reads: strictly read-only (no schema script, no lock), so it leaves an archive untouched
+    ledger = Ledger.open_readonly(ledger_path) if opts.dry_run else Ledger(ledger_path, opts.wait_s)
     staging: Staging | None = None
     try:
         rendered: dict[str, StagedFile] = {}  # by document content (with its number): kept across attempts
         for _ in range(MAX_ATTEMPTS):
             ledger.begin_read()
-            ledger.claim_prefix(priced.prefix, owner, bind=False)  # refused before reading its series
+            ledger.check_prefix(priced.prefix, owner)  # refused before reading its series
             owner_then = ledger.prefix_owner(priced.prefix)
             plan = plan_against(ledger, priced.prefix, opts.period, priced.invoices)
             if opts.dry_run:
@@ -323,6 +325,22 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     return _report(opts, priced, plan, [d["number"] for d in new_docs], written)
 
 
+
+
+def _one_series_per_folder(out: Path, prefix: str, period: str) -> None:
+    """An output folder holds one prefix and one period (its summary, manifest and fapiao export describe
+    them): billing another into it would drop the first from those files. Refused before anything is
+    numbered, naming what the folder holds; a folder without a readable manifest is taken as new."""
+    import json
+
+    try:
+        previous = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        held = (previous["invoice_prefix"], previous["period"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if held != (prefix, period):
+        raise InvoicerError(f"{out} holds {held[0]} {held[1]} (its manifest.json); this run bills {prefix} "
+                            f"{period}: give each prefix and month its own --out (they can share one --ledger)")
 
 def _usable_out(out: Path) -> None:
     """--out must be a folder, or a path whose nearest existing ancestor is one (refused before anything is
