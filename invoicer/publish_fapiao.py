@@ -20,6 +20,30 @@ def part_name(prefix: str, period: str, n: int) -> str:
     return f"{FOLDER}/{prefix}-{period}-part{n}.xlsx"
 
 
+def expected_exports(prefix: str, period: str, listed: list[dict], book, roster,
+                     created: dt.datetime) -> tuple[dict[str, bytes], list[str]]:
+    """The period's export files by name (the import file, its -partN files, the red-letter list when the
+    period has credit notes) and the problems listed in them, from the period's bills (``listed``, as for
+    the summary), the price book's [vat] and the roster's buyer columns. Pure: ``verify`` rebuilds them from
+    the ledger's records to prove an export was not altered."""
+    from .render.fapiao import build_exports
+
+    main_name, red_name = fapiao_file_names(prefix, period)
+    customers = roster.customers
+    if "fapiao_kind" in customers:
+        valid = customers.loc[customers["valid"]].drop_duplicates("customer_id")
+        extras = {r["customer_id"]: {k: r[k] for k in ("fapiao_kind", "phone", "bank", "bank_account")}
+                  for r in valid.to_dict("records")}
+    else:
+        extras = {}
+    exports = build_exports(listed, book.vat.snapshot(), extras, created)
+    files = {main_name: exports.main}
+    files.update((part_name(prefix, period, n), data) for n, data in enumerate(exports.more, 2))
+    if exports.red is not None:
+        files[red_name] = exports.red
+    return files, list(exports.problems)
+
+
 def write_fapiao_exports(out: Path, prefix: str, period: str, listed: list[dict], book, roster,
                          created: dt.datetime, files: dict[str, str]) -> list[str]:
     """Build and write fapiao/<prefix>-<period>.xlsx (always; -part2, -part3 ... when the period has more detail
@@ -28,32 +52,19 @@ def write_fapiao_exports(out: Path, prefix: str, period: str, listed: list[dict]
     summary; ``roster``: the validated roster (its customers' fapiao columns; its warnings receive one line
     per problem, for the console and the manifest). Records each file's SHA-256 in ``files`` and returns the
     names written. Runs after the ledger committed, so it never raises: a failure is one warning line."""
-    from .render.fapiao import build_exports
-
-    main_name, red_name = fapiao_file_names(prefix, period)
     try:
         sweep_stale_temporaries(out / FOLDER)
-        customers = roster.customers
-        if "fapiao_kind" in customers:
-            valid = customers.loc[customers["valid"]].drop_duplicates("customer_id")
-            extras = {r["customer_id"]: {k: r[k] for k in ("fapiao_kind", "phone", "bank", "bank_account")}
-                      for r in valid.to_dict("records")}
-        else:
-            extras = {}
-        exports = build_exports(listed, book.vat.snapshot(), extras, created)
+        exports, problems = expected_exports(prefix, period, listed, book, roster, created)
         written = []
-        more = [(part_name(prefix, period, n), data) for n, data in enumerate(exports.more, 2)]
-        # parts a bigger earlier run wrote are removed, so the folder never offers a bill to import twice
+        # files a bigger earlier run wrote are removed, so the folder never offers a bill to import twice
         for stale in sorted((out / FOLDER).glob(f"{prefix}-{period}-part*.xlsx")):
-            if f"{FOLDER}/{stale.name}" not in {n for n, _ in more}:
+            if f"{FOLDER}/{stale.name}" not in exports:
                 stale.unlink()
-        for name, data in ((main_name, exports.main), *more, (red_name, exports.red)):
-            if data is None:
-                continue
+        for name, data in exports.items():
             if write_if_different(safe_path(out, *name.split("/")), data):
                 written.append(name)
             files[name] = sha256(data)
-        roster.warnings.extend(exports.problems)
+        roster.warnings.extend(problems)
         return written
     except Exception as exc:  # the bills are issued; the export can be made again by re-running
         roster.warnings.append(f"fapiao export not written ({type(exc).__name__}: {exc}); re-run the period "

@@ -141,6 +141,7 @@ def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dic
             audit.problems.append(f"{name}: the manifest's SHA-256 is not the one the ledger issued it with")
     _check_counts(ledger, manifest, prefix, period, audit)
     _check_summary(outdir / "summary.xlsx", ledger, prefix, period, audit)
+    _check_fapiao(outdir, ledger, manifest, prefix, period, audit)
 
     audit.problems += _columns_match_content(pairs)
     audit.problems += _recompute(ledger, docs)
@@ -282,6 +283,54 @@ def _check_summary(path: Path, ledger: LedgerReader, prefix: str, period: str, a
 COLUMN_OF_CONTENT = (("kind", "kind"), ("number", "number"), ("period", "period"), ("issue_date", "issue_date"),
                      ("total_fen", "total_fen"), ("cancels", "cancels"))
 
+
+
+def _check_fapiao(outdir: Path, ledger: LedgerReader, manifest: dict, prefix: str, period: str,
+                  audit: Audit) -> None:
+    """The e-fapiao exports (what the clerk uploads to the tax platform) are rebuilt from the ledger: the
+    period's bills, the price book and roster the manifest names (their bytes kept in the ledger). A file in
+    fapiao/ that is not exactly the rebuilt one, a missing one and an extra one are problems: the manifest
+    alone (not chained) cannot vouch for them."""
+    import datetime as dt
+
+    from .pipeline import price_roster_bytes
+    from .pricing.dates import month_bounds, to_date
+    from .publish_fapiao import FOLDER, expected_exports
+
+    folder = outdir / FOLDER
+    if not folder.is_dir() and not any(str(n).startswith(FOLDER + "/") for n in manifest.get("files", {})):
+        return  # a folder published before the exports existed
+    try:
+        roster_sha, book_sha = manifest["input"]["sha256"], manifest["pricebook"]["sha256"]
+        roster_bytes, book_bytes = ledger.blob(roster_sha), ledger.blob(book_sha)
+        if roster_bytes is None or book_bytes is None:
+            audit.problems.append("fapiao/: the ledger does not hold the roster or price book the manifest names, "
+                                  "so the e-fapiao exports cannot be checked")
+            return
+        book = dataclasses.replace(pricebook.parse(book_bytes, source="ledger:" + book_sha[:12]),
+                                   default_prefix=prefix)
+        priced = price_roster_bytes(roster_bytes, "ledger:" + roster_sha[:12], book, period)
+        docs = [d for d in ledger.documents(prefix, period) if d.kind != "notice"]
+        cancelled = {d.content.get("cancels") for d in docs if d.kind == "credit_note"}
+        listed = sorted(({**d.content, "status": "cancelled" if d.number in cancelled else
+                          ("issued" if d.kind == "invoice" else "credit_note")} for d in docs),
+                        key=lambda x: x["number"])
+        created = dt.datetime.combine(to_date(month_bounds(period)[1]), dt.time())
+        expected, _ = expected_exports(prefix, period, listed, book, priced.roster, created)
+    except (InvoicerError, KeyError, TypeError, ValueError) as exc:
+        audit.problems.append(f"fapiao/: the e-fapiao exports cannot be rebuilt from the ledger ({exc})")
+        return
+    on_disk = {f"{FOLDER}/{p.name}" for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")} \
+        if folder.is_dir() else set()
+    for name, data in sorted(expected.items()):
+        audit.checked += 1
+        if name not in on_disk:
+            audit.problems.append(f"{name}: missing (the ledger's bills of {prefix} {period} make it)")
+        elif _hash_file(outdir / name) != sha256(data):
+            audit.problems.append(f"{name}: is not the e-fapiao export of the ledger's bills of {prefix} {period} "
+                                  f"(rebuilt from the ledger, it differs: altered after it was written)")
+    for name in sorted(on_disk - set(expected)):
+        audit.problems.append(f"{name}: not an export of the ledger's bills of {prefix} {period}")
 
 def _columns_match_content(pairs: list[tuple[sqlite3.Row, Issued]]) -> list[str]:
     """A document's columns (what ``verify FILE.pdf`` prints, what numbering reads) say what its hashed

@@ -45,8 +45,6 @@ def sample_out(tmp_path_factory):
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="fapiao/ exports are checked only against the (unchained) manifest, "
-                                       "and a re-run keeps whatever the manifest lists")
 def test_forged_fapiao_export_is_caught_by_verify_or_replaced_by_a_rerun(sample_out, tmp_path):
     """A forger raises an amount in the e-fapiao import file (what the clerk uploads to the tax platform) and
     puts the new hash in manifest.json (not chained, not anchored). Expected: verify names the file, or at
