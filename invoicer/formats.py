@@ -164,6 +164,11 @@ def inspect_zip(data: bytes, name: str, kind: str, limits: Limits, wanted=None) 
     if len(infos) > limits.members:
         raise InputError(f"{name}: holds {len(infos)} files, more than a workbook needs "
                          f"(limit {limits.describe('members')})")
+    seen: set[str] = set()
+    for i in infos:  # a repeated name is read as its last copy, which unzip tools do not show: refused
+        if i.filename in seen:
+            raise InputError(f"{name}: holds two files named {i.filename!r}; a roster has one of each")
+        seen.add(i.filename)
     scan = ZipScan(kind)
     by_name = {i.filename: i for i in infos}
     targets: dict[str, str] = {}  # member -> sheet title to scan

@@ -261,6 +261,17 @@ def _unchanged_since_manifest(path: Path, name: str, expected_sha: str, previous
     return path.is_file() and file_sha256(path) == expected_sha
 
 
+
+def _kept_file(place, name: str, digest, previous: dict) -> bool:
+    """A file the previous manifest lists is still as that run left it. The manifest is only a hint: an odd
+    or unsafe name in it means "not kept" (the file is made again), never a failure."""
+    if not isinstance(digest, str):
+        return False
+    try:
+        return _unchanged_since_manifest(place(name), name, digest, previous)
+    except (UnsafePath, OSError, ValueError):
+        return False
+
 class _Places:
     """``safe_path`` for many files of a few folders: each folder is resolved once, each file name checked
     by the same rule; a file that is a link is resolved in full (and refused if it leads out)."""
@@ -347,8 +358,7 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
     # the e-fapiao exports (publish_fapiao) are a function of the same things (the roster's buyer columns too)
     old_fapiao = {n: h for n, h in (previous.get("files") or {}).items() if n.startswith("fapiao/")} \
         if isinstance(previous.get("files"), dict) else {}
-    fapiao_kept = bool(old_fapiao) and all(isinstance(h, str) and _unchanged_since_manifest(place(n), n, h, previous)
-                                           for n, h in old_fapiao.items())
+    fapiao_kept = bool(old_fapiao) and all(_kept_file(place, n, h, previous) for n, h in old_fapiao.items())
     if previous.get("summary_key") == summary_key and isinstance(old_summary, str) and fapiao_kept \
             and _unchanged_since_manifest(summary_path, "summary.xlsx", old_summary, previous):
         files["summary.xlsx"] = old_summary

@@ -37,7 +37,7 @@ from . import pricebook
 from .errors import InvoicerError
 from .ledger import Issued, LedgerReader, NotALedger
 from .money import fmt_yuan, plain_yuan
-from .publish import sha256
+from .publish import file_name_for, sha256
 
 DOCUMENT_FOLDERS = ("invoices", "credit_notes", "notices")
 
@@ -98,11 +98,16 @@ def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dic
     for d in docs:
         by_file[d.file_name].append(d)
     latest_notice = {d.file_name: d for d in docs if d.kind == "notice" and d.period == period}
+    # the notices in force: those the folder's roster gives (priced again from the ledger's copy), so a notice
+    # deleted together with its manifest entry is still missed; without that roster, the manifest's list
+    priced, book, why = _priced_from_manifest(ledger, manifest, prefix, period)
+    current = {file_name_for(n) for n in priced.notices} if priced is not None else set()
 
     # the ledger's documents -> the folder
     compared: set[str] = set()
     for d in docs:
-        if d.kind == "notice" and (latest_notice.get(d.file_name) is not d or d.file_name not in files):
+        if d.kind == "notice" and (latest_notice.get(d.file_name) is not d or
+                                   (d.file_name not in files and not (d in mine and d.file_name in current))):
             continue
         path = outdir / d.file_name
         if not path.is_file():
@@ -141,7 +146,7 @@ def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dic
             audit.problems.append(f"{name}: the manifest's SHA-256 is not the one the ledger issued it with")
     _check_counts(ledger, manifest, prefix, period, audit)
     _check_summary(outdir / "summary.xlsx", ledger, prefix, period, audit)
-    _check_fapiao(outdir, ledger, manifest, prefix, period, audit)
+    _check_fapiao(outdir, ledger, manifest, prefix, period, (priced, book, why), audit)
 
     audit.problems += _columns_match_content(pairs)
     audit.problems += _recompute(ledger, docs)
@@ -172,7 +177,7 @@ def _identity_and_chain(ledger: LedgerReader, manifest: dict, head: str | None, 
     for what, kept in (("the manifest", manifest.get("chain_head")), ("--head", head)):
         if kept is None:
             continue
-        if kept not in chain.heads:
+        if not isinstance(kept, str) or kept not in chain.heads:
             audit.problems.append(f"the ledger's hash chain does not contain the head {what} recorded ({kept}): "
                                   f"records were removed or the ledger was rewritten or replaced")
     return chain
@@ -227,8 +232,10 @@ def _check_counts(ledger: LedgerReader, manifest: dict, prefix: str, period: str
                                   f"for {prefix} {period}")
     total = sum(d.content.get("total_fen", 0) for d in listed)
     if "total_fen" in manifest and manifest["total_fen"] != total:
-        audit.problems.append(f"manifest: total {plain_yuan(manifest['total_fen'])}, the ledger's documents of "
-                              f"{prefix} {period} total {plain_yuan(total)}")
+        said = manifest["total_fen"]
+        said = plain_yuan(said) if isinstance(said, int) and not isinstance(said, bool) else repr(said)
+        audit.problems.append(f"manifest: total {said}, the ledger's documents of {prefix} {period} total "
+                              f"{plain_yuan(total)}")
 
 
 def _check_summary(path: Path, ledger: LedgerReader, prefix: str, period: str, audit: Audit) -> None:
@@ -285,7 +292,24 @@ COLUMN_OF_CONTENT = (("kind", "kind"), ("number", "number"), ("period", "period"
 
 
 
-def _check_fapiao(outdir: Path, ledger: LedgerReader, manifest: dict, prefix: str, period: str,
+
+def _priced_from_manifest(ledger: LedgerReader, manifest: dict, prefix: str, period: str):
+    """(priced, book, None): the manifest's roster priced again with its price book (both kept in the
+    ledger), as the run that wrote the folder priced it; (None, None, why) when that cannot be done."""
+    from .pipeline import price_roster_bytes
+
+    try:
+        roster_sha, book_sha = manifest["input"]["sha256"], manifest["pricebook"]["sha256"]
+        roster_bytes, book_bytes = ledger.blob(roster_sha), ledger.blob(book_sha)
+        if roster_bytes is None or book_bytes is None:
+            return None, None, "the ledger does not hold the roster or price book the manifest names"
+        book = dataclasses.replace(pricebook.parse(book_bytes, source="ledger:" + book_sha[:12]),
+                                   default_prefix=prefix)
+        return price_roster_bytes(roster_bytes, "ledger:" + roster_sha[:12], book, period), book, None
+    except (InvoicerError, KeyError, TypeError, ValueError) as exc:
+        return None, None, str(exc)
+
+def _check_fapiao(outdir: Path, ledger: LedgerReader, manifest: dict, prefix: str, period: str, repriced,
                   audit: Audit) -> None:
     """The e-fapiao exports (what the clerk uploads to the tax platform) are rebuilt from the ledger: the
     period's bills, the price book and roster the manifest names (their bytes kept in the ledger). A file in
@@ -293,23 +317,17 @@ def _check_fapiao(outdir: Path, ledger: LedgerReader, manifest: dict, prefix: st
     alone (not chained) cannot vouch for them."""
     import datetime as dt
 
-    from .pipeline import price_roster_bytes
     from .pricing.dates import month_bounds, to_date
     from .publish_fapiao import FOLDER, expected_exports
 
     folder = outdir / FOLDER
     if not folder.is_dir() and not any(str(n).startswith(FOLDER + "/") for n in manifest.get("files", {})):
         return  # a folder published before the exports existed
+    priced, book, why = repriced
+    if priced is None:
+        audit.problems.append(f"fapiao/: the e-fapiao exports cannot be checked ({why})")
+        return
     try:
-        roster_sha, book_sha = manifest["input"]["sha256"], manifest["pricebook"]["sha256"]
-        roster_bytes, book_bytes = ledger.blob(roster_sha), ledger.blob(book_sha)
-        if roster_bytes is None or book_bytes is None:
-            audit.problems.append("fapiao/: the ledger does not hold the roster or price book the manifest names, "
-                                  "so the e-fapiao exports cannot be checked")
-            return
-        book = dataclasses.replace(pricebook.parse(book_bytes, source="ledger:" + book_sha[:12]),
-                                   default_prefix=prefix)
-        priced = price_roster_bytes(roster_bytes, "ledger:" + roster_sha[:12], book, period)
         docs = [d for d in ledger.documents(prefix, period) if d.kind != "notice"]
         cancelled = {d.content.get("cancels") for d in docs if d.kind == "credit_note"}
         listed = sorted(({**d.content, "status": "cancelled" if d.number in cancelled else
@@ -381,9 +399,21 @@ def verify_pdf(path: Path, ledger_path: Path, head: str | None = None) -> tuple[
         if refused:
             return [f"{path.name}: matches the file recorded for {what}, but the ledger's record cannot be "
                     f"trusted, so it is not certified: {p}" for p in refused], []
-        return [], [f"{path.name}: issued as {what} ({row['kind']}, customer {row['customer_id']}, "
-                    f"{row['period']}, total {fmt_yuan(row['total_fen'])} CNY, issued {row['issue_date']}, "
-                    f"recorded {row['recorded_at']} UTC); unchanged since issue (SHA-256 {row['file_sha256']})"]
+        found = [f"{path.name}: issued as {what} ({row['kind']}, customer {row['customer_id']}, "
+                 f"{row['period']}, total {fmt_yuan(row['total_fen'])} CNY, issued {row['issue_date']}, "
+                 f"recorded {row['recorded_at']} UTC); unchanged since issue (SHA-256 {row['file_sha256']})"]
+        if row["number"]:
+            credit = ledger.db.execute("SELECT number, issue_date FROM documents WHERE kind = 'credit_note' AND "
+                                       "cancels = ? ORDER BY id LIMIT 1", (row["number"],)).fetchone()
+            if credit is not None:
+                found.append(f"{path.name}: NOT IN FORCE: {row['number']} was cancelled by credit note "
+                             f"{credit['number']} (issued {credit['issue_date']})")
+        else:
+            newer = ledger.db.execute("SELECT 1 FROM documents WHERE kind = 'notice' AND file_name = ? AND "
+                                      "id > ? LIMIT 1", (row["file_name"], row["id"])).fetchone()
+            if newer is not None:
+                found.append(f"{path.name}: superseded: a newer {row['file_name']} was issued since")
+        return [], found
     except sqlite3.Error as exc:
         return [f"{ledger_path}: the ledger is damaged ({exc})"], []
     finally:

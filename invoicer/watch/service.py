@@ -387,6 +387,9 @@ class Watcher:
         reason = None
         if not reseller:
             reason = texts.NOT_IN_A_FOLDER.format(inbox=self.opts.inbox, name=shown(name))
+        elif reseller.casefold().startswith("ledger.sqlite"):  # OUT/<reseller>/ would be the shared ledger
+            reason = (f"the reseller folder name {shown(reseller)} is reserved (the shared ledger's file in the "
+                      f"output folder has it); rename the folder")
         elif not name.lower().endswith(ROSTER_SUFFIXES):
             reason = texts.NOT_A_WORKBOOK
         period, source = None, "file name"
