@@ -1,6 +1,7 @@
-"""An attacker's review of the merged product (integration seams). Each test states the promise it checks and
-is marked xfail(strict=True) while the product breaks it: when a fix lands the test passes and xfail makes it
-fail, so the mark is removed with the fix."""
+"""An attacker's review of the merged product (its integration seams), kept as tests: each states the promise
+it checks and the way it was broken before the fix (a forged e-fapiao export, a dry run writing to the ledger,
+two prefixes in one folder, a cancelled invoice certified as in force, a deleted notice, malformed manifests,
+a duplicated zip member, a reseller folder named like the ledger)."""
 from __future__ import annotations
 
 import contextlib
