@@ -305,15 +305,6 @@ class LedgerReader:
             (prefix, period))
         return {r["customer_id"]: self._issued(r) for r in rows}
 
-    def latest_notices(self, prefix: str, period: str) -> dict[tuple[str, str], Issued]:
-        """The last notice issued per (customer, notice kind) for a period."""
-        out = {}
-        for r in self.db.execute("SELECT * FROM documents WHERE kind = 'notice' AND prefix = ? AND period = ? "
-                                 "ORDER BY id", (prefix, period)):
-            doc = self._issued(r)
-            out[(doc.customer_id, doc.content["notice"]["notice_kind"])] = doc
-        return out
-
     def begin_read(self) -> None:
         """Start a read transaction (no lock): every read until commit/rollback sees one snapshot, and
         neither blocks a writer nor is blocked by one (WAL)."""

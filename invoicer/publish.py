@@ -369,7 +369,7 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
     else:
         listed = []
         for r, d in zip(listed_refs, ledger.load(listed_refs)):
-            status = "cancelled" if r.number in cancelled else ("issued" if r.kind == "invoice" else "credit_note")
+            status = bill_status(r.kind, r.number, cancelled)
             listed.append({**d.content, "status": status})
         listed.sort(key=lambda x: x["number"])
         created = dt.datetime.combine(dt.date.fromisoformat(priced.invoices[0]["issue_date"]) if priced.invoices
@@ -404,6 +404,14 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
     written.append("manifest.json")
     return written
 
+
+
+def bill_status(kind: str, number: str | None, cancelled: set) -> str:
+    """A bill's status in the summary and the exports: "cancelled" when a credit note cancels it, else
+    "issued" for an invoice and "credit_note" for a credit note."""
+    if number in cancelled:
+        return "cancelled"
+    return "issued" if kind == "invoice" else "credit_note"
 
 def account_records(accounts) -> list[dict]:
     """The priced accounts frame -> the summary's account rows (sorted by customer id)."""

@@ -37,7 +37,7 @@ from . import pricebook
 from .errors import InvoicerError
 from .ledger import Issued, LedgerReader, NotALedger
 from .money import fmt_yuan, plain_yuan
-from .publish import file_name_for, sha256
+from .publish import bill_status, file_name_for, sha256
 
 DOCUMENT_FOLDERS = ("invoices", "credit_notes", "notices")
 
@@ -100,8 +100,10 @@ def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dic
     latest_notice = {d.file_name: d for d in docs if d.kind == "notice" and d.period == period}
     # the notices in force: those the folder's roster gives (priced again from the ledger's copy), so a notice
     # deleted together with its manifest entry is still missed; without that roster, the manifest's list
-    priced, book, why = _priced_from_manifest(ledger, manifest, prefix, period)
+    repriced = _priced_from_manifest(ledger, manifest, prefix, period)
+    priced = repriced[0]
     current = {file_name_for(n) for n in priced.notices} if priced is not None else set()
+    bills = [d for d in mine if d.kind != "notice"]
 
     # the ledger's documents -> the folder
     compared: set[str] = set()
@@ -144,12 +146,16 @@ def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dic
                 audit.problems.append(f"{name}: listed in the manifest, but this ledger never issued it")
         elif digest not in {d.file_sha256 for d in issued}:
             audit.problems.append(f"{name}: the manifest's SHA-256 is not the one the ledger issued it with")
-    _check_counts(ledger, manifest, prefix, period, audit)
-    _check_summary(outdir / "summary.xlsx", ledger, prefix, period, audit)
-    _check_fapiao(outdir, ledger, manifest, prefix, period, (priced, book, why), audit)
+    _check_counts(bills, manifest, prefix, period, audit)
+    _check_summary(outdir / "summary.xlsx", bills, prefix, period, audit)
+    _check_fapiao(outdir, bills, manifest, prefix, period, repriced, audit)
 
     audit.problems += _columns_match_content(pairs)
-    audit.problems += _recompute(ledger, docs)
+    # the folder's own roster was priced just above: its invoices are not priced a second time
+    known = {} if priced is None else {
+        (manifest["input"]["sha256"], manifest["pricebook"]["sha256"], period, prefix):
+            {x["customer"]["customer_id"]: x for x in priced.invoices}}
+    audit.problems += _recompute(ledger, docs, known)
     kept_problems, kept = _kept_bytes(ledger, pairs, chain)
     audit.problems += kept_problems
     audit.checked += kept
@@ -218,9 +224,9 @@ def _temporary_files(outdir: Path) -> list[str]:
     return problems
 
 
-def _check_counts(ledger: LedgerReader, manifest: dict, prefix: str, period: str, audit: Audit) -> None:
-    """The manifest's invoice and credit-note counts and total are what the ledger issued for the period."""
-    listed = [d for d in ledger.documents(prefix, period) if d.kind != "notice"]
+def _check_counts(listed: list[Issued], manifest: dict, prefix: str, period: str, audit: Audit) -> None:
+    """The manifest's invoice and credit-note counts and total are what the ledger issued for the period
+    (``listed``: the ledger's invoices and credit notes of the folder's prefix and period)."""
     cancelled = {d.cancels for d in listed if d.kind == "credit_note"}
     ledger_counts = {"invoices": sum(1 for d in listed if d.kind == "invoice" and d.number not in cancelled),
                      "credit_notes": sum(1 for d in listed if d.kind == "credit_note")}
@@ -238,7 +244,7 @@ def _check_counts(ledger: LedgerReader, manifest: dict, prefix: str, period: str
                               f"{plain_yuan(total)}")
 
 
-def _check_summary(path: Path, ledger: LedgerReader, prefix: str, period: str, audit: Audit) -> None:
+def _check_summary(path: Path, listed: list[Issued], prefix: str, period: str, audit: Audit) -> None:
     """The summary's invoices sheet lists exactly the ledger's invoices and credit notes of the period, with
     their customer, issue date, total and status (a summary rewritten with its manifest hash is caught)."""
     if not path.is_file():
@@ -249,10 +255,9 @@ def _check_summary(path: Path, ledger: LedgerReader, prefix: str, period: str, a
 
     from .money import fen_to_decimal
 
-    listed = [d for d in ledger.documents(prefix, period) if d.kind != "notice"]
     cancelled = {d.cancels for d in listed if d.kind == "credit_note"}
     want = {d.number: (d.customer_id, d.content.get("issue_date"), fen_to_decimal(d.content.get("total_fen", 0)),
-                       "cancelled" if d.number in cancelled else ("issued" if d.kind == "invoice" else "credit_note"))
+                       bill_status(d.kind, d.number, cancelled))
             for d in listed}
     audit.checked += 1
     try:
@@ -309,7 +314,7 @@ def _priced_from_manifest(ledger: LedgerReader, manifest: dict, prefix: str, per
     except (InvoicerError, KeyError, TypeError, ValueError) as exc:
         return None, None, str(exc)
 
-def _check_fapiao(outdir: Path, ledger: LedgerReader, manifest: dict, prefix: str, period: str, repriced,
+def _check_fapiao(outdir: Path, bills: list[Issued], manifest: dict, prefix: str, period: str, repriced,
                   audit: Audit) -> None:
     """The e-fapiao exports (what the clerk uploads to the tax platform) are rebuilt from the ledger: the
     period's bills, the price book and roster the manifest names (their bytes kept in the ledger). A file in
@@ -328,10 +333,8 @@ def _check_fapiao(outdir: Path, ledger: LedgerReader, manifest: dict, prefix: st
         audit.problems.append(f"fapiao/: the e-fapiao exports cannot be checked ({why})")
         return
     try:
-        docs = [d for d in ledger.documents(prefix, period) if d.kind != "notice"]
-        cancelled = {d.content.get("cancels") for d in docs if d.kind == "credit_note"}
-        listed = sorted(({**d.content, "status": "cancelled" if d.number in cancelled else
-                          ("issued" if d.kind == "invoice" else "credit_note")} for d in docs),
+        cancelled = {d.cancels for d in bills if d.kind == "credit_note"}
+        listed = sorted(({**d.content, "status": bill_status(d.kind, d.number, cancelled)} for d in bills),
                         key=lambda x: x["number"])
         created = dt.datetime.combine(to_date(month_bounds(period)[1]), dt.time())
         expected, _ = expected_exports(prefix, period, listed, book, priced.roster, created)
@@ -452,11 +455,13 @@ def _hash_file(path: Path) -> str | None:
         return None
 
 
-def _recompute(ledger: LedgerReader, docs: list[Issued]) -> list[str]:
+def _recompute(ledger: LedgerReader, docs: list[Issued], known: dict | None = None) -> list[str]:
+    """Every invoice priced again from the roster and price book it was issued from (``known``: invoices by
+    customer already priced, keyed like the cache); every credit note negates the invoice it cancels."""
     from .pipeline import price_roster_bytes
 
     problems = []
-    cache: dict[tuple[str, str, str, str], dict[str, dict] | None] = {}
+    cache: dict[tuple[str, str, str, str], dict[str, dict] | None] = dict(known or {})
     by_number = {d.number: d for d in docs if d.number}
     for d in docs:
         if d.content_sha256 != docs_mod.content_hash(d.content):

@@ -757,15 +757,6 @@ class RenderPool:
         self.close()
 
 
-def render_many(docs: list[Document], templates_dir: str | Path | None = None, workers: int | None = None,
-                progress: bool | None = None, time_limit: float = DEFAULT_TIME_LIMIT_S) -> list[bytes]:
-    """Render documents in order: in this process when there are only a few, else in a fresh pool."""
-    if len(docs) < 4:
-        workers = 1
-    with RenderPool(templates_dir, workers, time_limit) as pool:
-        return pool.render(docs, progress)
-
-
 def _progress(items, show: bool, total: int | None = None):
     if not show:
         yield from items
