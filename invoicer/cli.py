@@ -40,7 +40,8 @@ def _period(text: str | None) -> str | None:
         raise InputError(str(exc)) from None
 
 
-def _print_rejects(rejects: list[Reject], out=sys.stderr) -> None:
+def _print_rejects(rejects: list[Reject], out=None) -> None:
+    out = out or sys.stderr  # looked up per call: a default bound at import keeps a stream since replaced
     for r in rejects:
         print(f"rejected: sheet '{r.sheet}' row {r.row} column {r.column} value {r.value!r}: {r.reason}", file=out)
 

@@ -155,7 +155,7 @@ class Watcher:
     """The drop-folder service: ``Watcher(WatchOptions(inbox, out)).serve()``."""
 
     opts: WatchOptions
-    log_to: object = field(default=sys.stdout)
+    log_to: object = field(default_factory=lambda: sys.stdout)  # the stdout of when it is made
 
     def __post_init__(self):
         self.stopping = False
