@@ -20,6 +20,7 @@ from .labels import (  # noqa: F401 (LABELS, render_view: read here by their old
     basis_label,
     labels_for,
     render_view,
+    unit_label,
 )
 from .model import CreditNote, Customer, Document, Invoice, Line, Notice, Rules
 from .money import chinese_capital, plain_yuan
@@ -152,7 +153,7 @@ def line_dicts(lines: pd.DataFrame, book: PriceBook) -> list[Line]:
         line["explanation"] = explain(line, book)
         line["kind_label"] = KIND_LABEL[line["kind"]]
         line["basis_label"] = basis_label(line, book.tier_basis)
-        line["unit_label"] = " /月" if line["kind"] == "addition" else " /年"
+        line["unit_label"] = unit_label(line["kind"])
         out.append(line)
     return out
 

@@ -44,6 +44,11 @@ def _legacy_basis_label(line: dict) -> str:
             else "按新增工号 by added seats")
 
 
+def unit_label(kind: str) -> str:
+    """The price unit a line prints: per month for an addition, per year for an opening or renewal."""
+    return " /月" if kind == "addition" else " /年"
+
+
 def labels_for(kind: str) -> dict:
     """The printed title, number label and platform note of a bill or credit note."""
     note = CREDIT_FAPIAO_NOTE if kind == "credit_note" else FAPIAO_NOTE
@@ -59,5 +64,5 @@ def render_view(doc: dict) -> dict:
     view.setdefault("labels", labels_for(doc["kind"]))
     view.setdefault("vat", None)
     view["lines"] = [{"kind_label": KIND_LABEL[x["kind"]], "basis_label": _legacy_basis_label(x),
-                      "unit_label": " /月" if x["kind"] == "addition" else " /年", **x} for x in doc["lines"]]
+                      "unit_label": unit_label(x["kind"]), **x} for x in doc["lines"]]
     return view

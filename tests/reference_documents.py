@@ -41,7 +41,7 @@ def old_line_dicts(lines: pd.DataFrame, book: PriceBook) -> list[dict]:
         line["explanation"] = explain(line, book)
         line["kind_label"] = KIND_LABEL[line["kind"]]
         line["basis_label"] = basis_label(line, book.tier_basis)
-        line["unit_label"] = " /月" if line["kind"] == "addition" else " /年"
+        line["unit_label"] = " /月" if line["kind"] == "addition" else " /年"  # as the old template printed it
         out.append(line)
     return out
 
