@@ -41,7 +41,7 @@ def _instrument(times: dict[str, float], stub_render: bool) -> None:
     from invoicer import documents, ledger, pipeline
     from invoicer.render import executor, summary
 
-    def timed(owner, name, stage, exclude=()):
+    def timed(owner, name, stage, exclude=(), static=False):
         real = getattr(owner, name)
 
         def wrapper(*a, **kw):
@@ -52,7 +52,7 @@ def _instrument(times: dict[str, float], stub_render: bool) -> None:
             finally:
                 spent = time.perf_counter() - t - sum(times.get(s, 0.0) - v for s, v in inner.items())
                 times[stage] = times.get(stage, 0.0) + spent
-        setattr(owner, name, wrapper)
+        setattr(owner, name, staticmethod(wrapper) if static else wrapper)
 
     timed(pipeline, "read_roster", "read")
     timed(pipeline, "validate", "validate")
@@ -63,7 +63,9 @@ def _instrument(times: dict[str, float], stub_render: bool) -> None:
                  "series_mark", "prefix_owner"):
         timed(ledger.Ledger, name, "ledger")
     timed(pipeline, "_record", "ledger")
-    timed(pipeline, "Ledger", "ledger")
+    # opening the ledger (the class itself stays a class: the pipeline calls Ledger.open_readonly)
+    timed(ledger.Ledger, "__init__", "ledger")
+    timed(ledger.Ledger, "open_readonly", "ledger", static=True)
     timed(summary, "render_summary", "summary")
     timed(pipeline, "publish_period", "publish", exclude=("summary", "ledger"))
     real_iter = executor.LocalExecutor.render_iter
