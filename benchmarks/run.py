@@ -13,7 +13,7 @@ Rendering: by default the runs render with a stub (a few bytes per document, in 
 rest of the pipeline is measured at full scale, and WeasyPrint's cost is measured separately on a sample of
 real documents (--render-sample, this machine's worker pool) and extrapolated; --full-render renders every
 document for real (10k documents take several minutes on 2 cores). --dask also measures a Dask LocalCluster
-of 2 worker processes against the local pool on the same sample. Figures are ratios within one run of this
+of 2 worker processes against the local pool on the same sample (in the order local, Dask, Dask, local). Figures are ratios within one run of this
 script: the machine is shared, so absolute seconds move from run to run.
 """
 from __future__ import annotations
@@ -163,30 +163,48 @@ def sample_docs(roster: Path, n: int) -> list[dict]:
     return docs + p.notices[: max(0, n - len(docs))]
 
 
-def render_throughput(docs: list[dict], dask: bool) -> dict:
-    """Documents per second of the local pool (all cores) and, with dask, of a LocalCluster of 2 workers;
-    both warmed up first (start-up is not throughput)."""
-    from invoicer.render.executor import DaskExecutor
+def _local_pass(docs: list[dict]) -> float:
     from invoicer.render.pdf import RenderPool
 
-    out = {}
     with RenderPool(None, 2) as pool:
         list(pool.render_iter(docs[:4]))
         t = time.perf_counter()
         list(pool.render_iter(docs))
-        out["local_docs_per_s"] = len(docs) / (time.perf_counter() - t)
-    if dask:
-        from distributed import LocalCluster
+        return time.perf_counter() - t
 
-        with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0",
-                          silence_logs=50) as cluster:
-            ex = DaskExecutor(cluster.scheduler_address)
-            list(ex.render_iter(docs[:4]))
+
+def _dask_pass(docs: list[dict]) -> float:
+    from distributed import LocalCluster
+
+    from invoicer.render.executor import DaskExecutor
+
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0",
+                      silence_logs=50) as cluster:
+        ex = DaskExecutor(cluster.scheduler_address)
+        try:
+            list(ex.render_iter(docs[:4]))  # fingerprints, templates, first documents: start-up, not throughput
             t = time.perf_counter()
             list(ex.render_iter(docs))
-            out["dask_docs_per_s"] = len(docs) / (time.perf_counter() - t)
+            return time.perf_counter() - t
+        finally:
             ex.close()
-        out["dask_vs_local"] = out["dask_docs_per_s"] / out["local_docs_per_s"]
+
+
+def render_throughput(docs: list[dict], dask: bool) -> dict:
+    """Documents per second of the local pool (2 processes) and, with dask, of a LocalCluster of 2 workers
+    (one thread each) on the same documents; each warmed up first (start-up is not throughput), and only
+    one of them alive at a time. With dask the two are measured in the order local, Dask, Dask, local
+    (each pass with a fresh pool or cluster) and each side's time is the sum of its two passes, so a load
+    that rises or falls steadily on this shared machine during the measurement favours neither side."""
+    if not dask:
+        return {"local_docs_per_s": len(docs) / _local_pass(docs)}
+    spent = {"local": [], "dask": []}
+    for side in ("local", "dask", "dask", "local"):
+        spent[side].append((_local_pass if side == "local" else _dask_pass)(docs))
+    out = {"local_docs_per_s": 2 * len(docs) / sum(spent["local"]),
+           "dask_docs_per_s": 2 * len(docs) / sum(spent["dask"]),
+           "passes_s": spent}
+    out["dask_vs_local"] = out["dask_docs_per_s"] / out["local_docs_per_s"]
     return out
 
 
@@ -246,7 +264,9 @@ def report(results: dict, full_render: bool) -> None:
     rr = results["render"]
     print(f"\nrender throughput, local pool of 2 processes: {per_s:.1f} documents/s"
           + (f"; Dask LocalCluster of 2 workers: {rr['dask_docs_per_s']:.1f} documents/s "
-             f"({rr['dask_vs_local']:.0%} of the local pool)" if "dask_docs_per_s" in rr else ""))
+             f"({rr['dask_vs_local']:.0%} of the local pool; passes local, Dask, Dask, local: "
+             f"{', '.join(f'{t:.1f}' for t in (rr['passes_s']['local'][0], *rr['passes_s']['dask'], rr['passes_s']['local'][1]))} s)"
+             if "dask_docs_per_s" in rr else ""))
 
 
 if __name__ == "__main__":

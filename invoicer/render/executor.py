@@ -180,9 +180,55 @@ def _renderer(bundle: bytes):
 
 
 def render_task(doc: dict, bundle: bytes) -> tuple[str, bytes, str]:
-    """One Dask task: a numbered document -> (key, PDF bytes, their SHA-256)."""
+    """A numbered document -> (key, PDF bytes, their SHA-256)."""
     data = _renderer(bundle).render(doc)
     return doc_file_key(doc), data, hashlib.sha256(data).hexdigest()
+
+
+def render_batch(docs: list[dict], bundle: bytes) -> list[tuple[str, bytes, str]]:
+    """One Dask task: a few consecutive numbered documents -> one (key, PDF bytes, SHA-256) each, in order.
+    A retried batch renders every one of them again, with the same bytes."""
+    _tune_worker()
+    return [render_task(doc, bundle) for doc in docs]
+
+
+# -- the worker's own costs ----------------------------------------------------------------------------------
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+_tuned = False
+
+
+def _tune_worker() -> None:
+    """Once per worker process, before its first document: switch off two Dask defaults that made a
+    document cost about 25% more CPU on a Dask worker than in a local pool process (measured, see
+    docs/decisions.md "Scale"). Both change speed only, never bytes.
+
+    - The nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.pre-spawn-environ``),
+      which also freezes glibc's mmap threshold at 128 KiB: WeasyPrint's, Pango's and cairo's allocations
+      then go back to the kernel and are fetched again page by page. The thresholds are set to glibc's own
+      dynamic ceiling (32 MiB mmap, trim at twice that), so a worker keeps at most that much freed memory.
+    - The worker's statistical profiler (``distributed.worker.profile``) walks the rendering thread's deep
+      stack every 10 ms, holding the GIL; it is stopped (a render worker's dashboard has no profile then)."""
+    global _tuned
+    if _tuned:
+        return
+    _tuned = True
+    import contextlib
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):  # not glibc (musl): nothing to tune
+            libc = ctypes.CDLL("libc.so.6")
+            libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20)
+            libc.mallopt(M_TRIM_THRESHOLD, 64 * 2**20)
+    with contextlib.suppress(Exception):  # not inside a Dask worker (a test calling the task directly)
+        from distributed import get_worker
+
+        worker = get_worker()
+        for name in ("profile", "profile-cycle"):
+            pc = worker.periodic_callbacks.get(name)
+            if pc is not None:
+                worker.loop.add_callback(pc.stop)
 
 
 def _fingerprint_task(bundle: bytes, probe: dict | None) -> dict[str, str]:
@@ -205,11 +251,26 @@ def compare_fingerprints(driver: dict[str, str], workers: dict[str, dict[str, st
                 f"run the set-up script on every worker so WeasyPrint, Pango, HarfBuzz and the fonts match")
 
 
+MAX_BATCH = 16  # documents per task at most (see batch_sizes)
+
+
+def batch_sizes(n: int, threads: int, max_batch: int = MAX_BATCH) -> Iterator[int]:
+    """How many consecutive documents each task renders: the remaining documents shared out over four
+    tasks per worker thread, at most ``max_batch`` and at least one ("guided" scheduling). Big batches
+    while there is much left (one scheduler round trip per batch instead of per document), single
+    documents at the end, so no worker sits idle while another finishes a long batch."""
+    left = n
+    while left > 0:
+        size = max(1, min(max_batch, left // (4 * max(1, threads))))
+        yield size
+        left -= size
+
+
 class DaskExecutor:
     """Render on an existing Dask distributed cluster; the driver keeps numbering, the ledger and the files."""
 
     def __init__(self, address: str, templates_dir=None, client=None, window: int | None = None,
-                 connect_timeout_s: float = 20.0):
+                 connect_timeout_s: float = 20.0, batch: int | None = None):
         from .pdf import DEFAULT_TEMPLATES
 
         self.bundle = pack_templates(Path(templates_dir or DEFAULT_TEMPLATES))
@@ -222,7 +283,7 @@ class DaskExecutor:
             except (OSError, TimeoutError) as exc:
                 raise InputError(f"--executor dask:{address}: cannot reach the Dask scheduler ({exc})") from None
         self.client = client
-        self.window = window
+        self.window, self.batch = window, batch
         self._checked = False
         self._bundle_future = None
 
@@ -239,38 +300,50 @@ class DaskExecutor:
         self._checked = True
 
     def render_iter(self, docs: list[dict], progress: bool | None = None) -> Iterator[bytes]:
-        """The documents' PDF bytes, in order. At most ``window`` tasks are in flight, so neither the cluster
-        nor this process holds more than that many PDFs at once."""
+        """The documents' PDF bytes, in order. Documents go out in batches (``batch_sizes``) and at most
+        ``window`` documents are in flight, so neither the cluster nor this process holds more than that
+        many PDFs at once."""
         if not docs:
             return
         self.check_workers(docs[0])
         if self._bundle_future is None:
             self._bundle_future = self.client.scatter(self.bundle, broadcast=True, hash=True)
         threads = sum(self.client.nthreads().values()) or 1
-        window = self.window or max(16, 4 * threads)
+        max_batch = self.batch or MAX_BATCH
+        # two batches per worker thread: one rendering, the next already there when it ends
+        window = self.window or 2 * max_batch * threads
         pending: deque = deque()
-        todo = iter(enumerate(docs))
+        sizes = batch_sizes(len(docs), threads, max_batch)
+        start, in_flight = 0, 0
         batch = uuid.uuid4().hex
 
         def submit_next() -> bool:
-            for i, doc in todo:
-                # retries: a task whose worker died is run again elsewhere and gives the same bytes
-                pending.append((doc_file_key(doc), self.client.submit(
-                    render_task, doc, self._bundle_future, key=f"invoicer-render-{batch}-{i}",
-                    retries=2)))
-                return True
-            return False
+            nonlocal start, in_flight
+            size = next(sizes, 0)
+            if not size:
+                return False
+            part = docs[start:start + size]
+            # retries: a task whose worker died is run again elsewhere and gives the same bytes
+            pending.append(([doc_file_key(d) for d in part], self.client.submit(
+                render_batch, part, self._bundle_future, key=f"invoicer-render-{batch}-{start}", retries=2)))
+            start, in_flight = start + size, in_flight + size
+            return True
 
-        while len(pending) < window and submit_next():
+        while (not pending or in_flight + min(max_batch, len(docs) - start) <= window) and submit_next():
             pass
         while pending:
-            key, fut = pending.popleft()
-            got_key, data, digest = fut.result()
+            keys, fut = pending.popleft()
+            results = fut.result()
             fut.release()
-            if got_key != key or hashlib.sha256(data).hexdigest() != digest:
-                raise RuntimeError(f"a Dask worker returned the wrong document for {key}")
-            submit_next()
-            yield data
+            in_flight -= len(keys)
+            if [r[0] for r in results] != keys or any(hashlib.sha256(data).hexdigest() != digest
+                                                      for _, data, digest in results):
+                raise RuntimeError(f"a Dask worker returned the wrong documents for {keys[0]}..{keys[-1]}")
+            while (not pending or in_flight + min(max_batch, len(docs) - start) <= window) and submit_next():
+                pass
+            for _, data, _ in results:
+                yield data
+            del results
 
     def close(self) -> None:
         if self._own:
