@@ -329,21 +329,25 @@ class DaskExecutor:
             start, in_flight = start + size, in_flight + size
             return True
 
-        while (not pending or in_flight + min(max_batch, len(docs) - start) <= window) and submit_next():
-            pass
-        while pending:
-            keys, fut = pending.popleft()
-            results = fut.result()
-            fut.release()
-            in_flight -= len(keys)
-            if [r[0] for r in results] != keys or any(hashlib.sha256(data).hexdigest() != digest
-                                                      for _, data, digest in results):
-                raise RuntimeError(f"a Dask worker returned the wrong documents for {keys[0]}..{keys[-1]}")
+        try:
             while (not pending or in_flight + min(max_batch, len(docs) - start) <= window) and submit_next():
                 pass
-            for _, data, _ in results:
-                yield data
-            del results
+            while pending:
+                keys, fut = pending.popleft()
+                results = fut.result()
+                fut.release()
+                in_flight -= len(keys)
+                if [r[0] for r in results] != keys or any(hashlib.sha256(data).hexdigest() != digest
+                                                          for _, data, digest in results):
+                    raise RuntimeError(f"a Dask worker returned the wrong documents for {keys[0]}..{keys[-1]}")
+                while (not pending or in_flight + min(max_batch, len(docs) - start) <= window) and submit_next():
+                    pass
+                for _, data, _ in results:
+                    yield data
+                del results
+        finally:  # a caller that stops early (an error, Ctrl-C) leaves no work queued on the cluster
+            for _, fut in pending:
+                fut.cancel()
 
     def close(self) -> None:
         if self._own:
