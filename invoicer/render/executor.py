@@ -198,16 +198,18 @@ _tuned = False
 
 
 def _tune_worker() -> None:
-    """Once per worker process, before its first document: switch off two Dask defaults that made a
-    document cost about 25% more CPU on a Dask worker than in a local pool process (measured, see
-    docs/decisions.md "Scale"). Both change speed only, never bytes.
+    """Once per worker process, before its first document: switch off Dask defaults that made a document
+    cost about 25% more CPU on a Dask worker's rendering thread than in a local pool process (measured, see
+    docs/decisions.md "Scale"). They change speed only, never bytes.
 
     - The nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.pre-spawn-environ``),
       which also freezes glibc's mmap threshold at 128 KiB: WeasyPrint's, Pango's and cairo's allocations
       then go back to the kernel and are fetched again page by page. The thresholds are set to glibc's own
       dynamic ceiling (32 MiB mmap, trim at twice that), so a worker keeps at most that much freed memory.
     - The worker's statistical profiler (``distributed.worker.profile``) walks the rendering thread's deep
-      stack every 10 ms, holding the GIL; it is stopped (a render worker's dashboard has no profile then)."""
+      stack every 10 ms, holding the GIL, and the event loop's health check (``tick``) takes the GIL 50 times
+      a second; both are stopped (a render worker's dashboard has no profile then, and a slow event loop is
+      not logged). Heartbeats, the memory monitor and everything else keep running."""
     global _tuned
     if _tuned:
         return
@@ -225,7 +227,7 @@ def _tune_worker() -> None:
         from distributed import get_worker
 
         worker = get_worker()
-        for name in ("profile", "profile-cycle"):
+        for name in ("profile", "profile-cycle", "tick"):
             pc = worker.periodic_callbacks.get(name)
             if pc is not None:
                 worker.loop.add_callback(pc.stop)
