@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -108,7 +109,7 @@ def add_vat(doc: dict, vat: dict) -> dict:
     for x in doc["lines"]:
         net, tax = split_gross(x["amount_fen"], vat["rate"])
         lines.append({**x, "net_fen": net, "tax_fen": tax})
-    out = {**doc, "lines": lines, "vat": dict(vat)}
+    out = {**doc, "lines": lines, "vat": vat}  # ``vat`` is shared, never edited
     out["net_total_fen"] = sum(x["net_fen"] for x in lines)
     out["tax_total_fen"] = sum(x["tax_fen"] for x in lines)
     assert out["net_total_fen"] + out["tax_total_fen"] == out["total_fen"]
@@ -116,9 +117,10 @@ def add_vat(doc: dict, vat: dict) -> dict:
 
 
 def _dates(col: pd.Series) -> list[str]:
-    """A date column as ISO strings, '' for a missing date (the frame form of ``_d``)."""
+    """A date column as ISO strings, '' for a missing date (the frame form of ``_d``). Equal dates are one
+    string object (a month's lines share a few dozen dates: documents stay small in memory)."""
     text = np.datetime_as_string(col.to_numpy().astype("datetime64[D]"))
-    return ["" if t == "NaT" else t for t in text.tolist()]
+    return ["" if t == "NaT" else sys.intern(t) for t in text.tolist()]
 
 
 LINE_INTS = ("seats", "account_seats", "months", "whole_months", "extra_days", "unit_fen", "annual_fen",
@@ -200,14 +202,17 @@ def build_invoices(lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[st
     starts = np.flatnonzero(np.r_[True, lines["customer_id"].to_numpy()[1:] != lines["customer_id"].to_numpy()[:-1]])
     bounds = np.r_[starts, len(cids)].tolist()
     rules, issued_on, vat = rules_note(book), issue_date.isoformat(), book.vat.snapshot()
+    # the parts every invoice of the run has in common are one object each, shared by all of them (documents
+    # are never edited in place: a change is a new dict), so a month of invoices costs its own data only
+    seller, labels = dict(seller), labels_for("invoice")
     docs = []
     for i, (cid, snapshot) in enumerate(zip(ids, customer_snapshots(customers, ids))):
         total, list_total = int(sums.at[cid, "amount_fen"]), int(sums.at[cid, "list_fen"])
         doc = {
-            "kind": "invoice", "customer": snapshot, "seller": dict(seller), "lines": items[bounds[i]:bounds[i + 1]],
+            "kind": "invoice", "customer": snapshot, "seller": seller, "lines": items[bounds[i]:bounds[i + 1]],
             "total_fen": total, "list_total_fen": list_total, "period": period, "issue_date": issued_on,
-            "currency": book.currency, "pricebook_version": book.version, "rules": dict(rules),
-            "total_words": chinese_capital(total), "labels": labels_for("invoice"),
+            "currency": book.currency, "pricebook_version": book.version, "rules": rules,
+            "total_words": chinese_capital(total), "labels": labels,
         }
         docs.append(add_vat(doc, vat))
     return docs
@@ -256,7 +261,7 @@ def build_notices(accounts: pd.DataFrame, customers: pd.DataFrame, blocked: set[
     paid, next_day = _dates(pd.Series(expiry)), _dates(pd.Series(expiry + DAY))
     opens, reclaim = _dates(due["window_opens_on"]), _dates(due["reclaim_on"])
     cols = [due[k].tolist() for k in ("status", "seats", "quote_unit_fen", "quote_fen", "quote_tier")]
-    rules, issued_on = rules_note(book), issue_date.isoformat()
+    rules, issued_on, seller = rules_note(book), issue_date.isoformat(), dict(seller)  # shared, as for invoices
     out = []
     for i, (snapshot, (status, seats, unit, quote, tier)) in enumerate(zip(customer_snapshots(customers, ids),
                                                                           zip(*cols))):
@@ -267,8 +272,8 @@ def build_notices(accounts: pd.DataFrame, customers: pd.DataFrame, blocked: set[
             "quote_tier": str(tier), "new_term_start": next_day[i],
         }
         out.append({
-            "kind": "notice", "notice": notice, "customer": snapshot, "seller": dict(seller), "period": period,
+            "kind": "notice", "notice": notice, "customer": snapshot, "seller": seller, "period": period,
             "issue_date": issued_on, "currency": book.currency, "pricebook_version": book.version,
-            "total_words": chinese_capital(int(quote)), "rules": dict(rules),
+            "total_words": chinese_capital(int(quote)), "rules": rules,
         })
     return out
