@@ -351,8 +351,9 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
     listed_refs = [r for r in refs if r.kind != "notice"]
     # the summary is a function of the period's documents (append-only: the newest id says which), the
     # input and the price book; when none changed and the file is the one the last run wrote, keep it
-    summary_key = sha256(json.dumps([tool_version(), prefix, period, priced.input_sha256, book.sha256,
-                                     max((r.id for r in refs), default=0), len(refs)]).encode())
+    # (and of which ledger: another ledger's documents can have the same ids and count)
+    summary_key = sha256(json.dumps([tool_version(), ledger.ledger_id, prefix, period, priced.input_sha256,
+                                     book.sha256, max((r.id for r in refs), default=0), len(refs)]).encode())
     summary_path = out / "summary.xlsx"
     old_summary = (previous.get("files") or {}).get("summary.xlsx") if isinstance(previous.get("files"), dict) else None
     # the e-fapiao exports (publish_fapiao) are a function of the same things (the roster's buyer columns too)
