@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import sys
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -216,6 +217,60 @@ def build_invoices(lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[st
         }
         docs.append(add_vat(doc, vat))
     return docs
+
+
+class InvoiceSet(Sequence):
+    """A run's invoices, built from the priced frames a chunk of customers at a time whenever they are read:
+    the same documents as ``build_invoices`` (in customer id order), but never all in memory at once, so a
+    month of 100,000 customers is planned, rendered and recorded in a few chunks' worth of memory. Each pass
+    (iteration) builds them again (deterministic: equal documents every time); ``len`` and ``total_fen``
+    come from the frames without building any."""
+
+    CHUNK = 2000  # customers per chunk
+
+    def __init__(self, lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[str], seller: dict,
+                 book: PriceBook, period: str, issue_date: dt.date):
+        self._lines = lines.loc[~lines["customer_id"].isin(blocked)].sort_values("customer_id", kind="stable")
+        cids = self._lines["customer_id"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, cids[1:] != cids[:-1]]) if len(cids) else np.array([], dtype=int)
+        self._starts = np.r_[starts, len(cids)].tolist()  # row bounds of each customer's lines
+        self.customer_ids: list[str] = self._lines["customer_id"].iloc[starts].tolist() if len(cids) else []
+        self.total_fen = int(self._lines["amount_fen"].sum()) if len(cids) else 0
+        self._customers = customers.loc[customers["valid"]].drop_duplicates("customer_id")
+        self._args = (seller, book, period, issue_date)
+        self._cached: tuple[int, list[Invoice]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.customer_ids)
+
+    def _chunk(self, k: int) -> list[Invoice]:
+        if self._cached is not None and self._cached[0] == k:
+            return self._cached[1]
+        first, last = k * self.CHUNK, min((k + 1) * self.CHUNK, len(self))
+        rows = self._lines.iloc[self._starts[first]:self._starts[last]]
+        docs = build_invoices(rows, self._customers, set(), *self._args)
+        self._cached = (k, docs)
+        return docs
+
+    def __iter__(self):
+        for k in range(0, (len(self) + self.CHUNK - 1) // self.CHUNK):
+            docs = self._chunk(k)
+            self._cached = None  # a pass keeps one chunk alive, not the last one after it ends
+            yield from docs
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._chunk(i // self.CHUNK)[i % self.CHUNK]
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, (list, Sequence)) else NotImplemented
+
+    __hash__ = None
 
 
 def credit_note_for(invoice: Invoice, issue_date: dt.date) -> CreditNote:

@@ -369,7 +369,7 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
                                       and w.startswith("fapiao: ") and w not in priced.roster.warnings)
     else:
         listed = PeriodBills(ledger, listed_refs, cancelled)  # streamed from the ledger, never all in memory
-        created = dt.datetime.combine(dt.date.fromisoformat(priced.invoices[0]["issue_date"]) if priced.invoices
+        created = dt.datetime.combine(dt.date.fromisoformat(priced.issue_date) if priced.issue_date
                                       else to_date(month_bounds(period)[1]), dt.time())
         summary = render_summary(listed, account_records(priced.accounts), priced.rejects, created)
         if write_if_different(summary_path, summary):

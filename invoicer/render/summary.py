@@ -164,6 +164,8 @@ _CORE_DATES = re.compile(rb"(<dcterms:(created|modified)\b[^>]*>)[^<]*(</dcterms
 def deterministic_zip(data: bytes, stamp: dt.datetime | None = None) -> bytes:
     """Rewrite a zip (xlsx) with fixed member timestamps, so equal content gives equal bytes. With a
     stamp, the document's created and modified dates (docProps/core.xml) are set to it too."""
+    import shutil
+
     src = zipfile.ZipFile(io.BytesIO(data))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
@@ -171,10 +173,14 @@ def deterministic_zip(data: bytes, stamp: dt.datetime | None = None) -> bytes:
             fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
             fixed.compress_type = zipfile.ZIP_DEFLATED
             fixed.external_attr = 0o600 << 16
-            member = src.read(info.filename)
             if stamp is not None and info.filename == "docProps/core.xml":
                 when = stamp.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
-                member = _CORE_DATES.sub(lambda m: m.group(1) + when + m.group(3), member)
-            dst.writestr(fixed, member)
+                member = _CORE_DATES.sub(lambda m: m.group(1) + when + m.group(3), src.read(info.filename))
+                dst.writestr(fixed, member)
+                continue
+            # a sheet of 100,000 rows is copied a block at a time, never inflated whole in memory
+            fixed.file_size = info.file_size
+            with src.open(info) as r, dst.open(fixed, "w") as w:
+                shutil.copyfileobj(r, w, 1 << 20)
     return out.getvalue()
 
