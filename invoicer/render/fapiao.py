@@ -33,6 +33,9 @@ PROBLEM_COLUMNS = ["发票流水号 bill", "客户编号 customer", "问题 prob
 LEFT_OUT = "未导出 left out of the import sheets"
 # the template: "超过2000行后可能会导致系统异常无法开具发票，超过5000行后无法开具发票": files hold at most 2000
 ROWS_MAY_FAIL = 2000
+# problems told on the console (and kept in the manifest's warnings) one per line, at most; the rest are
+# counted in one line (the problems sheet lists them all)
+CONSOLE_PROBLEMS = 20
 SPECIAL = "增值税专用发票"
 
 RED_COLUMNS = ["贷项通知单号 credit note", "开具日期 issued", "原账单号 original bill", "原发票流水号 fapiao serial",
@@ -179,6 +182,10 @@ def build_exports(documents, default_vat: dict, extras: dict[str, dict], created
         detail_rows += len(details)
     if part is not first:
         more.append(_import_book(part, None, created))
+    if len(console) > CONSOLE_PROBLEMS:  # the sheet lists every one; the console and manifest a screenful
+        left = len(console) - CONSOLE_PROBLEMS
+        console[CONSOLE_PROBLEMS:] = [f"fapiao: {left} more problem(s) keep bills out of the import file; every "
+                                      f"one is listed in its problems sheet"]
     if more:
         text = (f"{detail_rows} detail rows: the platform may fail above {ROWS_MAY_FAIL} in one import, so they "
                 f"are in {len(more) + 1} files (the first, then -part2 ...); import each")
