@@ -398,7 +398,7 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
 
 # documents handed to the executor at a time: enough to keep every worker busy, few enough that a batch of
 # documents and PDFs is small beside the month
-RENDER_BATCH = 500
+RENDER_BATCH = 2000
 
 
 def _batches(items, size: int):
