@@ -248,6 +248,8 @@ class IssueList:
         return self.numbered + len(self.notices)
 
     def _new_groups(self):
+        if not self._new:
+            return  # a re-run that issues nothing new builds no invoice again
         for doc in self._priced.invoices:
             if doc["customer"]["customer_id"] in self._new:
                 yield doc["customer"]["customer_id"], [doc]
