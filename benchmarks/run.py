@@ -13,8 +13,9 @@ Rendering: by default the runs render with a stub (a few bytes per document, in 
 rest of the pipeline is measured at full scale, and WeasyPrint's cost is measured separately on a sample of
 real documents (--render-sample, this machine's worker pool) and extrapolated; --full-render renders every
 document for real (10k documents take several minutes on 2 cores). --dask also measures a Dask LocalCluster
-of 2 worker processes against the local pool on the same sample (in the order local, Dask, Dask, local). Figures are ratios within one run of this
-script: the machine is shared, so absolute seconds move from run to run.
+of 2 worker processes against the local pool on the same sample (in the order local, Dask, Dask, local; wall
+time and CPU seconds per document). Figures are ratios within one run of this script: the machine is shared,
+so absolute seconds move from run to run.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _instrument(times: dict[str, float], stub_render: bool) -> None:
     from invoicer import documents, ledger, pipeline
     from invoicer.render import executor, summary
 
-    def timed(owner, name, stage, exclude=(), static=False):
+    def timed(owner, name, stage, exclude=()):
         real = getattr(owner, name)
 
         def wrapper(*a, **kw):
@@ -52,7 +53,7 @@ def _instrument(times: dict[str, float], stub_render: bool) -> None:
             finally:
                 spent = time.perf_counter() - t - sum(times.get(s, 0.0) - v for s, v in inner.items())
                 times[stage] = times.get(stage, 0.0) + spent
-        setattr(owner, name, staticmethod(wrapper) if static else wrapper)
+        setattr(owner, name, wrapper)
 
     timed(pipeline, "read_roster", "read")
     timed(pipeline, "validate", "validate")
@@ -63,9 +64,8 @@ def _instrument(times: dict[str, float], stub_render: bool) -> None:
                  "series_mark", "prefix_owner"):
         timed(ledger.Ledger, name, "ledger")
     timed(pipeline, "_record", "ledger")
-    # opening the ledger (the class itself stays a class: the pipeline calls Ledger.open_readonly)
-    timed(ledger.Ledger, "__init__", "ledger")
-    timed(ledger.Ledger, "open_readonly", "ledger", static=True)
+    timed(ledger.Ledger, "__init__", "ledger")  # opening (not the class itself: open_readonly must stay)
+    timed(ledger.Ledger, "open_readonly", "ledger")
     timed(summary, "render_summary", "summary")
     timed(pipeline, "publish_period", "publish", exclude=("summary", "ledger"))
     real_iter = executor.LocalExecutor.render_iter
