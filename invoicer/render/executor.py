@@ -12,8 +12,8 @@ templates resolve to, and the hash of the batch's first document rendered with t
 the driver's; a mismatch stops the run (exit 2) with one line naming the worker and what differs.
 
 Templates reach workers as bytes, never as a path: the driver reads the template folder (only regular files
-inside it, as the URL fetcher would serve them), the bundle is sent once per run, and each worker unpacks it
-into a private temporary folder after checking every name (no absolute path, no "..", no link), so a
+inside it, as the URL fetcher would serve them), the bundle is sent once per run (as a task's result, which
+Dask computes again if the worker holding it dies), and each worker unpacks it into a private temporary folder after checking every name (no absolute path, no "..", no link), so a
 reseller's template folder cannot name a file on a worker, and a worker needs no shared disk.
 """
 from __future__ import annotations
@@ -239,6 +239,11 @@ def _tune_worker() -> None:
                 worker.loop.add_callback(pc.stop)
 
 
+def _template_bundle(bundle: bytes) -> bytes:
+    """The task whose result the render tasks take the templates from (recomputed if its worker dies)."""
+    return bundle
+
+
 def _fingerprint_task(bundle: bytes, probe: dict | None) -> dict[str, str]:
     return fingerprint(bundle, probe)
 
@@ -315,7 +320,11 @@ class DaskExecutor:
             return
         self.check_workers(docs[0])
         if self._bundle_future is None:
-            self._bundle_future = self.client.scatter(self.bundle, broadcast=True, hash=True)
+            # a task, not scattered data: Dask's memory manager keeps one copy of scattered data, and a
+            # worker that dies with it loses it for good (every render task then fails as "forgotten");
+            # a task's result is computed again from the task, which holds the bytes
+            self._bundle_future = self.client.submit(
+                _template_bundle, self.bundle, key=f"invoicer-templates-{uuid.uuid4().hex}")
         threads = sum(self.client.nthreads().values()) or 1
         max_batch = self.batch or MAX_BATCH
         # two batches per worker thread: one rendering, the next already there when it ends
