@@ -192,11 +192,41 @@ def render_task(doc: dict, bundle: bytes) -> tuple[str, bytes, str]:
     return doc_file_key(doc), data, hashlib.sha256(data).hexdigest()
 
 
-def render_batch(docs: list[dict], bundle: bytes) -> list[tuple[str, bytes, str]]:
+def render_batch(docs: list[dict], bundle: bytes, expected: dict | None = None,
+                 probe: dict | None = None) -> list[tuple[str, bytes, str]]:
     """One Dask task: a few consecutive numbered documents -> one (key, PDF bytes, SHA-256) each, in order.
-    A retried batch renders every one of them again, with the same bytes."""
+    A retried batch renders every one of them again, with the same bytes. With ``expected`` (the driver's
+    fingerprint, made with ``probe``), the worker first checks that it would render alike (once per
+    process): a worker that joined the cluster after the run's start was never checked, and one with other
+    fonts refuses (FingerprintMismatch) instead of rendering different bytes."""
     _tune_worker()
+    if expected is not None:
+        _check_here(bundle, probe, expected)
     return [render_task(doc, bundle) for doc in docs]
+
+
+_fingerprints_here: dict[str, dict[str, str]] = {}  # this process's fingerprint per (bundle, probe)
+
+
+def _fingerprint_here(bundle: bytes, probe: dict | None) -> dict[str, str]:
+    import json
+
+    key = hashlib.sha256(bundle).hexdigest() + hashlib.sha256(
+        json.dumps(probe, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    if key not in _fingerprints_here:
+        _fingerprints_here[key] = fingerprint(bundle, probe)
+    return _fingerprints_here[key]
+
+
+def _check_here(bundle: bytes, probe: dict | None, expected: dict[str, str]) -> None:
+    import contextlib
+
+    where = "a worker"
+    with contextlib.suppress(Exception):  # not inside a Dask worker (a test calling the task directly)
+        from distributed import get_worker
+
+        where = get_worker().address
+    compare_fingerprints(expected, {where: _fingerprint_here(bundle, probe)})
 
 
 # -- the worker's own costs ----------------------------------------------------------------------------------
@@ -246,7 +276,7 @@ def _template_bundle(bundle: bytes) -> bytes:
 
 
 def _fingerprint_task(bundle: bytes, probe: dict | None) -> dict[str, str]:
-    return fingerprint(bundle, probe)
+    return _fingerprint_here(bundle, probe)  # kept: this worker's render tasks need not compute it again
 
 
 class FingerprintMismatch(InputError):
@@ -299,6 +329,8 @@ class DaskExecutor:
         self.client = client
         self.window, self.batch = window, batch
         self._checked = False
+        self._expected: dict | None = None
+        self._probe: dict | None = None
         self._bundle_future = None
 
     def check_workers(self, probe: dict | None = None) -> None:
@@ -312,6 +344,7 @@ class DaskExecutor:
             raise InputError("the Dask cluster has no workers to render on")
         compare_fingerprints(driver, workers)
         self._checked = True
+        self._expected, self._probe = driver, probe  # every task checks a worker that joined since
 
     def render_iter(self, docs: list[dict], progress: bool | None = None) -> Iterator[bytes]:
         """The documents' PDF bytes, in order. Documents go out in batches (``batch_sizes``) and at most
@@ -343,7 +376,8 @@ class DaskExecutor:
             part = docs[start:start + size]
             # retries: a task whose worker died is run again elsewhere and gives the same bytes
             pending.append(([doc_file_key(d) for d in part], self.client.submit(
-                render_batch, part, self._bundle_future, key=f"invoicer-render-{batch}-{start}", retries=2)))
+                render_batch, part, self._bundle_future, self._expected, self._probe,
+                key=f"invoicer-render-{batch}-{start}", retries=2)))
             start, in_flight = start + size, in_flight + size
             return True
 

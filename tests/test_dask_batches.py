@@ -1,0 +1,55 @@
+"""The Dask executor's pieces that need no cluster: how documents are shared out into tasks, and the check
+a render task makes on its own worker (a worker that joined after the run's start was never fingerprinted
+by the driver, so the task itself refuses to render with other fonts or libraries)."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from invoicer import pipeline
+from invoicer.render import executor as ex
+
+from .conftest import SAMPLE
+
+
+@pytest.mark.parametrize("n, threads", [(1, 1), (9, 2), (60, 2), (10_000, 2), (10_000, 64), (37, 8)])
+def test_batch_sizes_cover_every_document_once_big_first_single_at_the_end(n, threads):
+    sizes = list(ex.batch_sizes(n, threads))
+    assert sum(sizes) == n and all(1 <= s <= ex.MAX_BATCH for s in sizes)
+    assert sizes == sorted(sizes, reverse=True)  # guided: never a bigger batch after a smaller one
+    assert sizes[-1] == 1
+    if n >= 4 * threads * ex.MAX_BATCH * 2:
+        assert sizes[0] == ex.MAX_BATCH  # a long run is mostly full batches
+
+
+def test_batch_sizes_for_a_60_document_sample_on_two_threads():
+    assert list(ex.batch_sizes(60, 2))[:4] == [7, 6, 5, 5]
+
+
+@pytest.fixture(scope="module")
+def probe_and_bundle(book):
+    p = pipeline.price_roster(SAMPLE, book, "2026-10")
+    docs = [{**d, "number": f"QQ-2026-{i:06d}"} for i, d in enumerate(p.invoices[:2], 1)]
+    from invoicer.render.pdf import DEFAULT_TEMPLATES
+
+    return docs, ex.pack_templates(DEFAULT_TEMPLATES)
+
+
+def test_a_task_on_a_worker_that_would_render_differently_refuses(probe_and_bundle):
+    docs, bundle = probe_and_bundle
+    driver = ex.fingerprint(bundle, docs[0])
+    other = {**driver, "font sans-serif": "0" * 64 + " Other.ttf"}  # the driver's fonts differ from this one's
+    with pytest.raises(ex.FingerprintMismatch, match=r"would render different PDFs .*font sans-serif"):
+        ex.render_batch(docs, bundle, other, docs[0])
+
+
+def test_a_task_on_a_matching_worker_renders_the_drivers_bytes(probe_and_bundle):
+    from invoicer.render.pdf import Renderer
+
+    docs, bundle = probe_and_bundle
+    driver = ex.fingerprint(bundle, docs[0])
+    got = ex.render_batch(docs, bundle, driver, docs[0])
+    local = [Renderer().render(d) for d in docs]
+    assert [(k, hashlib.sha256(b).hexdigest(), h) for k, b, h in got] == \
+        [(d["number"], hashlib.sha256(x).hexdigest(), hashlib.sha256(x).hexdigest()) for d, x in zip(docs, local)]
