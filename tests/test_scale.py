@@ -299,14 +299,12 @@ def test_the_summary_is_byte_identical_whatever_the_clock_says(book):
 
 def test_a_run_killed_before_its_commit_leaves_only_a_staging_folder_which_the_next_run_sweeps(tmp_path,
                                                                                                small_roster):
-    import subprocess
-
-    from .conftest import INVOICER, ROOT
+    from . import realproc
+    from .conftest import ROOT
 
     out, roster = tmp_path / "out", small_roster()
-    r = subprocess.run([*INVOICER, "run", str(roster), "--period", "2026-10", "--out", str(out), "--workers", "1"],
-                       env={**os.environ, "INVOICER_TEST_CRASH_AT": "before_commit"}, capture_output=True,
-                       text=True, cwd=ROOT)
+    r = realproc.run(["run", roster, "--period", "2026-10", "--out", out, "--workers", "1"],
+                     env={**os.environ, "INVOICER_TEST_CRASH_AT": "before_commit"}, cwd=ROOT)
     assert r.returncode == 70
     left = list(out.glob(".staging-*"))
     assert len(left) == 1 and len(list(left[0].glob("*.pdf"))) == 3  # rendered, never published

@@ -15,7 +15,8 @@ import pytest
 from invoicer.errors import InputError
 from invoicer.watch import ignored, period_from_name, resolve_default_period
 
-from .conftest import INVOICER, ROOT, cust, run_cli, write_roster
+from . import realproc
+from .conftest import ROOT, cust, run_cli, write_roster
 
 D = dt.date
 FAST = ["--settle", "0.4", "--rescan", "1", "--workers", "1"]
@@ -100,16 +101,15 @@ def ledger_numbers(out: Path, prefix: str) -> list[str]:
         db.close()
 
 
-def start_watcher(drop_root: Path, log: Path, *extra, env=None) -> subprocess.Popen:
-    return subprocess.Popen([*INVOICER, "watch", str(drop_root / "inbox"), "--out", str(drop_root / "out"), *FAST,
-                             *extra], stdout=open(log, "a"), stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, **(env or {})})
+def start_watcher(drop_root: Path, log: Path, *extra, env=None) -> realproc.Process:
+    """A real `invoicer watch` process (tests/realproc.py), its JSON lines appended to ``log``."""
+    return realproc.popen(["watch", drop_root / "inbox", "--out", drop_root / "out", *FAST, *extra], stdout=log,
+                          stderr=realproc.PIPE, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
 def watch_once(drop_root: Path, log: Path, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([*INVOICER, "watch", str(drop_root / "inbox"), "--out", str(drop_root / "out"), *FAST,
-                           "--once"], stdout=open(log, "a"), stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return realproc.run(["watch", drop_root / "inbox", "--out", drop_root / "out", *FAST, "--once"], stdout=log,
+                        cwd=ROOT, env={**os.environ, **(env or {})}, timeout=300)
 
 
 def files_under(folder: Path) -> list[str]:
