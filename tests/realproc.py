@@ -61,7 +61,7 @@ class _Zygote:
             stem = self.folder / str(self.count)
             out = _stream(stdout, stem.with_suffix(".out"))
             err = _stream(stderr, stem.with_suffix(".err"))
-            request = {"module": "invoicer.cli", "argv": [str(a) for a in args], "cwd": str(cwd or ROOT),
+            request = {"module": "invoicer.cli", "test": os.environ.get("PYTEST_CURRENT_TEST", ""), "argv": [str(a) for a in args], "cwd": str(cwd or ROOT),
                        "env": dict(os.environ if env is None else env), "stdout": out, "stderr": err,
                        "status": str(stem.with_suffix(".status"))}
             self.proc.stdin.write(json.dumps(request).encode() + b"\n")
@@ -164,7 +164,7 @@ def _serve() -> None:
     for name in PRELOAD:
         importlib.import_module(name)
     requests = sys.stdin.buffer
-    children: dict[int, str] = {}
+    children: dict[int, tuple[str, str]] = {}
     while True:
         readable, _, _ = select.select([requests], [], [], 0.005)
         _reap(children)
@@ -177,7 +177,7 @@ def _serve() -> None:
         pid = os.fork()
         if pid == 0:
             _child(request)  # never returns: it raises SystemExit (or the command's exception) to the top
-        children[pid] = request["status"]
+        children[pid] = request["status"], request.get("test", "")
         sys.stdout.buffer.write(f"{pid}\n".encode())
         sys.stdout.buffer.flush()
     for pid in children:  # the tests are over: nothing they started outlives them
@@ -190,15 +190,18 @@ def _serve() -> None:
         time.sleep(0.01)
 
 
-def _reap(children: dict[int, str]) -> None:
+def _reap(children: dict[int, tuple[str, str]]) -> None:
     while children:
         try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            pid, status, usage = os.wait4(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
-        path = children.pop(pid, None)
+        path, test = children.pop(pid, (None, ""))
+        if path is not None and os.environ.get("REALPROC_CPU_LOG"):  # measuring the tests: CPU per child
+            with open(os.environ["REALPROC_CPU_LOG"], "a") as f:
+                f.write(f"{usage.ru_utime + usage.ru_stime:.2f} {test}\n")
         if path is not None:
             tmp = f"{path}.tmp"
             with open(tmp, "w") as f:
