@@ -23,6 +23,17 @@ CUSTOMER_HEADERS = ["customer_id", "name", "opened_on", "seats", "paid_through",
 CHANGE_HEADERS = ["customer_id", "date", "type", "seats", "reference"]
 
 
+# Modules whose tests take longest (real processes, the corpus, the Dask cluster), run first: with two xdist
+# workers (``--dist loadgroup``, pyproject.toml), a long test that starts last decides when the suite ends.
+SLOW_FIRST = ("test_corpus.py", "test_watch.py", "test_scale.py", "test_watch_hostile.py", "test_ledger.py",
+              "test_template_trust.py", "test_pdf.py", "test_review_findings.py", "test_golden.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its order
+
+
 def write_roster(path: Path, customers: list[dict], changes: list[dict] = (), reseller: dict | None = None,
                  customer_headers=None, change_headers=None, sheet_names=("customers", "changes")) -> Path:
     """A roster workbook from dicts; dates may be date objects (Excel dates) or text."""
@@ -63,6 +74,16 @@ def change(cid, date, kind, seats=None, **kw) -> dict:
 @pytest.fixture(scope="session")
 def book():
     return pricebook.load_default()
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory):
+    """The bundled sample billed once per test process, as ``(out folder, CliResult)``: tests read it, and copy
+    it (shutil.copytree) to change it. No pool: test_pdf covers the pool's bytes."""
+    out = tmp_path_factory.mktemp("sample")
+    r = run_cli("run", SAMPLE, "--period", "2026-10", "--out", out, "--workers", "1")
+    assert r.returncode == 1, r.stderr  # the sample has deliberately bad rows
+    return out, r
 
 
 @pytest.fixture
