@@ -24,7 +24,7 @@ CHANGE_HEADERS = ["customer_id", "date", "type", "seats", "reference"]
 
 
 # Modules whose tests take longest (real processes, the corpus, the Dask cluster), run first: with two xdist
-# workers (``--dist loadgroup``, pyproject.toml), a long test that starts last decides when the suite ends.
+# workers (``--dist loadfile``, pyproject.toml), a long module that starts last decides when the suite ends.
 SLOW_FIRST = ("test_corpus.py", "test_watch.py", "test_scale.py", "test_watch_hostile.py", "test_ledger.py",
               "test_template_trust.py", "test_pdf.py", "test_review_findings.py", "test_golden.py")
 

@@ -15,8 +15,6 @@ import pytest
 from .conftest import ROOT
 from .corpus import write_corpus
 
-pytestmark = pytest.mark.xdist_group("corpus")  # the corpus child runs once, in the process that runs these tests
-
 PEAK_MB = 500
 # per case, on a busy shared 2-core machine: a refused file is refused before parsing; a billed one renders
 # a few PDFs

@@ -22,8 +22,6 @@ from invoicer.vat import split_gross, split_lines
 
 from .conftest import change, cust, run_cli
 
-pytestmark = pytest.mark.xdist_group("fapiao")  # one test process makes the runs (the module fixture `runs`)
-
 D = dt.date
 TAX_A = "91350100M000100Y43"
 TAX_B = "91440300MA5FQ2XY7Q"

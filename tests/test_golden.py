@@ -10,7 +10,6 @@ import json
 import os
 from decimal import Decimal
 
-import pytest
 from openpyxl import load_workbook
 
 from .conftest import ROOT, SAMPLE
@@ -25,8 +24,6 @@ SHEETS = {
     "totals": ["group", "key", "lines", "seats", "amount"],
 }
 
-
-pytestmark = pytest.mark.xdist_group("sample")  # with test_review_findings: one sample run (conftest.sample_run)
 
 
 MONEY = {"total", "unit_price", "amount", "list_amount", "discount", "renewal_quote",

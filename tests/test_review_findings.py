@@ -37,8 +37,6 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-pytestmark = pytest.mark.xdist_group("sample")  # with test_golden: one sample run (conftest.sample_run)
-
 
 @pytest.fixture
 def sample_out(sample_run):

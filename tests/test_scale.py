@@ -192,7 +192,6 @@ def sample_docs(book):
     return [{**d, "number": f"QQ-2026-{i:06d}"} for i, d in enumerate(p.invoices[:8], 1)] + p.notices[:1]
 
 
-@pytest.mark.xdist_group("dask")  # one test process starts the module's cluster
 def test_dask_renders_the_same_bytes_as_this_machine_even_when_a_worker_dies(cluster, sample_docs):
     import signal
 
@@ -222,7 +221,6 @@ def _cli(capsys, *args):
     return code, captured.out, captured.err
 
 
-@pytest.mark.xdist_group("dask")  # one test process starts the module's cluster
 def test_the_cli_renders_on_a_scheduler_address_byte_identical_to_local(tmp_path, cluster, small_roster, capsys):
     roster = small_roster()
     code, _, err = _cli(capsys, "run", roster, "--period", "2026-10", "--out", tmp_path / "local", "--workers", 1)
@@ -234,7 +232,6 @@ def test_the_cli_renders_on_a_scheduler_address_byte_identical_to_local(tmp_path
     assert _pdfs(tmp_path / "dask") == _pdfs(tmp_path / "local") and len(_pdfs(tmp_path / "local")) == 3
 
 
-@pytest.mark.xdist_group("dask")  # one test process starts the module's cluster
 def test_a_worker_that_would_render_differently_stops_the_run_with_exit_2(tmp_path, cluster, small_roster, capsys,
                                                                          monkeypatch):
     from invoicer.render import executor as ex

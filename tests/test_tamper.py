@@ -27,8 +27,6 @@ from invoicer.pipeline import RunOptions, run
 
 from .conftest import change, cust, write_roster
 
-pytestmark = pytest.mark.xdist_group("tamper")  # one test process builds the folder (the module fixture `built`)
-
 D = dt.date
 PERIOD = "2026-10"
 
