@@ -201,6 +201,7 @@ def test_dask_renders_the_same_bytes_as_this_machine_even_when_a_worker_dies(clu
     local = [Renderer().render(d) for d in sample_docs]
     ex = DaskExecutor(cluster.scheduler_address, window=4)
     try:
+        ex.client.wait_for_workers(2, timeout=120)  # both up (a loaded machine starts them slowly) before one dies
         pids = ex.client.run(os.getpid)
         got = []
         for data in ex.render_iter(sample_docs):
