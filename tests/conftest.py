@@ -16,7 +16,9 @@ from invoicer.pipeline import price_roster
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "roster.xlsx"
-INVOICER = [sys.executable, "-m", "invoicer.cli"]  # a real process: only for crashes, concurrency, the watcher
+# a fresh interpreter: only where its start is the point (what a package imports) or its resources are read from
+# outside; crashes, kills, runs at once and the watcher use tests/realproc.py (real processes, imports paid once)
+INVOICER = [sys.executable, "-m", "invoicer.cli"]
 
 CUSTOMER_HEADERS = ["customer_id", "name", "opened_on", "seats", "paid_through", "legacy_rate", "qq_number",
                     "email", "address", "tax_id"]
@@ -110,8 +112,8 @@ class CliResult:
 def run_cli(*args, cwd=None) -> CliResult:
     """Run ``invoicer ARGS...`` in this process through ``invoicer.cli.main`` and capture what it prints.
 
-    A real process costs ~1.5 s of importing pandas and WeasyPrint; tests that need one (a crash point,
-    two runs at once, the watcher) use ``INVOICER`` with subprocess instead. Nothing leaks between calls:
+    A fresh process costs ~1 s of importing pandas and WeasyPrint; tests that need a real one (a crash point,
+    two runs at once, the watcher) use tests/realproc.py instead (forked from a process that imported them). Nothing leaks between calls:
     the working directory is restored, the render module's once-per-process notes are forgotten, and
     log records (the refused-URL note) go to the captured stderr as they would in a fresh process.
     argparse's SystemExit (bad options, --help) becomes the return code. Any other exception propagates,

@@ -10,8 +10,12 @@ would (``runpy`` as ``__main__``; ``sys.exit`` ends the interpreter normally: at
 streams). What differs from a fresh interpreter: the modules were imported before the fork (the same state
 an import leaves), the process's parent is the zygote, and its hash seed is the zygote's.
 
-What stays a plain ``subprocess`` (``INVOICER``): a test about the interpreter's start (which modules a
-package imports), and one that reads the child's resources from outside (``RUSAGE_CHILDREN``).
+What stays a plain ``subprocess`` (``conftest.INVOICER``): a test about the interpreter's start (which modules
+a package imports), one about a killed run's PDF workers and resource tracker (test_template_trust), and the
+corpus child, whose peak memory is also read from outside (``RUSAGE_CHILDREN``).
+
+``REALPROC_CPU_LOG=FILE``: the zygote appends each child's CPU seconds and the test that started it (to see
+where the suite's time goes; the children are not the test process's, so its own accounting misses them).
 
 ``popen(args, ...)`` and ``run(args, ...)`` take the CLI arguments (without ``python -m invoicer.cli``) and
 answer like ``subprocess.Popen`` and ``subprocess.run`` for what the tests use: ``pid``, ``poll``, ``wait``,
