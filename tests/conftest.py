@@ -36,6 +36,23 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its order
 
 
+# Modules that share a session fixture run in one worker, so it is made once: the sample run (sample_run).
+SAME_WORKER = {"test_review_findings.py": "sample", "test_golden.py": "sample"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile (a module is one unit of work), with the modules of SAME_WORKER as one unit. (xdist's own
+    loadgroup marks would do this, but xdist 3.8 cannot tag pytest 9's node ids and silently ignores them.)"""
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return SAME_WORKER.get(scope.rsplit("/", 1)[-1], scope)
+
+    return Scheduling(config, log)
+
+
 def write_roster(path: Path, customers: list[dict], changes: list[dict] = (), reseller: dict | None = None,
                  customer_headers=None, change_headers=None, sheet_names=("customers", "changes")) -> Path:
     """A roster workbook from dicts; dates may be date objects (Excel dates) or text."""
