@@ -11,11 +11,22 @@ from pathlib import Path
 import numpy as np
 from openpyxl import Workbook
 
+from invoicer.taxid import uscc_check_char
+
 CUSTOMER_HEADERS = ["customer_id", "name", "opened_on", "seats", "paid_through", "legacy_rate", "qq_number",
                     "email", "address", "tax_id"]
 CHANGE_HEADERS = ["customer_id", "date", "type", "seats", "reference"]
 RESELLER = {"name": "深圳市腾云信息技术有限公司", "tax_id": "91440300MA5EXAMPLE",
             "address": "深圳市南山区科技园科苑路15号", "phone": "0755-8888 6666", "invoice_prefix": "BENCH"}
+
+
+def tax_id(i: int) -> str:
+    """A valid 统一社会信用代码 for most customers (so the e-fapiao export is measured at full size); one
+    customer in 50 has none (its bill is listed as a problem, as a real month has a few)."""
+    if i % 50 == 49:
+        return ""
+    first17 = f"91440300{i:09d}"
+    return first17 + uscc_check_char(first17)
 
 
 def write_roster(path: Path, customers: int, period: str = "2026-10", seed: int = 7) -> Path:
@@ -40,7 +51,7 @@ def write_roster(path: Path, customers: int, period: str = "2026-10", seed: int 
         else:
             opened = first - dt.timedelta(days=int(age[i]))
         ws.append([cid, f"测试公司{i}有限公司", opened, int(seats[i]), None, None, f"400{i % 10_000_000:07d}",
-                   f"ap{i}@example.cn", f"深圳市南山区科技园{i}号", ""])
+                   f"ap{i}@example.cn", f"深圳市南山区科技园{i}号", tax_id(i)])
         if kind == 1:
             cs.append([cid, first + dt.timedelta(days=int(day[i])), "add", 1 + i % 3, f"HT-{i}"])
     rs = wb.create_sheet("reseller")

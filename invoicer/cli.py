@@ -63,9 +63,9 @@ def cmd_run(args) -> int:
     plan = report.plan
     if report.dry_run:
         print(f"dry run for {report.period} ({report.prefix}): nothing numbered or written")
-        for doc in plan.new:
-            print(f"  new        {doc['customer']['customer_id']}: {fmt_yuan(doc['total_fen'])}")
-        for _, old in plan.unchanged:
+        for new in plan.new:
+            print(f"  new        {new.customer_id}: {fmt_yuan(new.total_fen)}")
+        for old in plan.unchanged:
             print(f"  unchanged  {old.customer_id}: {old.number}")
         for line in plan.differences():
             print(f"  changed    {line}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import sys
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -108,7 +110,7 @@ def add_vat(doc: dict, vat: dict) -> dict:
     for x in doc["lines"]:
         net, tax = split_gross(x["amount_fen"], vat["rate"])
         lines.append({**x, "net_fen": net, "tax_fen": tax})
-    out = {**doc, "lines": lines, "vat": dict(vat)}
+    out = {**doc, "lines": lines, "vat": vat}  # ``vat`` is shared, never edited
     out["net_total_fen"] = sum(x["net_fen"] for x in lines)
     out["tax_total_fen"] = sum(x["tax_fen"] for x in lines)
     assert out["net_total_fen"] + out["tax_total_fen"] == out["total_fen"]
@@ -116,9 +118,10 @@ def add_vat(doc: dict, vat: dict) -> dict:
 
 
 def _dates(col: pd.Series) -> list[str]:
-    """A date column as ISO strings, '' for a missing date (the frame form of ``_d``)."""
+    """A date column as ISO strings, '' for a missing date (the frame form of ``_d``). Equal dates are one
+    string object (a month's lines share a few dozen dates: documents stay small in memory)."""
     text = np.datetime_as_string(col.to_numpy().astype("datetime64[D]"))
-    return ["" if t == "NaT" else t for t in text.tolist()]
+    return ["" if t == "NaT" else sys.intern(t) for t in text.tolist()]
 
 
 LINE_INTS = ("seats", "account_seats", "months", "whole_months", "extra_days", "unit_fen", "annual_fen",
@@ -200,17 +203,74 @@ def build_invoices(lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[st
     starts = np.flatnonzero(np.r_[True, lines["customer_id"].to_numpy()[1:] != lines["customer_id"].to_numpy()[:-1]])
     bounds = np.r_[starts, len(cids)].tolist()
     rules, issued_on, vat = rules_note(book), issue_date.isoformat(), book.vat.snapshot()
+    # the parts every invoice of the run has in common are one object each, shared by all of them (documents
+    # are never edited in place: a change is a new dict), so a month of invoices costs its own data only
+    seller, labels = dict(seller), labels_for("invoice")
     docs = []
     for i, (cid, snapshot) in enumerate(zip(ids, customer_snapshots(customers, ids))):
         total, list_total = int(sums.at[cid, "amount_fen"]), int(sums.at[cid, "list_fen"])
         doc = {
-            "kind": "invoice", "customer": snapshot, "seller": dict(seller), "lines": items[bounds[i]:bounds[i + 1]],
+            "kind": "invoice", "customer": snapshot, "seller": seller, "lines": items[bounds[i]:bounds[i + 1]],
             "total_fen": total, "list_total_fen": list_total, "period": period, "issue_date": issued_on,
-            "currency": book.currency, "pricebook_version": book.version, "rules": dict(rules),
-            "total_words": chinese_capital(total), "labels": labels_for("invoice"),
+            "currency": book.currency, "pricebook_version": book.version, "rules": rules,
+            "total_words": chinese_capital(total), "labels": labels,
         }
         docs.append(add_vat(doc, vat))
     return docs
+
+
+class InvoiceSet(Sequence):
+    """A run's invoices, built from the priced frames a chunk of customers at a time whenever they are read:
+    the same documents as ``build_invoices`` (in customer id order), but never all in memory at once, so a
+    month of 100,000 customers is planned, rendered and recorded in a few chunks' worth of memory. Each pass
+    (iteration) builds them again (deterministic: equal documents every time); ``len`` and ``total_fen``
+    come from the frames without building any."""
+
+    CHUNK = 2000  # customers per chunk
+
+    def __init__(self, lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[str], seller: dict,
+                 book: PriceBook, period: str, issue_date: dt.date):
+        self._lines = lines.loc[~lines["customer_id"].isin(blocked)].sort_values("customer_id", kind="stable")
+        cids = self._lines["customer_id"].to_numpy()
+        starts = np.flatnonzero(np.r_[True, cids[1:] != cids[:-1]]) if len(cids) else np.array([], dtype=int)
+        self._starts = np.r_[starts, len(cids)].tolist()  # row bounds of each customer's lines
+        self.customer_ids: list[str] = self._lines["customer_id"].iloc[starts].tolist() if len(cids) else []
+        self.total_fen = int(self._lines["amount_fen"].sum()) if len(cids) else 0
+        self._customers = customers.loc[customers["valid"]].drop_duplicates("customer_id")
+        self._args = (seller, book, period, issue_date)
+        self._cached: tuple[int, list[Invoice]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.customer_ids)
+
+    def _chunk(self, k: int) -> list[Invoice]:
+        if self._cached is not None and self._cached[0] == k:
+            return self._cached[1]
+        first, last = k * self.CHUNK, min((k + 1) * self.CHUNK, len(self))
+        rows = self._lines.iloc[self._starts[first]:self._starts[last]]
+        docs = build_invoices(rows, self._customers, set(), *self._args)
+        self._cached = (k, docs)
+        return docs
+
+    def __iter__(self):
+        for k in range(0, (len(self) + self.CHUNK - 1) // self.CHUNK):
+            docs = self._chunk(k)
+            self._cached = None  # a pass keeps one chunk alive, not the last one after it ends
+            yield from docs
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._chunk(i // self.CHUNK)[i % self.CHUNK]
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, (list, Sequence)) else NotImplemented
+
+    __hash__ = None
 
 
 def credit_note_for(invoice: Invoice, issue_date: dt.date) -> CreditNote:
@@ -256,7 +316,7 @@ def build_notices(accounts: pd.DataFrame, customers: pd.DataFrame, blocked: set[
     paid, next_day = _dates(pd.Series(expiry)), _dates(pd.Series(expiry + DAY))
     opens, reclaim = _dates(due["window_opens_on"]), _dates(due["reclaim_on"])
     cols = [due[k].tolist() for k in ("status", "seats", "quote_unit_fen", "quote_fen", "quote_tier")]
-    rules, issued_on = rules_note(book), issue_date.isoformat()
+    rules, issued_on, seller = rules_note(book), issue_date.isoformat(), dict(seller)  # shared, as for invoices
     out = []
     for i, (snapshot, (status, seats, unit, quote, tier)) in enumerate(zip(customer_snapshots(customers, ids),
                                                                           zip(*cols))):
@@ -267,8 +327,8 @@ def build_notices(accounts: pd.DataFrame, customers: pd.DataFrame, blocked: set[
             "quote_tier": str(tier), "new_term_start": next_day[i],
         }
         out.append({
-            "kind": "notice", "notice": notice, "customer": snapshot, "seller": dict(seller), "period": period,
+            "kind": "notice", "notice": notice, "customer": snapshot, "seller": seller, "period": period,
             "issue_date": issued_on, "currency": book.currency, "pricebook_version": book.version,
-            "total_words": chinese_capital(int(quote)), "rules": dict(rules),
+            "total_words": chinese_capital(int(quote)), "rules": rules,
         })
     return out

@@ -154,9 +154,10 @@ CREATE INDEX IF NOT EXISTS documents_prefix_id ON documents (prefix, id);
 """
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IssuedRef:
-    """An issued document without its snapshot (nothing parsed): enough to compare, number and publish."""
+    """An issued document without its snapshot (nothing parsed): enough to compare, number and publish.
+    Slotted: a 100,000-customer month holds one per document."""
 
     id: int
     kind: str
@@ -205,6 +206,25 @@ class ChainCheck:
 def format_number(prefix: str, year: int, seq: int, digits: int) -> str:
     """SZTY-2026-000123: prefix, calendar year of the issue date, gapless sequence."""
     return f"{prefix}-{year}-{seq:0{digits}d}"
+
+
+def issue_year(doc: dict) -> int:
+    """The year of a document's issue date: its number's series (SZTY-2026-...)."""
+    return int(doc["issue_date"][:4])
+
+
+def number_stream(prefix: str, groups, digits: int, starts: dict[int, int]):
+    """The numbering rule, pure: ``groups`` (customer id, documents in issue order), already in customer id
+    order and possibly a generator, numbered from ``starts`` (the next number of each issue year's series,
+    ``Ledger.next_seqs``): each document is yielded as a copy carrying ``number``, ``_year`` and ``_seq``,
+    consecutively, with no gap. The same groups and starts always give the same numbers."""
+    next_by_year = dict(starts)
+    for _, group in groups:
+        for doc in group:
+            year = issue_year(doc)
+            seq = next_by_year[year]
+            next_by_year[year] += 1
+            yield {**doc, "number": format_number(prefix, year, seq, digits), "_year": year, "_seq": seq}
 
 
 class NotALedger(InvoicerError):
@@ -356,20 +376,15 @@ class LedgerReader:
         numbers of their prefix and issue year, customer by customer, each group's documents consecutively
         (a credit note just before its replacement). Returns copies carrying ``number`` and the private
         ``_year``/``_seq`` that ``add_document`` records. Reads only: the numbers hold while the caller's
-        transaction (or an unchanged ``series_mark``) says nobody else numbered meanwhile."""
-        import datetime as dt
+        transaction (or an unchanged ``series_mark``) says nobody else numbered meanwhile. (A run numbers
+        a month as a stream: ``next_seqs`` in its read transaction, then ``number_stream``.)"""
+        groups = sorted(groups, key=lambda w: w[0])
+        years = {issue_year(doc) for _, group in groups for doc in group}
+        return list(number_stream(prefix, groups, digits, self.next_seqs(prefix, years)))
 
-        out = []
-        next_by_year: dict[int, int] = {}
-        for _, group in sorted(groups, key=lambda w: w[0]):
-            for doc in group:
-                year = dt.date.fromisoformat(doc["issue_date"]).year
-                if year not in next_by_year:
-                    next_by_year[year] = self.next_seq(prefix, year)
-                seq = next_by_year[year]
-                next_by_year[year] += 1
-                out.append({**doc, "number": format_number(prefix, year, seq, digits), "_year": year, "_seq": seq})
-        return out
+    def next_seqs(self, prefix: str, years) -> dict[int, int]:
+        """The next number of each of a prefix's yearly series (``next_seq``), read at once."""
+        return {year: self.next_seq(prefix, year) for year in sorted(set(years))}
 
     def next_seq(self, prefix: str, year: int) -> int:
         """The next number of a series (prefix, year): one more than the highest issued, 1 for a new series."""

@@ -14,7 +14,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 
@@ -80,12 +80,22 @@ class RunOptions:
     default_prefix: str | None = None
 
 
+class NewInvoice(NamedTuple):
+    """An invoice a run would issue for the first time: whose and how much (the document itself is built
+    again from the priced frames when it is numbered, rendered and recorded: ``IssueList``)."""
+
+    customer_id: str
+    total_fen: int
+
+
 @dataclass
 class Plan:
-    """What a run would do, per customer: new, unchanged, changed (needs --amend) or withdrawn."""
+    """What a run would do, per customer: new, unchanged, changed (needs --amend) or withdrawn. Holds no
+    new document (a month of 100,000 is planned in a chunk's worth of memory); a changed invoice's new
+    version and a withdrawn one's record are kept (they are few, and their differences are listed)."""
 
-    new: list[dict] = field(default_factory=list)
-    unchanged: list[tuple[dict, IssuedRef]] = field(default_factory=list)
+    new: list[NewInvoice] = field(default_factory=list)
+    unchanged: list[IssuedRef] = field(default_factory=list)
     changed: list[tuple[dict, Issued]] = field(default_factory=list)
     withdrawn: list[Issued] = field(default_factory=list)
 
@@ -138,7 +148,7 @@ class Priced:
     """Everything computed from one roster for one period, before the ledger is involved."""
 
     roster: Roster
-    invoices: list[dict]
+    invoices: docs_mod.InvoiceSet  # built a chunk at a time whenever read (a sequence of invoice dicts)
     notices: list[dict]
     accounts: pd.DataFrame
     rejects: list[Reject]
@@ -146,6 +156,7 @@ class Priced:
     input_sha256: str
     input_bytes: bytes
     input_name: str
+    issue_date: str = ""  # the period's issue date (ISO): the last day of the month
 
 
 def price_roster_bytes(data: bytes, name: str, book: pricebook_mod.PriceBook, period: str) -> Priced:
@@ -165,8 +176,8 @@ def _price(raw, book, period) -> Priced:
     rejects = sorted(roster.rejects + result.rejects, key=lambda r: (r.sheet != sheets[0], r.sheet, r.row))
     blocked = roster.blocked | {r.customer_id for r in result.rejects if r.customer_id}
     issue_date = result.period_end
-    invoices = docs_mod.build_invoices(result.lines, roster.customers, blocked, roster.reseller, book, period,
-                                       issue_date)
+    invoices = docs_mod.InvoiceSet(result.lines, roster.customers, blocked, roster.reseller, book, period,
+                                   issue_date)
     notices = docs_mod.build_notices(result.accounts, roster.customers, blocked, roster.reseller, book, period,
                                      issue_date)
     accounts = result.accounts.copy()
@@ -175,13 +186,14 @@ def _price(raw, book, period) -> Priced:
     held = {r.customer_id: f"held: {r.sheet} row {r.row} rejected ({r.column})" for r in reversed(rejects)}
     accounts["invoice_held"] = [held.get(c, "") for c in accounts["customer_id"]]
     return Priced(roster, invoices, notices, accounts, rejects, roster.reseller["invoice_prefix"], raw.sha256,
-                  raw.data, Path(raw.path).name)
+                  raw.data, Path(raw.path).name, issue_date.isoformat())
 
 
-def plan_against(ledger: Ledger, prefix: str, period: str, invoices: list[dict]) -> Plan:
+def plan_against(ledger: Ledger, prefix: str, period: str, invoices) -> Plan:
     """Compare the new invoices with the ones in force, set-based: the issued invoices' content hashes come
     from one indexed query (no snapshot parsed); only a changed or withdrawn invoice's snapshot is read, for
-    its credit note and its difference listing."""
+    its credit note and its difference listing. ``invoices`` is read once, in order (an InvoiceSet builds
+    them a chunk at a time)."""
     active = ledger.active_invoice_refs(prefix, period)
     plan = Plan()
     changed, seen = [], set()
@@ -190,9 +202,9 @@ def plan_against(ledger: Ledger, prefix: str, period: str, invoices: list[dict])
         seen.add(cid)
         old = active.get(cid)
         if old is None:
-            plan.new.append(doc)
+            plan.new.append(NewInvoice(cid, doc["total_fen"]))
         elif old.content_sha256 == docs_mod.content_hash(doc):
-            plan.unchanged.append((doc, old))
+            plan.unchanged.append(old)
         else:
             changed.append((doc, old))
     withdrawn = [old for cid, old in sorted(active.items()) if cid not in seen]
@@ -200,6 +212,58 @@ def plan_against(ledger: Ledger, prefix: str, period: str, invoices: list[dict])
     plan.changed = [(doc, old) for (doc, _), old in zip(changed, full)]
     plan.withdrawn = full[len(changed):]
     return plan
+
+
+class IssueList:
+    """What a run numbers and issues, in issue order: customer by customer (customer id order), a new
+    invoice, or a credit note and its replacement, or a credit note alone, each numbered gaplessly
+    (ledger.number_stream) from the series' next numbers read in the plan's read transaction; then the
+    notices that are new or changed. Iterating yields ``(document, year, seq)`` (year and seq None for a
+    notice), building the new invoices again from the priced frames on every pass, so a run renders and
+    records a month of any size holding a chunk of documents, not the month."""
+
+    def __init__(self, ledger: Ledger, priced: Priced, plan: Plan, period: str, digits: int):
+        from .ledger import issue_year
+
+        self.prefix, self.digits, self._priced = priced.prefix, digits, priced
+        self._new = {n.customer_id for n in plan.new}
+        groups = []
+        for new, old in plan.changed:
+            credit = docs_mod.credit_note_for({**old.content, "number": old.number},
+                                              dt.date.fromisoformat(new["issue_date"]))
+            groups.append((old.customer_id, [credit, {**new, "replaces": old.number}]))
+        for old in plan.withdrawn:
+            issue = old.content["issue_date"]
+            groups.append((old.customer_id, [docs_mod.credit_note_for({**old.content, "number": old.number},
+                                                                      dt.date.fromisoformat(issue))]))
+        self._amended = sorted(groups, key=lambda g: g[0])
+        years = {issue_year(d) for _, g in self._amended for d in g}
+        if self._new:
+            years.add(int(priced.issue_date[:4]))
+        self._starts = ledger.next_seqs(priced.prefix, years)
+        self.notices = [_clean(d) for d in _changed_notices(ledger, priced, period)]
+        self.numbered = len(self._new) + sum(len(g) for _, g in self._amended)
+
+    def __len__(self) -> int:
+        return self.numbered + len(self.notices)
+
+    def _new_groups(self):
+        if not self._new:
+            return  # a re-run that issues nothing new builds no invoice again
+        for doc in self._priced.invoices:
+            if doc["customer"]["customer_id"] in self._new:
+                yield doc["customer"]["customer_id"], [doc]
+
+    def __iter__(self):
+        import heapq
+
+        from .ledger import number_stream
+
+        groups = heapq.merge(self._new_groups(), self._amended, key=lambda g: g[0])
+        for doc in number_stream(self.prefix, groups, self.digits, self._starts):
+            yield _clean(doc), doc["_year"], doc["_seq"]
+        for notice in self.notices:
+            yield notice, None, None
 
 
 # A run renders without holding the ledger; if another run numbered in the same series meanwhile, the plan
@@ -245,7 +309,7 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     _usable_out(out)
     ledger_path = Path(opts.ledger) if opts.ledger else out / LEDGER_NAME
     if opts.dry_run and not ledger_path.exists():
-        plan = Plan(new=list(priced.invoices))
+        plan = Plan(new=[NewInvoice(d["customer"]["customer_id"], d["total_fen"]) for d in priced.invoices])
         return _report(opts, priced, plan, [], [])
     _one_series_per_folder(out, priced.prefix, opts.period)
     executor = LocalExecutor(opts.templates, opts.workers, pool) if pool is not None else None
@@ -268,27 +332,38 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
                     f"{opts.roster}: the input changes {len(plan.changed) + len(plan.withdrawn)} invoice(s) "
                     f"already issued for {opts.period}; nothing was issued. Re-run with --amend to cancel them "
                     f"with credit notes and issue replacements.\n  " + "\n  ".join(plan.differences()))
-            new_docs = ledger.number(priced.prefix, _numbering_groups(plan), book.number_digits)
-            issue = [_clean(d) for d in new_docs + _changed_notices(ledger, priced, opts.period)]
+            issue = IssueList(ledger, priced, plan, opts.period, book.number_digits)
             mark = ledger.series_mark(priced.prefix)
             ledger.rollback()  # rendering holds neither the lock nor a snapshot
-            todo = [d for d in issue if _render_key(d) not in rendered]
-            if todo:
-                if staging is None:
-                    staging = Staging(out)
-                if executor is None:
-                    executor = make_executor(opts.executor, opts.templates, opts.workers)
-                for doc, data in zip(todo, executor.render_iter(todo, opts.progress)):
-                    rendered[_render_key(doc)] = staging.stage(data)
+            # one pass over what is issued, a batch at a time: render what this run has not rendered yet
+            # (an earlier attempt's PDFs are kept by content and number) and stream it to the staging folder
+            todo_total = 0  # documents rendered in this pass (the bar counts the month's documents)
+            with _bar(len(issue), opts.progress) as advance:
+                for batch in _batches(issue, RENDER_BATCH):
+                    todo = [d for d, _, _ in batch if _render_key(d) not in rendered]
+                    advance(len(batch) - len(todo))
+                    if not todo:
+                        continue
+                    todo_total += len(todo)
+                    if staging is None:
+                        staging = Staging(out)
+                    if executor is None:
+                        executor = make_executor(opts.executor, opts.templates, opts.workers)
+                    for doc, data in zip(todo, executor.render_iter(todo, False)):
+                        rendered[_render_key(doc)] = staging.stage(data)
+                        advance(1)
+            if executor is not None and pool is None:
+                executor.close()  # its worker processes are not kept through recording and publishing
+                executor = None
+            if staging is not None and todo_total:
                 staging.make_durable()
             ledger.begin()
             if ledger.series_mark(priced.prefix) != mark or ledger.prefix_owner(priced.prefix) != owner_then:
                 ledger.rollback()  # someone numbered in this series (or took the prefix) meanwhile
                 continue
-            if issue:  # a prefix is bound when the run records documents in it (kept only if this run commits)
+            if len(issue):  # a prefix is bound when the run records documents in it (kept only if this run commits)
                 ledger.claim_prefix(priced.prefix, owner)
-            staged = [rendered[_render_key(d)] for d in issue]
-            _record(ledger, priced, book, opts, new_docs, issue, staged)
+            fresh, numbers = _record(ledger, priced, book, opts, issue, rendered)
             _fault_point("before_commit")
             ledger.commit()
             _fault_point("after_commit")
@@ -307,24 +382,60 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     # After COMMIT, files are written holding the ledger's write lock again (no other run of this
     # ledger writes the folder meanwhile, so publish sweeps every leftover temporary file); any failure now
     # says the month was issued and a re-run publishes the rest (exit 5), never a traceback
+    # re-rendering in publish is only for files lost from ledgers that predate keeping PDF bytes
+    executor = LocalExecutor(opts.templates, opts.workers, pool)
     try:
         ledger.begin()
-        fresh = {file_name_for(d): s for d, s in zip(issue, staged)}
-        # re-rendering in publish is only for files lost from ledgers that predate keeping PDF bytes
-        written = publish_period(ledger, out, priced, book, opts, fresh,
-                                 executor or LocalExecutor(opts.templates, opts.workers, pool))
+        written = publish_period(ledger, out, priced, book, opts, fresh, executor)
     except Exception as exc:
-        raise PublishIncomplete(unpublished_message(opts.period, len(new_docs), ledger_path, out, exc)) from None
+        raise PublishIncomplete(unpublished_message(opts.period, len(numbers), ledger_path, out, exc)) from None
     finally:
         ledger.rollback()
         ledger.close()
         if staging is not None:
             staging.close()
-        if executor is not None:
-            executor.close()
-    return _report(opts, priced, plan, [d["number"] for d in new_docs], written)
+        executor.close()
+    return _report(opts, priced, plan, numbers, written)
 
 
+# documents handed to the executor at a time: enough to keep every worker busy, few enough that a batch of
+# documents and PDFs is small beside the month
+RENDER_BATCH = 2000
+
+
+def _batches(items, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class _bar:
+    """One progress bar for a run's render pass (rich, on a terminal or when asked), fed by ``advance(n)``."""
+
+    def __init__(self, total: int, show: bool | None):
+        import sys
+
+        self.total, self.show = total, (sys.stderr.isatty() if show is None else show) and total > 0
+        self._progress = None
+
+    def __enter__(self):
+        if not self.show:
+            return lambda n: None
+        from rich.progress import Progress
+
+        self._progress = Progress(transient=True)
+        self._progress.__enter__()
+        task = self._progress.add_task("rendering PDFs", total=self.total)
+        return lambda n: self._progress.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
 
 
 def _one_series_per_folder(out: Path, prefix: str, period: str) -> None:
@@ -366,23 +477,28 @@ def unpublished_message(period: str, issued: int, ledger_path: Path, out: Path, 
             f"writing its files into {out} failed: {reason}. Nothing issued is lost: fix that and re-run the "
             f"same command to publish the rest (it issues nothing twice)")
 
-def _record(ledger: Ledger, priced: Priced, book, opts: RunOptions, new_docs: list[dict], issue: list[dict],
-            staged: list[StagedFile]) -> None:
+def _record(ledger: Ledger, priced: Priced, book, opts: RunOptions, issue: IssueList,
+            rendered: dict[str, StagedFile]) -> tuple[dict[str, StagedFile], list[str]]:
     """Insert the run, its inputs' bytes and every document with its PDF's bytes (read back from the staging
-    folder one at a time), inside the caller's write transaction."""
+    folder one at a time), inside the caller's write transaction, in one more pass over ``issue``. Returns
+    the staged file of each document by its file name (what publish moves into place) and the numbers
+    issued."""
     run_id = ledger.add_run(priced.prefix, opts.period, priced.input_sha256, book.sha256, book.version,
-                            tool_version(), opts.amend, len(new_docs))
+                            tool_version(), opts.amend, issue.numbered)
     ledger.put_blob(priced.input_sha256, "roster", priced.input_name, priced.input_bytes)
     ledger.put_blob(book.sha256, "pricebook", Path(book.source).name, book.raw)
-    numbered = {d["number"]: d for d in new_docs}
-    for doc, file in zip(issue, staged):
+    fresh: dict[str, StagedFile] = {}
+    numbers: list[str] = []
+    for doc, year, seq in issue:
+        file = rendered[_render_key(doc)]
         name = file_name_for(doc)
         ledger.put_blob(file.sha256, "pdf", name, file.read())  # the bytes as issued
-        year = seq = None
-        if doc["kind"] != "notice":
-            year, seq = numbered[doc["number"]]["_year"], numbered[doc["number"]]["_seq"]
         ledger.add_document(run_id, doc, priced.prefix, year, seq, docs_mod.content_hash(doc), name, file.sha256,
                             priced.input_sha256, book.sha256)
+        fresh[name] = file
+        if year is not None:
+            numbers.append(doc["number"])
+    return fresh, numbers
 
 
 def _render_key(doc: dict) -> str:
@@ -401,22 +517,6 @@ def _clean(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if not k.startswith("_")}
 
 
-def _numbering_groups(plan: Plan) -> list[tuple[str, list[dict]]]:
-    """What gets numbered, per customer: a new invoice; a credit note and its replacement; a credit note."""
-    work: list[tuple[str, list[dict]]] = []
-    for doc in plan.new:
-        work.append((doc["customer"]["customer_id"], [doc]))
-    for new, old in plan.changed:
-        credit = docs_mod.credit_note_for({**old.content, "number": old.number},
-                                          dt.date.fromisoformat(new["issue_date"]))
-        work.append((old.customer_id, [credit, {**new, "replaces": old.number}]))
-    for old in plan.withdrawn:
-        issue = old.content["issue_date"]
-        work.append((old.customer_id, [docs_mod.credit_note_for({**old.content, "number": old.number},
-                                                                 dt.date.fromisoformat(issue))]))
-    return work
-
-
 def _changed_notices(ledger: Ledger, priced: Priced, period: str) -> list[dict]:
     latest = ledger.latest_notice_refs(priced.prefix, period)
     out = []
@@ -428,6 +528,6 @@ def _changed_notices(ledger: Ledger, priced: Priced, period: str) -> list[dict]:
 
 
 def _report(opts, priced: Priced, plan: Plan, issued: list[str], written: list[str]) -> RunReport:
-    total = sum(d["total_fen"] for d in priced.invoices)
+    total = priced.invoices.total_fen
     return RunReport(opts.period, Path(opts.out), priced.prefix, plan, priced.rejects, priced.roster.warnings,
                      issued, written, opts.dry_run, total, len(priced.accounts))

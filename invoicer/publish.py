@@ -351,8 +351,9 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
     listed_refs = [r for r in refs if r.kind != "notice"]
     # the summary is a function of the period's documents (append-only: the newest id says which), the
     # input and the price book; when none changed and the file is the one the last run wrote, keep it
-    summary_key = sha256(json.dumps([tool_version(), prefix, period, priced.input_sha256, book.sha256,
-                                     max((r.id for r in refs), default=0), len(refs)]).encode())
+    # (and of which ledger: another ledger's documents can have the same ids and count)
+    summary_key = sha256(json.dumps([tool_version(), ledger.ledger_id, prefix, period, priced.input_sha256,
+                                     book.sha256, max((r.id for r in refs), default=0), len(refs)]).encode())
     summary_path = out / "summary.xlsx"
     old_summary = (previous.get("files") or {}).get("summary.xlsx") if isinstance(previous.get("files"), dict) else None
     # the e-fapiao exports (publish_fapiao) are a function of the same things (the roster's buyer columns too)
@@ -367,22 +368,18 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
         priced.roster.warnings.extend(w for w in previous.get("warnings") or [] if isinstance(w, str)
                                       and w.startswith("fapiao: ") and w not in priced.roster.warnings)
     else:
-        listed = []
-        for r, d in zip(listed_refs, ledger.load(listed_refs)):
-            status = bill_status(r.kind, r.number, cancelled)
-            listed.append({**d.content, "status": status})
-        listed.sort(key=lambda x: x["number"])
-        created = dt.datetime.combine(dt.date.fromisoformat(priced.invoices[0]["issue_date"]) if priced.invoices
+        listed = PeriodBills(ledger, listed_refs, cancelled)  # streamed from the ledger, never all in memory
+        created = dt.datetime.combine(dt.date.fromisoformat(priced.issue_date) if priced.issue_date
                                       else to_date(month_bounds(period)[1]), dt.time())
         summary = render_summary(listed, account_records(priced.accounts), priced.rejects, created)
         if write_if_different(summary_path, summary):
             written.append("summary.xlsx")
         files["summary.xlsx"] = sha256(summary)
+        del summary
         # the e-fapiao import file and the red-letter list (README "The clerk's month")
         from .publish_fapiao import write_fapiao_exports
 
         written += write_fapiao_exports(out, prefix, period, listed, book, priced.roster, created, files)
-        del listed
     manifest = {
         "tool": "qq-invoicer", "tool_version": tool_version(), "period": period, "invoice_prefix": prefix,
         "pricebook": {"version": book.version, "sha256": book.sha256, "source": Path(book.source).name},
@@ -406,6 +403,28 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
 
 
 
+class PeriodBills:
+    """The period's bills and credit notes as the summary and the e-fapiao export list them: each snapshot
+    with its ``status`` (bill_status), in number order. An iterable that reads the ledger a batch at a time
+    on every pass, so a month of 100,000 bills is never held in memory at once (the readers make one or two
+    passes). ``refs``: the period's invoices and credit notes (IssuedRef); ``cancelled``: the numbers that a
+    credit note cancels."""
+
+    BATCH = 500
+
+    def __init__(self, ledger, refs: list, cancelled: set):
+        self.ledger, self.cancelled = ledger, cancelled
+        self.refs = sorted(refs, key=lambda r: r.number)
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __iter__(self):
+        for i in range(0, len(self.refs), self.BATCH):
+            for r, d in zip(self.refs[i:i + self.BATCH], self.ledger.load(self.refs[i:i + self.BATCH])):
+                yield {**d.content, "status": bill_status(r.kind, r.number, self.cancelled)}
+
+
 def bill_status(kind: str, number: str | None, cancelled: set) -> str:
     """A bill's status in the summary and the exports: "cancelled" when a credit note cancels it, else
     "issued" for an invoice and "credit_note" for a credit note."""
@@ -413,8 +432,9 @@ def bill_status(kind: str, number: str | None, cancelled: set) -> str:
         return "cancelled"
     return "issued" if kind == "invoice" else "credit_note"
 
-def account_records(accounts) -> list[dict]:
-    """The priced accounts frame -> the summary's account rows (sorted by customer id)."""
+def account_records(accounts):
+    """The priced accounts frame -> the summary's account rows (sorted by customer id), generated one at a
+    time as the sheet streams out."""
     from .documents import _d
 
     a = accounts.sort_values("customer_id")
@@ -422,7 +442,7 @@ def account_records(accounts) -> list[dict]:
     held = a["invoice_held"] if "invoice_held" in a else [""] * len(a)
     cols = [a[c].tolist() for c in ("customer_id", "seats", "paid_through", "status", "next_action_on",
                                     "window_opens_on", "reclaim_on", "quote_fen")]
-    return [{"customer_id": cid, "customer_name": name or "", "seats": int(seats), "paid_through": _d(paid),
+    return ({"customer_id": cid, "customer_name": name or "", "seats": int(seats), "paid_through": _d(paid),
              "status": status, "next_action_on": _d(nxt), "window_opens_on": _d(win), "reclaim_on": _d(rec),
              "quote_fen": int(quote), "invoice_held": h or ""}
-            for cid, seats, paid, status, nxt, win, rec, quote, name, h in zip(*cols, names, held)]
+            for cid, seats, paid, status, nxt, win, rec, quote, name, h in zip(*cols, names, held))

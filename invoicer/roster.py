@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -153,7 +154,13 @@ def _pack_csv_pair(p: Path, limits: Limits) -> bytes:
     if not p.is_dir() and not p.exists():
         raise FileNotFoundError(p)
     wanted = {f"{_norm(a)}.csv" for aliases in SHEET_ALIASES.values() for a in aliases}
-    found = sorted(f for f in folder.iterdir() if f.is_file() and f.name.strip().casefold() in wanted)
+    named = sorted(f for f in folder.iterdir() if f.name.strip().casefold() in wanted)
+    # a companion that is a link could show any file of this machine in the messages; refused, never followed
+    links = [f.name for f in named if f.is_symlink()]
+    if links:
+        raise InputError(f"{p}: {', '.join(links)} in {folder} is a link; a roster's CSV files must be regular "
+                         f"files (copy the file in instead)")
+    found = [f for f in named if f.is_file()]
     if not found:
         raise InputError(f"{p}: no customers.csv (客户.csv) and changes.csv (变更.csv) in {folder}")
     formats.check_file_size(sum(f.stat().st_size for f in found), str(p), limits)
@@ -162,7 +169,9 @@ def _pack_csv_pair(p: Path, limits: Limits) -> bytes:
         for f in found:
             info = zipfile.ZipInfo(f.name, date_time=(1980, 1, 1, 0, 0, 0))
             info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, f.read_bytes())
+            fd = os.open(f, os.O_RDONLY | os.O_NOFOLLOW)  # a link swapped in since the listing is refused
+            with os.fdopen(fd, "rb") as fh:
+                zf.writestr(info, fh.read())
     return buf.getvalue()
 
 

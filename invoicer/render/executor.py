@@ -56,21 +56,27 @@ class LocalExecutor:
 
     def __init__(self, templates_dir=None, workers: int | None = None, pool=None):
         self.templates_dir, self.workers, self.pool = templates_dir, workers, pool
+        self._own = None  # the pool made for this executor's batches, kept until close()
 
     def render_iter(self, docs: list[dict], progress: bool | None = None) -> Iterator[bytes]:
-        """The documents' PDF bytes, in order, each yielded as soon as it (and those before it) are done."""
+        """The documents' PDF bytes, in order, each yielded as soon as it (and those before it) are done.
+        Called once per batch of a run: the worker processes started for the first batch serve the next."""
         if not docs:
             return
         if self.pool is not None:
             yield from self.pool.render_iter(docs, progress)
             return
-        from .pdf import RenderPool
+        if self._own is None:
+            from .pdf import RenderPool
 
-        with RenderPool(self.templates_dir, 1 if len(docs) < 4 else self.workers) as pool:
-            yield from pool.render_iter(docs, progress)
+            self._own = RenderPool(self.templates_dir, 1 if len(docs) < 4 else self.workers)
+        yield from self._own.render_iter(docs, progress)
 
     def close(self) -> None:
-        pass
+        """Stop the worker processes this executor started (a borrowed pool is its owner's to close)."""
+        if self._own is not None:
+            self._own.close()
+            self._own = None
 
 
 # -- templates as bytes --------------------------------------------------------------------------------

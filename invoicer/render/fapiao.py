@@ -33,6 +33,9 @@ PROBLEM_COLUMNS = ["发票流水号 bill", "客户编号 customer", "问题 prob
 LEFT_OUT = "未导出 left out of the import sheets"
 # the template: "超过2000行后可能会导致系统异常无法开具发票，超过5000行后无法开具发票": files hold at most 2000
 ROWS_MAY_FAIL = 2000
+# problems told on the console (and kept in the manifest's warnings) one per line, at most; the rest are
+# counted in one line (the problems sheet lists them all)
+CONSOLE_PROBLEMS = 20
 SPECIAL = "增值税专用发票"
 
 RED_COLUMNS = ["贷项通知单号 credit note", "开具日期 issued", "原账单号 original bill", "原发票流水号 fapiao serial",
@@ -136,19 +139,31 @@ def bill_rows(doc: dict, extra: dict, vat: dict) -> tuple[dict, list[dict], list
     return basic, details, sorted(set(problems), key=problems.index)
 
 
-def build_exports(documents: list[dict], default_vat: dict, extras: dict[str, dict], created: dt.datetime,
-                  ) -> Exports:
+def build_exports(documents, default_vat: dict, extras: dict[str, dict], created: dt.datetime) -> Exports:
     """documents: the period's issued bills and credit notes, each with 'number' and 'status' (as for the
-    summary). default_vat: the price book's [vat] snapshot, for bills issued before documents recorded
-    theirs. extras: customer_id -> the roster's fapiao columns. Returns the workbooks' bytes (deterministic)
-    and the problems, one line each. Bills go into import files of at most ROWS_MAY_FAIL detail rows each
-    (the first is ``main``, the others ``more``), a bill never split across two files."""
-    bills = [d for d in documents if d["kind"] == "invoice" and d.get("status", "issued") == "issued"]
-    parts: list[list[tuple[dict, list[dict]]]] = [[]]
-    rows_in_part = 0
+    summary): a list, or an iterable in number order (publish.PeriodBills), read in one pass. default_vat:
+    the price book's [vat] snapshot, for bills issued before documents recorded theirs. extras: customer_id
+    -> the roster's fapiao columns. Returns the workbooks' bytes (deterministic) and the problems, one line
+    each. Bills go into import files of at most ROWS_MAY_FAIL detail rows each (the first is ``main``, the
+    others ``more``), a bill never split across two files. Memory is bounded by two files' rows: each further
+    file is made as soon as it is full; the first is made last (its problems sheet lists the whole period)."""
+    if isinstance(documents, list):
+        documents = sorted(documents, key=lambda d: d["number"])
+    first: list[tuple[dict, list[dict]]] = []
+    part: list[tuple[dict, list[dict]]] = first
+    more: list[bytes] = []
+    rows_in_part = detail_rows = 0
     problem_rows: list[list[str]] = []
     console: list[str] = []
-    for doc in sorted(bills, key=lambda d: d["number"]):
+    credits: list[dict] = []  # credit notes are kept whole for the red-letter list (a few per period)
+    replaced_by: dict[str, str] = {}
+    for doc in documents:
+        if doc.get("replaces"):
+            replaced_by[doc["replaces"]] = doc["number"]
+        if doc["kind"] == "credit_note":
+            credits.append(doc)
+        if doc["kind"] != "invoice" or doc.get("status", "issued") != "issued":
+            continue
         vat = doc.get("vat") or default_vat
         basic, details, problems = bill_rows(doc, extras.get(doc["customer"]["customer_id"], {}), vat)
         if problems:
@@ -158,20 +173,27 @@ def build_exports(documents: list[dict], default_vat: dict, extras: dict[str, di
                                f"import file: {p}")
             continue
         if rows_in_part + len(details) > ROWS_MAY_FAIL:
-            parts.append([])
+            if part is not first:
+                more.append(_import_book(part, None, created))
+            part = []
             rows_in_part = 0
-        parts[-1].append((basic, details))
+        part.append((basic, details))
         rows_in_part += len(details)
-    if len(parts) > 1:
-        text = (f"{sum(len(d) for part in parts for _b, d in part)} detail rows: the platform may fail above "
-                f"{ROWS_MAY_FAIL} in one import, so they are in {len(parts)} files (the first, then -part2 ...); "
-                f"import each")
+        detail_rows += len(details)
+    if part is not first:
+        more.append(_import_book(part, None, created))
+    if len(console) > CONSOLE_PROBLEMS:  # the sheet lists every one; the console and manifest a screenful
+        left = len(console) - CONSOLE_PROBLEMS
+        console[CONSOLE_PROBLEMS:] = [f"fapiao: {left} more problem(s) keep bills out of the import file; every "
+                                      f"one is listed in its problems sheet"]
+    if more:
+        text = (f"{detail_rows} detail rows: the platform may fail above {ROWS_MAY_FAIL} in one import, so they "
+                f"are in {len(more) + 1} files (the first, then -part2 ...); import each")
         problem_rows.append(["", "", text, "已导出 included"])
         console.append(f"fapiao: {text}")
-    books = [_import_book(part, problem_rows if n == 0 else None, created) for n, part in enumerate(parts)]
-    credits = [d for d in documents if d["kind"] == "credit_note"]
-    red = _red_list(credits, documents, default_vat, created) if credits else None
-    return Exports(books[0], red, console, books[1:])
+    main = _import_book(first, problem_rows, created)
+    red = _red_list(credits, replaced_by, default_vat, created) if credits else None
+    return Exports(main, red, console, more)
 
 
 def _import_book(bills: list[tuple[dict, list[dict]]], problem_rows: list[list[str]] | None,
@@ -205,9 +227,9 @@ def _import_book(bills: list[tuple[dict, list[dict]]], problem_rows: list[list[s
     return _save(wb, created)
 
 
-def _red_list(credits: list[dict], documents: list[dict], default_vat: dict, created: dt.datetime) -> bytes:
-    """One row per credit note: the bill it reverses, that bill's 发票流水号, the amount and why."""
-    replaced_by = {d["replaces"]: d["number"] for d in documents if d.get("replaces")}
+def _red_list(credits: list[dict], replaced_by: dict[str, str], default_vat: dict, created: dt.datetime) -> bytes:
+    """One row per credit note: the bill it reverses, that bill's 发票流水号, the amount and why
+    (``replaced_by``: a cancelled bill's number -> the number of the bill that replaces it)."""
     wb = Workbook()
     ws = wb.active
     ws.title = "红字 credit notes"

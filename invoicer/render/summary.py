@@ -71,61 +71,85 @@ def _sheet(wb, title: str, columns: list[str], rows, formats: dict[str, str], wi
     return ws
 
 
-def totals_rows(documents: list[dict]) -> list[list]:
-    """Per kind, per tier and grand total, over every line of every document listed."""
-    by_kind, by_tier = defaultdict(lambda: [0, 0, 0]), defaultdict(lambda: [0, 0, 0])
-    grand = [0, 0, 0]
-    for doc in documents:
+class Totals:
+    """Per kind, per tier and grand total, accumulated line by line (as the lines sheet streams out)."""
+
+    def __init__(self):
+        self.by_kind, self.by_tier = defaultdict(lambda: [0, 0, 0]), defaultdict(lambda: [0, 0, 0])
+        self.grand = [0, 0, 0]
+
+    def add(self, doc: dict) -> None:
         sign = -1 if doc["kind"] == "credit_note" else 1
         for x in doc["lines"]:
-            for acc in (by_kind[x["kind"]], by_tier[x["tier"]], grand):
+            for acc in (self.by_kind[x["kind"]], self.by_tier[x["tier"]], self.grand):
                 acc[0] += sign
                 acc[1] += sign * x["seats"]
                 acc[2] += x["amount_fen"]
-    rows = [["kind", k, *by_kind[k][:2], fen_to_decimal(by_kind[k][2])] for k in ("opening", "addition", "renewal")
-            if k in by_kind]
-    rows += [["tier", k, *v[:2], fen_to_decimal(v[2])] for k, v in sorted(by_tier.items())]
-    rows.append(["grand_total", "all", *grand[:2], fen_to_decimal(grand[2])])
-    return rows
+
+    def rows(self) -> list[list]:
+        rows = [["kind", k, *self.by_kind[k][:2], fen_to_decimal(self.by_kind[k][2])]
+                for k in ("opening", "addition", "renewal") if k in self.by_kind]
+        rows += [["tier", k, *v[:2], fen_to_decimal(v[2])] for k, v in sorted(self.by_tier.items())]
+        rows.append(["grand_total", "all", *self.grand[:2], fen_to_decimal(self.grand[2])])
+        return rows
 
 
-def render_summary(documents: list[dict], accounts: list[dict], rejects: list[Reject], created: dt.datetime) -> bytes:
-    """documents: issued invoices and credit notes of the period (with 'number' and 'status')."""
-    wb = Workbook(write_only=True)
+def totals_rows(documents) -> list[list]:
+    """Per kind, per tier and grand total, over every line of every document listed."""
+    totals = Totals()
     for doc in documents:
-        assert sum(x["amount_fen"] for x in doc["lines"]) == doc["total_fen"], doc["number"]
-    # rows are generated as each sheet streams out (write-only), never held as a second copy of the documents
-    inv_rows = ([doc["number"], doc["customer"]["customer_id"], doc["customer"]["name"], _date(doc["issue_date"]),
-                 fen_to_decimal(doc["total_fen"]), doc["kind"], doc.get("status", "issued"),
-                 doc.get("cancels") or "", doc["period"], doc["total_words"], _fen(doc.get("net_total_fen")),
-                 _fen(doc.get("tax_total_fen")), (doc.get("vat") or {}).get("rate")] for doc in documents)
-    line_rows = ([
-        doc["number"], doc["customer"]["customer_id"], x["kind"], _date(x["date"]), x["seats"], x["months"],
-        fen_to_decimal(x["unit_fen"]), fen_to_decimal(x["amount_fen"]), x["explanation"], x["tier"],
-        x["account_seats"], x["whole_months"], x["extra_days"], fen_to_decimal(x["list_fen"]),
-        fen_to_decimal(x["discount_fen"]), _date(x["term_start"]), _date(x["term_end"]),
-        _date(x["completes_on"]), "yes" if x["legacy"] else "", "yes" if x["capped"] else "",
-        x["reference"], x["row"], _fen(x.get("net_fen")), _fen(x.get("tax_fen"))]
-        for doc in documents for x in doc["lines"])
-    acc_rows = [[a["customer_id"], a["seats"], _date(a["paid_through"]), a["status"], _date(a["next_action_on"]),
+        totals.add(doc)
+    return totals.rows()
+
+
+def render_summary(documents, accounts: list[dict], rejects: list[Reject], created: dt.datetime) -> bytes:
+    """documents: issued invoices and credit notes of the period (with 'number' and 'status'), in number
+    order: a list, or any iterable that can be iterated twice (publish.PeriodBills streams them from the
+    ledger); it is read in two passes (the invoices sheet, then the lines sheet, which also sums the totals),
+    so no copy of the month's documents is held in memory."""
+    wb = Workbook(write_only=True)
+    grand = [0]
+
+    def inv_rows():
+        for doc in documents:
+            assert sum(x["amount_fen"] for x in doc["lines"]) == doc["total_fen"], doc["number"]
+            grand[0] += doc["total_fen"]
+            yield [doc["number"], doc["customer"]["customer_id"], doc["customer"]["name"], _date(doc["issue_date"]),
+                   fen_to_decimal(doc["total_fen"]), doc["kind"], doc.get("status", "issued"),
+                   doc.get("cancels") or "", doc["period"], doc["total_words"], _fen(doc.get("net_total_fen")),
+                   _fen(doc.get("tax_total_fen")), (doc.get("vat") or {}).get("rate")]
+
+    totals = Totals()
+
+    def line_rows():
+        for doc in documents:
+            totals.add(doc)
+            for x in doc["lines"]:
+                yield [doc["number"], doc["customer"]["customer_id"], x["kind"], _date(x["date"]), x["seats"],
+                       x["months"], fen_to_decimal(x["unit_fen"]), fen_to_decimal(x["amount_fen"]),
+                       x["explanation"], x["tier"], x["account_seats"], x["whole_months"], x["extra_days"],
+                       fen_to_decimal(x["list_fen"]), fen_to_decimal(x["discount_fen"]), _date(x["term_start"]),
+                       _date(x["term_end"]), _date(x["completes_on"]), "yes" if x["legacy"] else "",
+                       "yes" if x["capped"] else "", x["reference"], x["row"], _fen(x.get("net_fen")),
+                       _fen(x.get("tax_fen"))]
+
+    acc_rows = ([a["customer_id"], a["seats"], _date(a["paid_through"]), a["status"], _date(a["next_action_on"]),
                  a["customer_name"], _date(a["window_opens_on"]), _date(a["reclaim_on"]),
-                 fen_to_decimal(a["quote_fen"]), a["invoice_held"]] for a in accounts]
-    rej_rows = [[r.sheet, r.row, r.column, r.value, r.reason, r.customer_id] for r in rejects]
+                 fen_to_decimal(a["quote_fen"]), a["invoice_held"]] for a in accounts)
+    rej_rows = ([r.sheet, r.row, r.column, r.value, r.reason, r.customer_id] for r in rejects)
     money = {k: MONEY_FORMAT for k in ("total", "unit_price", "amount", "list_amount", "discount", "renewal_quote",
                                        "net_total", "tax_total", "net", "tax")}
-    money["amount"] = MONEY_FORMAT
     dates = {k: DATE_FORMAT for k in ("issue_date", "date", "paid_through", "next_action_on", "term_start",
                                       "term_end", "completes_on", "window_opens_on", "reclaim_on")}
     fmts = {**money, **dates}
-    _sheet(wb, "invoices", INVOICE_COLUMNS, inv_rows, fmts, {"customer_name": 34, "invoice_number": 18,
-                                                              "total_in_words": 30})
-    _sheet(wb, "lines", LINE_COLUMNS, line_rows, fmts, {"explanation": 90, "invoice_number": 18})
+    _sheet(wb, "invoices", INVOICE_COLUMNS, inv_rows(), fmts, {"customer_name": 34, "invoice_number": 18,
+                                                                "total_in_words": 30})
+    _sheet(wb, "lines", LINE_COLUMNS, line_rows(), fmts, {"explanation": 90, "invoice_number": 18})
     _sheet(wb, "accounts", ACCOUNT_COLUMNS, acc_rows, fmts, {"customer_name": 34, "invoice_held": 40})
     _sheet(wb, "rejected", REJECT_COLUMNS, rej_rows, fmts, {"reason": 80, "value": 24})
-    totals = totals_rows(documents)
-    grand = sum((d["total_fen"] for d in documents), 0)
-    assert totals[-1][-1] == fen_to_decimal(grand), "summary totals must equal the sum of the invoices"
-    _sheet(wb, "totals", TOTAL_COLUMNS, totals, fmts, {})
+    rows = totals.rows()
+    assert rows[-1][-1] == fen_to_decimal(grand[0]), "summary totals must equal the sum of the invoices"
+    _sheet(wb, "totals", TOTAL_COLUMNS, rows, fmts, {})
     wb.properties.creator = "qq-invoicer"
     wb.properties.created = wb.properties.modified = created
     buf = io.BytesIO()
@@ -140,6 +164,8 @@ _CORE_DATES = re.compile(rb"(<dcterms:(created|modified)\b[^>]*>)[^<]*(</dcterms
 def deterministic_zip(data: bytes, stamp: dt.datetime | None = None) -> bytes:
     """Rewrite a zip (xlsx) with fixed member timestamps, so equal content gives equal bytes. With a
     stamp, the document's created and modified dates (docProps/core.xml) are set to it too."""
+    import shutil
+
     src = zipfile.ZipFile(io.BytesIO(data))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
@@ -147,10 +173,14 @@ def deterministic_zip(data: bytes, stamp: dt.datetime | None = None) -> bytes:
             fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
             fixed.compress_type = zipfile.ZIP_DEFLATED
             fixed.external_attr = 0o600 << 16
-            member = src.read(info.filename)
             if stamp is not None and info.filename == "docProps/core.xml":
                 when = stamp.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
-                member = _CORE_DATES.sub(lambda m: m.group(1) + when + m.group(3), member)
-            dst.writestr(fixed, member)
+                member = _CORE_DATES.sub(lambda m: m.group(1) + when + m.group(3), src.read(info.filename))
+                dst.writestr(fixed, member)
+                continue
+            # a sheet of 100,000 rows is copied a block at a time, never inflated whole in memory
+            fixed.file_size = info.file_size
+            with src.open(info) as r, dst.open(fixed, "w") as w:
+                shutil.copyfileobj(r, w, 1 << 20)
     return out.getvalue()
 

@@ -44,6 +44,18 @@ def period_from_name(name: str) -> str | None:
     return found.pop() if found else None
 
 
+def too_far_ahead(period: str, today: dt.date) -> str | None:
+    """Why a file name's month cannot be billed yet, or None: a month more than one ahead of today's is a
+    typo (2099-12 for 2026-12), and billing it would number a bill dated years ahead in a series of its own.
+    (The current month and the next one are allowed: a clerk may bill a month early.)"""
+    year, month = map(int, period.split("-"))
+    ahead = (year - today.year) * 12 + (month - today.month)
+    if ahead > 1:
+        return (f"the file name names {period}, {ahead} months after this month ({today:%Y-%m}); a month is "
+                f"billed from the month before it at the earliest: rename the file with the month it bills")
+    return None
+
+
 def previous_month(today: dt.date) -> str:
     """YYYY-MM of the month before ``today``: the clerk bills October in the first days of November.
     (The one "previous month" rule: ``invoicer run``'s default period uses it too.)"""

@@ -63,6 +63,7 @@ from .names import (
     prefix_from_folder,
     resolve_default_period,
     shown,
+    too_far_ahead,
 )
 
 MAX_ATTEMPTS = 3  # a claim interrupted this many times is set aside in failed/
@@ -398,6 +399,8 @@ class Watcher:
                 period = period_from_name(name)
             except InputError as exc:
                 reason = str(exc)
+            if period is not None and reason is None:
+                reason = too_far_ahead(period, dt.date.today())
             if period is None and reason is None:
                 period, source = resolve_default_period(self.opts.default_period, dt.date.today()), \
                     f"default ({self.opts.default_period})"

@@ -1,0 +1,167 @@
+"""A run holds a chunk of the month, not the month (issue #13): invoices are built from the frames a chunk
+at a time on every pass (documents.InvoiceSet), what is issued is numbered as a stream (pipeline.IssueList,
+ledger.number_stream) and rendered and recorded in batches, and publishing streams the period's bills from
+the ledger (publish.PeriodBills) into the summary and the e-fapiao export. None of that may change a byte:
+these tests run the same months with tiny chunks and batches and compare everything."""
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from datetime import date as D
+from pathlib import Path
+
+import pytest
+
+from invoicer import documents, pipeline, pricebook, publish
+from invoicer.pipeline import RunOptions, run
+from invoicer.render import fapiao, pdf, summary
+
+from .conftest import change, cust, write_roster
+
+
+def _month(tmp_path: Path, name: str, n: int = 13, drop: tuple = (), more_seats: tuple = ()) -> Path:
+    customers, changes = [], []
+    for i in range(n):
+        cid = f"C{i:03d}"
+        if cid in drop:
+            continue
+        if i % 3 == 0:  # opens in the month
+            customers.append(cust(cid, D(2026, 10, 1 + i), 3 + i, tax_id="" if i == 6 else None))
+        elif i % 3 == 1:  # adds seats in the month
+            customers.append(cust(cid, D(2026, 3, 1 + i), 5))
+            changes.append(change(cid, D(2026, 10, 2 + i), "add", 1 + i % 4 + (1 if cid in more_seats else 0)))
+        else:  # due for renewal: a notice
+            customers.append(cust(cid, D(2025, 11, 1 + i), 4))
+    return write_roster(tmp_path / name, customers, changes)
+
+
+@pytest.fixture
+def stub_render(monkeypatch):
+    """Rendering replaced by a stub (deterministic bytes from the document), in this process (workers=1)."""
+    monkeypatch.setattr(pdf.Renderer, "__init__", lambda self, templates_dir=None, time_limit=None: None)
+    monkeypatch.setattr(pdf.Renderer, "render", lambda self, doc: b"%PDF-stub " + pipeline._render_key(doc).encode())
+
+
+def _run(roster: Path, out: Path, amend=False) -> pipeline.RunReport:
+    return run(RunOptions(roster=roster, period="2026-10", out=out, progress=False, workers=1, amend=amend))
+
+
+def _ledger_rows(out: Path) -> list[tuple]:
+    db = sqlite3.connect(out / "ledger.sqlite")
+    try:
+        return db.execute("SELECT kind, number, customer_id, content_json, file_name, file_sha256 FROM documents "
+                          "ORDER BY id").fetchall()
+    finally:
+        db.close()
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and not p.name.startswith("ledger.sqlite") and p.name != "manifest.json"}
+
+
+def test_tiny_chunks_and_batches_issue_the_same_month_byte_for_byte(tmp_path, monkeypatch, stub_render):
+    first, amended = _month(tmp_path, "a.xlsx"), _month(tmp_path, "b.xlsx", drop=("C012",), more_seats=("C007",))
+    _run(first, tmp_path / "big")
+    big_amend = _run(amended, tmp_path / "big", amend=True)
+    monkeypatch.setattr(documents.InvoiceSet, "CHUNK", 2)
+    monkeypatch.setattr(pipeline, "RENDER_BATCH", 3)
+    monkeypatch.setattr(publish.PeriodBills, "BATCH", 2)
+    _run(first, tmp_path / "small")
+    small_amend = _run(amended, tmp_path / "small", amend=True)
+    assert big_amend.issued == small_amend.issued
+    # a credit note and its replacement, and a withdrawn invoice's credit note, numbered in customer order
+    kinds = [r[0] for r in _ledger_rows(tmp_path / "big")]
+    assert kinds.count("credit_note") == 2 and len(big_amend.issued) == 3
+    assert _ledger_rows(tmp_path / "big") == _ledger_rows(tmp_path / "small")
+    assert _files(tmp_path / "big") == _files(tmp_path / "small")
+
+
+def test_issue_list_numbers_as_ledger_number_does(tmp_path, stub_render):
+    """The streamed numbering gives what Ledger.number gives for the same plan (a new invoice; a credit note
+    before its replacement; a credit note alone), customer by customer."""
+    from invoicer.ledger import Ledger
+
+    _run(_month(tmp_path, "a.xlsx"), tmp_path / "out")
+    book = pricebook.load_default()
+    priced = pipeline.price_roster(_month(tmp_path, "b.xlsx", n=15, drop=("C004",), more_seats=("C007",)), book,
+                                   "2026-10")
+    ledger = Ledger(tmp_path / "out" / "ledger.sqlite")
+    try:
+        ledger.begin_read()
+        plan = pipeline.plan_against(ledger, priced.prefix, "2026-10", priced.invoices)
+        assert plan.new and plan.changed and plan.withdrawn
+        streamed = [(d["number"], d["kind"], d["customer"]["customer_id"])
+                    for d, _, _ in pipeline.IssueList(ledger, priced, plan, "2026-10", book.number_digits)
+                    if d["kind"] != "notice"]
+        groups = [(n.customer_id, [next(d for d in priced.invoices if d["customer"]["customer_id"] == n.customer_id)])
+                  for n in plan.new]
+        for new, old in plan.changed:
+            credit = documents.credit_note_for({**old.content, "number": old.number}, D(2026, 10, 31))
+            groups.append((old.customer_id, [credit, {**new, "replaces": old.number}]))
+        for old in plan.withdrawn:
+            groups.append((old.customer_id, [documents.credit_note_for({**old.content, "number": old.number},
+                                                                       D(2026, 10, 31))]))
+        reference = [(d["number"], d["kind"], d["customer"]["customer_id"])
+                     for d in ledger.number(priced.prefix, groups, book.number_digits)]
+        assert streamed == reference
+    finally:
+        ledger.rollback()
+        ledger.close()
+
+
+def test_invoice_set_is_the_built_list_in_chunks(priced, monkeypatch):
+    monkeypatch.setattr(documents.InvoiceSet, "CHUNK", 2)
+    p = priced([cust(f"C{i}", D(2026, 10, 1 + i), 3 + i) for i in range(5)])
+    built = list(p.invoices)
+    assert len(p.invoices) == 5 and [d["customer"]["customer_id"] for d in built] == [f"C{i}" for i in range(5)]
+    assert p.invoices[4] == built[4] and p.invoices[-1] == built[-1] and p.invoices[1:3] == built[1:3]
+    assert p.invoices == built and list(p.invoices) == built  # every pass builds the same documents
+    assert p.invoices.total_fen == sum(d["total_fen"] for d in built)
+    with pytest.raises(IndexError):
+        p.invoices[5]
+
+
+class _TwoPasses:
+    """An iterable that may be read twice, like publish.PeriodBills, and counts its passes."""
+
+    def __init__(self, docs):
+        self.docs, self.passes = docs, 0
+
+    def __iter__(self):
+        self.passes += 1
+        return iter(list(self.docs))
+
+
+def _bills(priced, n):
+    docs = []
+    for i, d in enumerate(priced([cust(f"C{i}", D(2026, 10, 1 + i), 3 + i, tax_id="91440300MA5EXAMPLE" if i == 2
+                                       else "") for i in range(n)]).invoices, 1):
+        docs.append({**d, "number": f"T-2026-{i:06d}", "status": "issued"})
+    return docs
+
+
+def test_summary_and_exports_from_a_stream_equal_those_from_a_list(priced, monkeypatch):
+    docs = _bills(priced, 6)
+    when = dt.datetime(2026, 10, 31)
+    stream = _TwoPasses(docs)
+    assert summary.render_summary(stream, [], [], when) == summary.render_summary(docs, [], [], when)
+    assert stream.passes == 2  # the invoices sheet, then the lines sheet with the totals
+    vat = pricebook.load_default().vat.snapshot()
+    monkeypatch.setattr(fapiao, "ROWS_MAY_FAIL", 1)  # a file per bill: parts made as they fill
+    stream = _TwoPasses(docs)
+    a, b = fapiao.build_exports(stream, vat, {}, when), fapiao.build_exports(list(reversed(docs)), vat, {}, when)
+    assert stream.passes == 1 and (a.main, a.more, a.problems) == (b.main, b.more, b.problems)
+
+
+def test_a_month_of_problems_is_a_screenful_on_the_console_and_whole_in_the_sheet(priced):
+    import io
+
+    from openpyxl import load_workbook
+
+    docs = _bills(priced, fapiao.CONSOLE_PROBLEMS + 6)  # one bill has a tax id; the others are problems
+    ex = fapiao.build_exports(docs, pricebook.load_default().vat.snapshot(), {}, dt.datetime(2026, 10, 31))
+    assert len(ex.problems) == fapiao.CONSOLE_PROBLEMS + 1
+    assert ex.problems[-1].startswith("fapiao: 5 more problem(s)")
+    sheet = load_workbook(io.BytesIO(ex.main))[fapiao.PROBLEMS_SHEET]
+    assert sheet.max_row - 1 == fapiao.CONSOLE_PROBLEMS + 5  # a row per bill left out
