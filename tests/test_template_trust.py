@@ -222,7 +222,9 @@ def test_pool_workers_keep_the_limit_and_a_stuck_worker_is_killed_with_its_pool(
         t0 = time.monotonic()
         with pytest.raises(InvoicerError, match=r"took longer than 0.3 s .* its worker process was stopped"):
             pool.render([docs["invoice"]], progress=False)
-        assert time.monotonic() - t0 < 10 and not any(p.is_alive() for p in workers)
+        # dead or a zombie, read from /proc (_alive): Process.is_alive() says "alive" for a worker another thread
+        # of the pool reaped first (its waitpid then fails with ECHILD), seen about once in five runs
+        assert time.monotonic() - t0 < 10 and not any(_alive(p.pid) for p in workers)
         monkeypatch.setattr(pdf, "POOL_GRACE_S", 15.0)
         pool.time_limit = 60  # a first page on a loaded machine may take more than a second
         assert pool.render([docs["notice"]], progress=False)[0][:5] == b"%PDF-"  # a new pool
