@@ -16,11 +16,41 @@ from invoicer.pipeline import price_roster
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "roster.xlsx"
-INVOICER = [sys.executable, "-m", "invoicer.cli"]  # a real process: only for crashes, concurrency, the watcher
+# a fresh interpreter: only where its start is the point (what a package imports) or its resources are read from
+# outside; crashes, kills, runs at once and the watcher use tests/realproc.py (real processes, imports paid once)
+INVOICER = [sys.executable, "-m", "invoicer.cli"]
 
 CUSTOMER_HEADERS = ["customer_id", "name", "opened_on", "seats", "paid_through", "legacy_rate", "qq_number",
                     "email", "address", "tax_id"]
 CHANGE_HEADERS = ["customer_id", "date", "type", "seats", "reference"]
+
+
+# Modules whose tests take longest (real processes, the corpus, the Dask cluster), run first: with two xdist
+# workers (``--dist loadfile``, pyproject.toml), a long module that starts last decides when the suite ends.
+SLOW_FIRST = ("test_corpus.py", "test_watch.py", "test_scale.py", "test_watch_hostile.py", "test_ledger.py",
+              "test_template_trust.py", "test_pdf.py", "test_review_findings.py", "test_golden.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its order
+
+
+# Modules that share a session fixture run in one worker, so it is made once: the sample run (sample_run).
+SAME_WORKER = {"test_review_findings.py": "sample", "test_golden.py": "sample"}
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile (a module is one unit of work), with the modules of SAME_WORKER as one unit. (xdist's own
+    loadgroup marks would do this, but xdist 3.8 cannot tag pytest 9's node ids and silently ignores them.)"""
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return SAME_WORKER.get(scope.rsplit("/", 1)[-1], scope)
+
+    return Scheduling(config, log)
 
 
 def write_roster(path: Path, customers: list[dict], changes: list[dict] = (), reseller: dict | None = None,
@@ -65,6 +95,16 @@ def book():
     return pricebook.load_default()
 
 
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory):
+    """The bundled sample billed once per test process, as ``(out folder, CliResult)``: tests read it, and copy
+    it (shutil.copytree) to change it. No pool: test_pdf covers the pool's bytes."""
+    out = tmp_path_factory.mktemp("sample")
+    r = run_cli("run", SAMPLE, "--period", "2026-10", "--out", out, "--workers", "1")
+    assert r.returncode == 1, r.stderr  # the sample has deliberately bad rows
+    return out, r
+
+
 @pytest.fixture
 def priced(tmp_path, book):
     """priced(customers, changes, period) -> Priced (read, validated and priced through the real pipeline)."""
@@ -89,8 +129,8 @@ class CliResult:
 def run_cli(*args, cwd=None) -> CliResult:
     """Run ``invoicer ARGS...`` in this process through ``invoicer.cli.main`` and capture what it prints.
 
-    A real process costs ~1.5 s of importing pandas and WeasyPrint; tests that need one (a crash point,
-    two runs at once, the watcher) use ``INVOICER`` with subprocess instead. Nothing leaks between calls:
+    A fresh process costs ~1 s of importing pandas and WeasyPrint; tests that need a real one (a crash point,
+    two runs at once, the watcher) use tests/realproc.py instead (forked from a process that imported them). Nothing leaks between calls:
     the working directory is restored, the render module's once-per-process notes are forgotten, and
     log records (the refused-URL note) go to the captured stderr as they would in a fresh process.
     argparse's SystemExit (bad options, --help) becomes the return code. Any other exception propagates,

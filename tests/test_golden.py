@@ -10,10 +10,9 @@ import json
 import os
 from decimal import Decimal
 
-import pytest
 from openpyxl import load_workbook
 
-from .conftest import ROOT, SAMPLE, run_cli
+from .conftest import ROOT, SAMPLE
 
 GOLDEN = ROOT / "samples" / "expected" / "summary-2026-10.json"
 SHEETS = {
@@ -25,13 +24,6 @@ SHEETS = {
     "totals": ["group", "key", "lines", "seats", "amount"],
 }
 
-
-@pytest.fixture(scope="module")
-def sample_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sample")
-    r = run_cli("run", SAMPLE, "--period", "2026-10", "--out", out, "--workers", "1")  # no pool: test_pdf covers it
-    assert r.returncode == 1, r.stderr  # the sample has deliberately bad rows
-    return out, r
 
 
 MONEY = {"total", "unit_price", "amount", "list_amount", "discount", "renewal_quote",

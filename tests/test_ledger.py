@@ -10,7 +10,6 @@ import io
 import json
 import os
 import sqlite3
-import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,7 +17,8 @@ from types import SimpleNamespace
 import pytest
 from openpyxl import load_workbook
 
-from .conftest import INVOICER, ROOT, change, cust, run_cli, write_roster
+from . import realproc
+from .conftest import ROOT, change, cust, run_cli, write_roster
 
 D = dt.date
 
@@ -202,8 +202,7 @@ def test_issued_documents_cannot_be_edited_and_verify_finds_tampering(tmp_path, 
 def test_a_run_killed_mid_way_is_completed_by_a_rerun(tmp_path, roster, point):
     out = tmp_path / "out"
     env = {**os.environ, "INVOICER_TEST_CRASH_AT": point}
-    r = subprocess.run([*INVOICER, "run", str(roster()), "--period", "2026-10", "--out", str(out)], env=env,
-                       capture_output=True, text=True, cwd=ROOT)
+    r = realproc.run(["run", roster(), "--period", "2026-10", "--out", out], env=env, cwd=ROOT)
     assert r.returncode == 70
     issued = numbers(out / "ledger.sqlite")
     assert len(issued) == (0 if point == "before_commit" else 2)  # all of the run or none of it
@@ -216,9 +215,9 @@ def test_a_run_killed_mid_way_is_completed_by_a_rerun(tmp_path, roster, point):
 def test_two_runs_at_once_never_interleave_numbers(tmp_path, roster):
     """Two clerks bill different months of one reseller at the same moment against one ledger."""
     ledger, r = tmp_path / "shared.sqlite", roster()
-    procs = [subprocess.Popen([*INVOICER, "run", str(r), "--period", period, "--out", str(tmp_path / period),
-                               "--ledger", str(ledger), "--workers", "1"], cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for period in ("2026-10", "2026-05", "2026-10")]
+    procs = [realproc.popen(["run", r, "--period", period, "--out", tmp_path / period, "--ledger", ledger,
+                             "--workers", "1"], cwd=ROOT, stdout=realproc.PIPE, stderr=realproc.PIPE)
+             for period in ("2026-10", "2026-05", "2026-10")]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     issued = numbers(ledger)
     assert sorted(n for n, _, _ in issued) == [f"QQ-2026-{i:06d}" for i in range(1, 4)]  # no duplicate, no gap

@@ -37,13 +37,11 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def sample_out(tmp_path_factory):
-    """The sample roster billed once (its fapiao export has rows: buyers with tax ids)."""
-    out = tmp_path_factory.mktemp("review") / "out"
-    r = cli("run", SAMPLE, "--period", "2026-10", "--out", out, "--workers", "1")
-    assert r.returncode == 1, r.stderr  # the sample's deliberately rejected rows
-    return out
+
+@pytest.fixture
+def sample_out(sample_run):
+    """The sample roster billed once (its fapiao export has rows: buyers with tax ids); copy it to change it."""
+    return sample_run[0]
 
 
 def test_forged_fapiao_export_is_caught_by_verify_or_replaced_by_a_rerun(sample_out, tmp_path):

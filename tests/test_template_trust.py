@@ -167,7 +167,7 @@ SLOW_LAYOUT = "{% for i in range(30000) %}<table><tr><td>{{ i }}</td><td>x</td><
 def test_the_time_limit_holds_in_a_thread_for_the_template_and_for_weasyprint(tpl, docs, snippet):
     """A Dask worker thread cannot use SIGALRM: the sandbox's hooks stop a template's loop, and the
     render's timer interrupts WeasyPrint laying out a page that takes long (this one: well over 20 s)."""
-    r = Renderer(with_body(tpl, snippet), time_limit=3)
+    r = Renderer(with_body(tpl, snippet), time_limit=1.5)  # the template alone takes ~0.1 s: 15 times less
     if snippet == SLOW_LAYOUT:
         assert len(r.html(docs["invoice"])) > 1_400_000  # the template itself is done in time
     caught = []
@@ -183,7 +183,7 @@ def test_the_time_limit_holds_in_a_thread_for_the_template_and_for_weasyprint(tp
     t.start()
     t.join(60)
     assert not t.is_alive() and len(caught) == 1
-    assert "took longer than 3 s to render SZTY-2026-000001" in caught[0][0] and caught[0][1] < 20, caught
+    assert "took longer than 1.5 s to render SZTY-2026-000001" in caught[0][0] and caught[0][1] < 20, caught
     assert r.render(docs["notice"])[:5] == b"%PDF-"  # the renderer is still usable
 
 
@@ -222,7 +222,9 @@ def test_pool_workers_keep_the_limit_and_a_stuck_worker_is_killed_with_its_pool(
         t0 = time.monotonic()
         with pytest.raises(InvoicerError, match=r"took longer than 0.3 s .* its worker process was stopped"):
             pool.render([docs["invoice"]], progress=False)
-        assert time.monotonic() - t0 < 10 and not any(p.is_alive() for p in workers)
+        # dead or a zombie, read from /proc (_alive): Process.is_alive() says "alive" for a worker another thread
+        # of the pool reaped first (its waitpid then fails with ECHILD), seen about once in five runs
+        assert time.monotonic() - t0 < 10 and not any(_alive(p.pid) for p in workers)
         monkeypatch.setattr(pdf, "POOL_GRACE_S", 15.0)
         pool.time_limit = 60  # a first page on a loaded machine may take more than a second
         assert pool.render([docs["notice"]], progress=False)[0][:5] == b"%PDF-"  # a new pool

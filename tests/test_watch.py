@@ -15,10 +15,13 @@ import pytest
 from invoicer.errors import InputError
 from invoicer.watch import ignored, period_from_name, resolve_default_period
 
-from .conftest import INVOICER, ROOT, cust, run_cli, write_roster
+from . import realproc
+from .conftest import ROOT, cust, run_cli, write_roster
 
 D = dt.date
-FAST = ["--settle", "0.4", "--rescan", "1", "--workers", "1"]
+# every file a test drops is complete before a watcher sees it (written aside, then renamed: drop()), so a short
+# settle changes nothing but the wait; the test of a file still being written sets its own (--settle 1)
+FAST = ["--settle", "0.1", "--rescan", "1", "--workers", "1"]
 
 
 # -- pure rules -------------------------------------------------------------------------------------------
@@ -100,16 +103,15 @@ def ledger_numbers(out: Path, prefix: str) -> list[str]:
         db.close()
 
 
-def start_watcher(drop_root: Path, log: Path, *extra, env=None) -> subprocess.Popen:
-    return subprocess.Popen([*INVOICER, "watch", str(drop_root / "inbox"), "--out", str(drop_root / "out"), *FAST,
-                             *extra], stdout=open(log, "a"), stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, **(env or {})})
+def start_watcher(drop_root: Path, log: Path, *extra, env=None) -> realproc.Process:
+    """A real `invoicer watch` process (tests/realproc.py), its JSON lines appended to ``log``."""
+    return realproc.popen(["watch", drop_root / "inbox", "--out", drop_root / "out", *FAST, *extra], stdout=log,
+                          stderr=realproc.PIPE, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
 def watch_once(drop_root: Path, log: Path, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([*INVOICER, "watch", str(drop_root / "inbox"), "--out", str(drop_root / "out"), *FAST,
-                           "--once"], stdout=open(log, "a"), stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                          env={**os.environ, **(env or {})}, timeout=300)
+    return realproc.run(["watch", drop_root / "inbox", "--out", drop_root / "out", *FAST, "--once"], stdout=log,
+                        cwd=ROOT, env={**os.environ, **(env or {})}, timeout=300)
 
 
 def files_under(folder: Path) -> list[str]:
@@ -153,14 +155,13 @@ def test_watcher_bills_good_fails_bad_waits_for_half_written_and_knows_duplicate
                 assert target.exists(), "the watcher took a file that was still being written"
 
         expected = 5 + len(many)
-        wait_for(lambda: len(file_events(log)) >= expected, what="every file to be handled")
-
-        # the same roster dropped again (another name): recognised, nothing re-issued
+        # once SZ's roster is billed (the first file taken): the same roster dropped again (another name) is
+        # recognised and nothing is re-issued, and another reseller's folder cannot number in SZ's series
+        wait_for(lambda: any((e["reseller"], e["file"]) == ("sz", "roster-2026-10.xlsx") for e in file_events(log)),
+                 what="SZ's roster")
         drop(inbox, "sz", "again-2026-10.xlsx", good)
-        wait_for(lambda: any(e["file"] == "again-2026-10.xlsx" for e in file_events(log)), what="the duplicate")
-        # another reseller's folder cannot number in SZ's series
         drop(inbox, "hz", "roster-2026-10.xlsx", roster_bytes(tmp_path, "SZ", 1, tag="h"))
-        wait_for(lambda: any(e["reseller"] == "hz" for e in file_events(log)), what="the foreign prefix")
+        wait_for(lambda: len(file_events(log)) >= expected + 2, what="every file to be handled")
     finally:
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=60)

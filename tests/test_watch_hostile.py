@@ -17,6 +17,7 @@ import pytest
 from invoicer.ledger import OPERATOR, Ledger, PrefixTaken
 from invoicer.watch.names import fit, prefix_from_folder, shown
 
+from . import realproc
 from .conftest import INVOICER, ROOT, cust, run_cli, write_roster
 from .test_watch import (
     FAST,
@@ -33,9 +34,8 @@ D = dt.date
 
 
 def watch_once(root: Path, log: Path, *extra) -> subprocess.CompletedProcess:
-    return subprocess.run([*INVOICER, "watch", str(root / "inbox"), "--out", str(root / "out"), *FAST, "--settle",
-                           "0.2", "--once", *extra], stdout=open(log, "a"), stderr=subprocess.PIPE, text=True,
-                          cwd=ROOT, timeout=240)
+    return realproc.run(["watch", root / "inbox", "--out", root / "out", *FAST, "--settle", "0.2", "--once", *extra],
+                        stdout=log, cwd=ROOT, timeout=240)
 
 
 def by_file(log: Path) -> dict[tuple[str, str], dict]:
@@ -240,9 +240,8 @@ def test_a_busy_ledger_is_waited_for_and_never_counts_as_an_interrupted_attempt(
     drop(root / "inbox", "sz", "roster-2026-10.xlsx", roster_bytes(tmp_path, "SZ", 1))
     holder = sqlite3.connect(root / "out" / "ledger.sqlite", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # the clerk's run holds the write lock
-    proc = subprocess.Popen([*INVOICER, "watch", str(root / "inbox"), "--out", str(root / "out"), *FAST,
-                             "--settle", "0.2", "--wait", "0.2", "--once"], stdout=open(log, "a"),
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = realproc.popen(["watch", root / "inbox", "--out", root / "out", *FAST, "--settle", "0.2", "--wait", "0.2",
+                           "--once"], stdout=log, stderr=realproc.PIPE, cwd=ROOT)
     try:
         wait_for(lambda: sum(e.get("result") == "busy" for e in file_events(log)) >= 5, what="five busy retries")
     finally:
@@ -355,8 +354,8 @@ def test_a_polling_watcher_is_not_led_around_by_link_loops(tmp_path):
     (inbox / "evil" / "loop").symlink_to("..")  # followed, this folder never ends
     (inbox / "evil" / "root").symlink_to("/")
     log = tmp_path / "watch.jsonl"
-    proc = subprocess.Popen([*INVOICER, "watch", str(inbox), "--out", str(root / "out"), *FAST, "--poll"],
-                            stdout=open(log, "a"), stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    proc = realproc.popen(["watch", inbox, "--out", root / "out", *FAST, "--poll"], stdout=log, stderr=realproc.PIPE,
+                          cwd=ROOT)
     try:
         wait_for(lambda: len(file_events(log)) >= 2, what="the links to be set aside")
         drop(inbox, "sz", "roster-2026-10.xlsx", roster_bytes(tmp_path, "SZ", 1))
