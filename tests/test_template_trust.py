@@ -358,17 +358,30 @@ def test_no_worker_or_resource_tracker_outlives_a_killed_run(tmp_path, sig):
                              "--workers", "2"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seen: dict[int, str] = {}
     deadline = time.monotonic() + 120
+
+    def descendants(pid: int) -> dict[int, str]:
+        found, frontier = {}, [pid]
+        while frontier:
+            for child, cmdline in _children(frontier.pop()).items():
+                if child not in found:
+                    found[child] = cmdline
+                    frontier.append(child)
+        return found
+
+    def workers() -> int:  # forks of the pool's forkserver (which carry its command line), the server too
+        return sum("forkserver" in c for c in seen.values())
+
     try:
         while time.monotonic() < deadline and proc.poll() is None:
-            seen.update(_children(proc.pid))
-            if sum("spawn_main" in c for c in seen.values()) >= 2:  # the resource tracker starts before them
+            seen.update(descendants(proc.pid))
+            if workers() >= 3:  # the server and both workers (the resource tracker starts before them)
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "the run ended before its workers could be seen"
         proc.send_signal(sig)
     finally:
         proc.wait(30)
-    assert sum("spawn_main" in c for c in seen.values()) >= 2, seen
+    assert workers() >= 3, seen
     gone_by = time.monotonic() + 30  # a worker still importing WeasyPrint on a loaded machine checks at its start
     while any(_alive(p) for p in seen) and time.monotonic() < gone_by:
         time.sleep(0.1)

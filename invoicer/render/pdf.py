@@ -593,21 +593,35 @@ _WARM_UP = {"kind": "warm-up"}  # a task that only sets the worker up
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent_pid: int, deathsig: bool) -> None:
-    """End this worker when its owner dies, however it dies (kill -9 included): the kernel sends SIGKILL
-    (PR_SET_PDEATHSIG, Linux), and a watchdog thread polling the parent pid covers other systems and the
-    case where the pool was made in a thread that may end before the process (PDEATHSIG follows the
-    creating thread). The resource tracker exits by itself once its last user (owner or worker) is gone."""
+def _die_with_parent(owner_pid: int, deathsig: bool) -> None:
+    """End this worker when its owner dies, however it dies (kill -9 included). A worker's parent is the
+    pool's forkserver, which ends when its owner does: the kernel then sends SIGKILL (PR_SET_PDEATHSIG,
+    Linux). A watchdog thread also ends the worker when its parent changes or the owner's pid is gone
+    (other systems, and an owner that made the pool in a thread that may end first). The resource tracker
+    exits by itself once its last user (owner or worker) is gone."""
     if deathsig and sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
             import ctypes
 
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the owner died while this worker was starting
+    parent = os.getppid()
+
+    def gone() -> bool:
+        if os.getppid() != parent:
+            return True
+        try:
+            os.kill(owner_pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            pass  # alive, another user's (cannot happen for our own owner, but never a false alarm)
+        return False
+
+    if gone():  # the owner died while this worker was starting
         os._exit(0)
 
     def watch() -> None:
-        while os.getppid() == parent_pid:
+        while not gone():
             time.sleep(0.5)
         os._exit(0)
 
@@ -667,12 +681,17 @@ class RenderPool:
             self._start()
 
     def _start(self) -> ProcessPoolExecutor:
-        # spawn, not fork: the owner may have threads (the watcher's observer, numpy's BLAS pool, a
-        # progress bar) and forking a threaded process can copy a held lock into the child
+        # forkserver, not fork: the owner may have threads (the watcher's observer, numpy's BLAS pool, a
+        # progress bar) and forking a threaded process can copy a held lock into the child. The server is
+        # a fresh single-threaded interpreter that imports WeasyPrint once; each worker is a fork of it, so
+        # a pool starts in milliseconds instead of each worker importing WeasyPrint (~1 s of CPU). The
+        # server ends with its owner; workers are tied to the owner by the parent watch (_die_with_parent).
         deathsig = threading.current_thread() is threading.main_thread()
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["weasyprint", "invoicer.render.pdf"])
         self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_init,
                                          initargs=(self.templates_dir, self.time_limit, os.getpid(), deathsig),
-                                         mp_context=multiprocessing.get_context("spawn"))
+                                         mp_context=ctx)
         # one task each makes the pool start every worker now
         self._warming = [self._pool.submit(_render_one, _WARM_UP) for _ in range(self.workers)]
         return self._pool
