@@ -593,6 +593,24 @@ _WARM_UP = {"kind": "warm-up"}  # a task that only sets the worker up
 PR_SET_PDEATHSIG = 1
 
 
+def _start_forkserver() -> None:
+    """Start the forkserver (once per process) so that it imports nothing from the working folder: it is a
+    ``python -c`` process, which puts its working folder first on sys.path, and Python 3.11's forkserver does
+    not apply the owner's sys.path before importing its preload modules. PYTHONSAFEPATH (Python 3.11+) keeps
+    that folder off sys.path; it is set only while the server starts, so nothing else inherits it."""
+    from multiprocessing import forkserver
+
+    saved = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        forkserver.ensure_running()
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONSAFEPATH", None)
+        else:
+            os.environ["PYTHONSAFEPATH"] = saved
+
+
 def _die_with_parent(owner_pid: int, deathsig: bool) -> None:
     """End this worker when its owner dies, however it dies (kill -9 included). A worker's parent is the
     pool's forkserver, which ends when its owner does: the kernel then sends SIGKILL (PR_SET_PDEATHSIG,
@@ -688,7 +706,8 @@ class RenderPool:
         # server ends with its owner; workers are tied to the owner by the parent watch (_die_with_parent).
         deathsig = threading.current_thread() is threading.main_thread()
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["weasyprint", "invoicer.render.pdf"])
+        ctx.set_forkserver_preload(["invoicer.render._forkserver"])
+        _start_forkserver()
         self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=_init,
                                          initargs=(self.templates_dir, self.time_limit, os.getpid(), deathsig),
                                          mp_context=ctx)
