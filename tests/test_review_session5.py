@@ -11,27 +11,15 @@ import os
 import signal
 import time
 
-import pytest
-
 from invoicer.render.pdf import RenderPool
 
 from .conftest import cust, write_roster
+from .test_template_trust import SELLER, docs  # noqa: F401 (docs: the module's documents fixture)
 
 D = dt.date
-SELLER = {"name": "深圳市腾云信息技术有限公司", "tax_id": "91440300MA5EXAMPLE", "invoice_prefix": "SZTY"}
 
 
-@pytest.fixture(scope="module")
-def docs(tmp_path_factory, book):
-    from invoicer.pipeline import price_roster
-
-    path = write_roster(tmp_path_factory.mktemp("r") / "r.xlsx",
-                        [cust("A", D(2026, 10, 3), 5), cust("R", D(2025, 11, 10), 12)], reseller=SELLER)
-    p = price_roster(path, book, "2026-10")
-    return {"invoice": {**p.invoices[0], "number": "SZTY-2026-000001"}, "notice": p.notices[0]}
-
-
-def test_a_group_sigterm_does_not_kill_the_pdf_workers_through_the_forkserver(docs):
+def test_a_group_sigterm_does_not_kill_the_pdf_workers_through_the_forkserver(docs):  # noqa: F811 (the fixture)
     """The watcher's contract (cli.py, watch/service.py): SIGTERM/Ctrl-C finish the current file, then exit 0;
     the PDF workers ignore SIGINT and SIGTERM for that reason (pdf._init: 'Ctrl-C and SIGTERM are for the
     owner, which finishes its current work and then closes the pool'). A shell's ``kill %1`` (job control
