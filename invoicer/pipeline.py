@@ -325,6 +325,7 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
             plan = plan_against(ledger, priced.prefix, opts.period, priced.invoices)
             if opts.dry_run:
                 ledger.rollback()
+                ledger.close()  # a long-lived caller (the watcher, tests) keeps no handle on the ledger
                 return _report(opts, priced, plan, [], [])
             if (plan.changed or plan.withdrawn) and not opts.amend:
                 ledger.rollback()

@@ -165,3 +165,17 @@ def test_a_month_of_problems_is_a_screenful_on_the_console_and_whole_in_the_shee
     assert ex.problems[-1].startswith("fapiao: 5 more problem(s)")
     sheet = load_workbook(io.BytesIO(ex.main))[fapiao.PROBLEMS_SHEET]
     assert sheet.max_row - 1 == fapiao.CONSOLE_PROBLEMS + 5  # a row per bill left out
+
+
+def test_a_dry_run_against_a_ledger_closes_it(tmp_path, monkeypatch, stub_render):
+    """A long-lived caller (the watcher) must not keep a handle on the ledger after a dry run."""
+    from invoicer import ledger as ledger_mod
+
+    roster = _month(tmp_path, "a.xlsx", n=3)
+    _run(roster, tmp_path / "out")
+    closed = []
+    real = ledger_mod.LedgerReader.close
+    monkeypatch.setattr(ledger_mod.LedgerReader, "close", lambda self: (closed.append(self), real(self))[1])
+    report = run(RunOptions(roster=roster, period="2026-10", out=tmp_path / "out", progress=False, workers=1,
+                            dry_run=True))
+    assert report.dry_run and len(report.plan.unchanged) == 2 and closed
