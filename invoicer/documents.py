@@ -188,6 +188,14 @@ def content_hash(doc: Document) -> str:
     return hashlib.sha256(json.dumps(keep, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+def customer_bounds(lines: pd.DataFrame) -> list[int]:
+    """Row bounds of each customer's lines in a frame sorted by customer id: customer i has rows
+    ``bounds[i]:bounds[i + 1]`` (``[0]`` for an empty frame)."""
+    cids = lines["customer_id"].to_numpy()
+    return np.r_[np.flatnonzero(np.r_[True, cids[1:] != cids[:-1]]) if len(cids) else [], len(cids)] \
+        .astype(int).tolist()
+
+
 def build_invoices(lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[str], seller: dict,
                    book: PriceBook, period: str, issue_date: dt.date) -> list[Invoice]:
     """One invoice per customer with billable lines (customers in id order, each one's lines in frame order),
@@ -197,11 +205,9 @@ def build_invoices(lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[st
     if lines.empty:
         return []
     items = line_dicts(lines, book)
-    cids = lines["customer_id"].tolist()
     ids = lines["customer_id"].drop_duplicates().tolist()
     sums = lines.groupby("customer_id", sort=True)[["amount_fen", "list_fen"]].sum()
-    starts = np.flatnonzero(np.r_[True, lines["customer_id"].to_numpy()[1:] != lines["customer_id"].to_numpy()[:-1]])
-    bounds = np.r_[starts, len(cids)].tolist()
+    bounds = customer_bounds(lines)
     rules, issued_on, vat = rules_note(book), issue_date.isoformat(), book.vat.snapshot()
     # the parts every invoice of the run has in common are one object each, shared by all of them (documents
     # are never edited in place: a change is a new dict), so a month of invoices costs its own data only
@@ -231,11 +237,9 @@ class InvoiceSet(Sequence):
     def __init__(self, lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[str], seller: dict,
                  book: PriceBook, period: str, issue_date: dt.date):
         self._lines = lines.loc[~lines["customer_id"].isin(blocked)].sort_values("customer_id", kind="stable")
-        cids = self._lines["customer_id"].to_numpy()
-        starts = np.flatnonzero(np.r_[True, cids[1:] != cids[:-1]]) if len(cids) else np.array([], dtype=int)
-        self._starts = np.r_[starts, len(cids)].tolist()  # row bounds of each customer's lines
-        self.customer_ids: list[str] = self._lines["customer_id"].iloc[starts].tolist() if len(cids) else []
-        self.total_fen = int(self._lines["amount_fen"].sum()) if len(cids) else 0
+        self._starts = customer_bounds(self._lines)
+        self.customer_ids: list[str] = self._lines["customer_id"].iloc[self._starts[:-1]].tolist()
+        self.total_fen = int(self._lines["amount_fen"].sum())
         self._customers = customers.loc[customers["valid"]].drop_duplicates("customer_id")
         self._args = (seller, book, period, issue_date)
         self._cached: tuple[int, list[Invoice]] | None = None

@@ -371,19 +371,10 @@ class LedgerReader:
         row = self.db.execute("SELECT MAX(id) FROM documents WHERE prefix = ?", (prefix,)).fetchone()
         return row[0] or 0
 
-    def number(self, prefix: str, groups: list[tuple[str, list[dict]]], digits: int) -> list[dict]:
-        """Gapless numbering: the documents of ``groups`` (customer id, documents in issue order) get the next
-        numbers of their prefix and issue year, customer by customer, each group's documents consecutively
-        (a credit note just before its replacement). Returns copies carrying ``number`` and the private
-        ``_year``/``_seq`` that ``add_document`` records. Reads only: the numbers hold while the caller's
-        transaction (or an unchanged ``series_mark``) says nobody else numbered meanwhile. (A run numbers
-        a month as a stream: ``next_seqs`` in its read transaction, then ``number_stream``.)"""
-        groups = sorted(groups, key=lambda w: w[0])
-        years = {issue_year(doc) for _, group in groups for doc in group}
-        return list(number_stream(prefix, groups, digits, self.next_seqs(prefix, years)))
-
     def next_seqs(self, prefix: str, years) -> dict[int, int]:
-        """The next number of each of a prefix's yearly series (``next_seq``), read at once."""
+        """The next number of each of a prefix's yearly series (``next_seq``), read at once. Reads only: the
+        numbers ``number_stream`` gives from them hold while the caller's transaction (or an unchanged
+        ``series_mark``) says nobody else numbered meanwhile."""
         return {year: self.next_seq(prefix, year) for year in sorted(set(years))}
 
     def next_seq(self, prefix: str, year: int) -> int:

@@ -291,6 +291,7 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     parse_executor(opts.executor)  # a malformed --executor is refused before any work
     from .render.pdf import (
         check_templates,  # templates are checked before anything is numbered
+        progress_bar,
     )
 
     check_templates(opts.templates)
@@ -339,9 +340,10 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
             # one pass over what is issued, a batch at a time: render what this run has not rendered yet
             # (an earlier attempt's PDFs are kept by content and number) and stream it to the staging folder
             todo_total = 0  # documents rendered in this pass (the bar counts the month's documents)
-            with _bar(len(issue), opts.progress) as advance:
+            with progress_bar(len(issue), opts.progress) as advance:
                 for batch in _batches(issue, RENDER_BATCH):
-                    todo = [d for d, _, _ in batch if _render_key(d) not in rendered]
+                    keyed = [(_render_key(d), d) for d, _, _ in batch]
+                    todo = [(key, d) for key, d in keyed if key not in rendered]
                     advance(len(batch) - len(todo))
                     if not todo:
                         continue
@@ -350,8 +352,8 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
                         staging = Staging(out)
                     if executor is None:
                         executor = make_executor(opts.executor, opts.templates, opts.workers)
-                    for doc, data in zip(todo, executor.render_iter(todo, False)):
-                        rendered[_render_key(doc)] = staging.stage(data)
+                    for (key, _), data in zip(todo, executor.render_iter([d for _, d in todo], False)):
+                        rendered[key] = staging.stage(data)
                         advance(1)
             if executor is not None and pool is None:
                 executor.close()  # its worker processes are not kept through recording and publishing
@@ -413,30 +415,6 @@ def _batches(items, size: int):
             batch = []
     if batch:
         yield batch
-
-
-class _bar:
-    """One progress bar for a run's render pass (rich, on a terminal or when asked), fed by ``advance(n)``."""
-
-    def __init__(self, total: int, show: bool | None):
-        import sys
-
-        self.total, self.show = total, (sys.stderr.isatty() if show is None else show) and total > 0
-        self._progress = None
-
-    def __enter__(self):
-        if not self.show:
-            return lambda n: None
-        from rich.progress import Progress
-
-        self._progress = Progress(transient=True)
-        self._progress.__enter__()
-        task = self._progress.add_task("rendering PDFs", total=self.total)
-        return lambda n: self._progress.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
 
 
 def _one_series_per_folder(out: Path, prefix: str, period: str) -> None:

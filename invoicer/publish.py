@@ -416,9 +416,6 @@ class PeriodBills:
         self.ledger, self.cancelled = ledger, cancelled
         self.refs = sorted(refs, key=lambda r: r.number)
 
-    def __len__(self) -> int:
-        return len(self.refs)
-
     def __iter__(self):
         for i in range(0, len(self.refs), self.BATCH):
             for r, d in zip(self.refs[i:i + self.BATCH], self.ledger.load(self.refs[i:i + self.BATCH])):

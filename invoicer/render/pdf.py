@@ -795,14 +795,31 @@ class RenderPool:
         self.close()
 
 
-def _progress(items, show: bool, total: int | None = None):
-    if not show:
-        yield from items
-        return
-    from rich.progress import Progress
+class progress_bar:
+    """A rich progress bar on stderr (shown on a terminal, or when ``show`` says so) for ``total`` items;
+    entering gives ``advance(n)``. The run's render pass and ``_progress`` both use it."""
 
-    with Progress(transient=True) as bar:
-        task = bar.add_task("rendering PDFs", total=total if total is not None else len(items))
+    def __init__(self, total: int, show: bool | None):
+        self.total, self.show = total, (sys.stderr.isatty() if show is None else show) and total > 0
+        self._progress = None
+
+    def __enter__(self):
+        if not self.show:
+            return lambda n: None
+        from rich.progress import Progress
+
+        self._progress = Progress(transient=True)
+        self._progress.__enter__()
+        task = self._progress.add_task("rendering PDFs", total=self.total)
+        return lambda n: self._progress.advance(task, n)
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+def _progress(items, show: bool, total: int | None = None):
+    with progress_bar(total if total is not None else len(items) if show else 0, show) as advance:
         for x in items:
             yield x
-            bar.advance(task)
+            advance(1)
