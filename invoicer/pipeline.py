@@ -370,6 +370,7 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
             _fault_point("before_commit")
             ledger.commit()
             _fault_point("after_commit")
+            rendered.clear()  # only a retry reads it; publish takes each staged file from ``fresh``
             break
         else:
             raise LedgerBusy(f"the ledger {ledger_path}: other runs kept numbering in the series "

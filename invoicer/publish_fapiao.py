@@ -29,19 +29,33 @@ def expected_exports(prefix: str, period: str, listed: list[dict], book, roster,
     from .render.fapiao import build_exports
 
     main_name, red_name = fapiao_file_names(prefix, period)
-    customers = roster.customers
-    if "fapiao_kind" in customers:
-        valid = customers.loc[customers["valid"]].drop_duplicates("customer_id")
-        extras = {r["customer_id"]: {k: r[k] for k in ("fapiao_kind", "phone", "bank", "bank_account")}
-                  for r in valid.to_dict("records")}
-    else:
-        extras = {}
-    exports = build_exports(listed, book.vat.snapshot(), extras, created)
+    exports = build_exports(listed, book.vat.snapshot(), BuyerColumns(roster.customers), created)
     files = {main_name: exports.main}
     files.update((part_name(prefix, period, n), data) for n, data in enumerate(exports.more, 2))
     if exports.red is not None:
         files[red_name] = exports.red
     return files, list(exports.problems)
+
+
+BUYER_COLUMNS = ("fapiao_kind", "phone", "bank", "bank_account")
+
+
+class BuyerColumns:
+    """customer_id -> the roster's fapiao columns of a valid customer (``get`` gives a dict, or the default),
+    as ``render.fapiao.bill_rows`` reads them. Looked up on demand from the columns: a month of 100,000
+    customers is not copied into one dict per customer (that copy was the export's peak of memory)."""
+
+    def __init__(self, customers):
+        self.rows: dict[str, int] = {}
+        self.columns: dict[str, list] = {}
+        if "fapiao_kind" in customers:
+            valid = customers.loc[customers["valid"], ["customer_id", *BUYER_COLUMNS]].drop_duplicates("customer_id")
+            self.columns = {k: valid[k].tolist() for k in BUYER_COLUMNS}
+            self.rows = {cid: i for i, cid in enumerate(valid["customer_id"].tolist())}
+
+    def get(self, customer_id: str, default=None):
+        i = self.rows.get(customer_id)
+        return default if i is None else {k: column[i] for k, column in self.columns.items()}
 
 
 def write_fapiao_exports(out: Path, prefix: str, period: str, listed: list[dict], book, roster,

@@ -195,3 +195,48 @@ def test_a_dry_run_against_a_ledger_closes_it(tmp_path, monkeypatch, stub_render
     report = run(RunOptions(roster=roster, period="2026-10", out=tmp_path / "out", progress=False, workers=1,
                             dry_run=True))
     assert report.dry_run and len(report.plan.unchanged) == 2 and closed
+
+
+def test_account_rows_in_chunks_are_the_sorted_accounts(priced):
+    p = priced([cust(c, D(2026, 10, 3), 3 + i, name=f"公司{c}") for i, c in enumerate(["Z9", "A1", "M5", "B2", "Y0"])])
+    whole = list(publish.account_records(p.accounts))
+    assert [a["customer_id"] for a in whole] == ["A1", "B2", "M5", "Y0", "Z9"]
+    assert [a["customer_name"] for a in whole] == ["公司A1", "公司B2", "公司M5", "公司Y0", "公司Z9"]
+    assert list(publish.account_records(p.accounts, chunk=2)) == whole
+
+
+def test_the_manifest_is_written_as_json_dumps_would_and_only_when_it_changed(tmp_path):
+    import json
+
+    path = tmp_path / "manifest.json"
+    obj = {"files": {f"invoices/QQ-2026-{i:06d}.pdf": "ab" * 32 for i in range(20_000)}, "名": ["中文", None, 1]}
+    expected = (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True) + "\n").encode()
+    assert publish.write_json(path, obj) is True and path.read_bytes() == expected
+    inode = path.stat().st_ino
+    assert publish.write_json(path, obj) is False and path.stat().st_ino == inode  # same bytes: left alone
+
+    def broken():
+        yield b"{"
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        publish.atomic_write_blocks(path, broken())
+    assert path.read_bytes() == expected and [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def test_buyer_columns_are_the_valid_customers_fapiao_columns(tmp_path, book):
+    from invoicer.pipeline import price_roster
+    from invoicer.publish_fapiao import BuyerColumns
+
+    from .test_fapiao import TAX_A, _roster
+
+    rows = [["A", "甲", D(2026, 10, 3), 5, None, None, TAX_A, "专票", "021-1", "工行", "6225 0000 1111"],
+            ["B", "乙", D(2026, 10, 3), 5, None, None, TAX_A, "纸质发票", None, None, None],
+            ["C", "丙", D(2026, 10, 3), 5, None, None, TAX_A, None, None, None, None]]
+    p = price_roster(_roster(tmp_path / "r.xlsx", rows, []), book, "2026-10")
+    buyers = BuyerColumns(p.roster.customers)
+    assert buyers.get("A", {}) == {"fapiao_kind": "增值税专用发票", "phone": "021-1", "bank": "工行",
+                                   "bank_account": "6225 0000 1111"}
+    assert buyers.get("B", {}) == {}  # its row was rejected
+    assert buyers.get("C") == {"fapiao_kind": "", "phone": "", "bank": "", "bank_account": ""}  # empty cells
+    assert buyers.get("nobody", {}) == {}

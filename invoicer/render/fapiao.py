@@ -139,11 +139,12 @@ def bill_rows(doc: dict, extra: dict, vat: dict) -> tuple[dict, list[dict], list
     return basic, details, sorted(set(problems), key=problems.index)
 
 
-def build_exports(documents, default_vat: dict, extras: dict[str, dict], created: dt.datetime) -> Exports:
+def build_exports(documents, default_vat: dict, extras, created: dt.datetime) -> Exports:
     """documents: the period's issued bills and credit notes, each with 'number' and 'status' (as for the
     summary): a list, or an iterable in number order (publish.PeriodBills), read in one pass. default_vat:
     the price book's [vat] snapshot, for bills issued before documents recorded theirs. extras: customer_id
-    -> the roster's fapiao columns. Returns the workbooks' bytes (deterministic) and the problems, one line
+    -> the roster's fapiao columns (anything with ``get(customer_id, default)``: a dict, or
+    publish_fapiao.BuyerColumns). Returns the workbooks' bytes (deterministic) and the problems, one line
     each. Bills go into import files of at most ROWS_MAY_FAIL detail rows each (the first is ``main``, the
     others ``more``), a bill never split across two files. Memory is bounded by two files' rows: each further
     file is made as soon as it is full; the first is made last (its problems sheet lists the whole period)."""
