@@ -60,7 +60,7 @@ def _instrument(times: dict[str, float], stub_render: bool) -> None:
     timed(pipeline, "price_period", "price")
     timed(documents, "build_invoices", "build")
     timed(documents, "build_notices", "build")
-    for name in ("begin_read", "begin", "commit", "active_invoice_refs", "latest_notice_refs", "load", "number",
+    for name in ("begin_read", "begin", "commit", "active_invoice_refs", "latest_notice_refs", "load",
                  "series_mark", "prefix_owner"):
         timed(ledger.Ledger, name, "ledger")
     timed(pipeline, "_record", "ledger")

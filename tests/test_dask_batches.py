@@ -24,7 +24,7 @@ def test_batch_sizes_cover_every_document_once_big_first_single_at_the_end(n, th
 
 
 def test_batch_sizes_for_a_60_document_sample_on_two_threads():
-    assert list(ex.batch_sizes(60, 2))[:4] == [7, 6, 5, 5]
+    assert list(ex.batch_sizes(60, 2)) == [15, 12, 9, 6, 5, 4, 3, 2, 1, 1, 1, 1]
 
 
 @pytest.fixture(scope="module")

@@ -246,7 +246,12 @@ def _tune_worker() -> None:
     - The worker's statistical profiler (``distributed.worker.profile``) walks the rendering thread's deep
       stack every 10 ms, holding the GIL, and the event loop's health check (``tick``) takes the GIL 50 times
       a second; both are stopped (a render worker's dashboard has no profile then, and a slow event loop is
-      not logged). Heartbeats, the memory monitor and everything else keep running."""
+      not logged).
+    - What the worker's event loop does by the clock costs CPU for every second a document takes, and more
+      so on a loaded machine: its system monitor (CPU, memory, disk and network counters for the heartbeat
+      and the dashboard) runs every 2 s instead of every 500 ms, its memory check (spill, pause) every
+      500 ms instead of 100 ms. Heartbeats and everything else keep running (see _QUIET).
+    - Dask's own objects are frozen out of the garbage collector's walks (``_freeze_runtime``)."""
     global _tuned
     if _tuned:
         return
@@ -264,10 +269,68 @@ def _tune_worker() -> None:
         from distributed import get_worker
 
         worker = get_worker()
-        for name in ("profile", "profile-cycle", "tick"):
-            pc = worker.periodic_callbacks.get(name)
-            if pc is not None:
-                worker.loop.add_callback(pc.stop)
+        _freeze_runtime()  # a worker that joined after the driver's check: its first task is its first contact
+        worker.loop.add_callback(_quiet, worker, "worker")
+
+
+_frozen = False
+
+
+def _freeze_runtime() -> None:
+    """Once per Dask worker process, at its first contact with a run (before it imports WeasyPrint and the
+    renderer): move the objects alive then (Dask's own: distributed, tornado, the worker's state; about
+    35,000 more than a local pool worker has) out of the garbage collector's reach (``gc.freeze``). A full
+    collection walks every tracked object, WeasyPrint's layout triggers one every ten documents or so, and
+    on a Dask worker those walks cost about 2-3 ms of CPU per document more than in a local pool process,
+    only for Dask's heap (measured, docs/decisions.md "Scale"). What is frozen is never collected: objects
+    of that moment that later become cyclic garbage stay (a one-off, bounded by the heap of that moment).
+    Called only in a Dask worker (never in the driver, or in a test calling a task directly)."""
+    global _frozen
+    if _frozen:
+        return
+    _frozen = True
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
+# A Dask server's periodic callbacks that only measure or display something (stopped), and the memory checks
+# that may run less often (at least this many ms apart), per kind of server: see _tune_worker, _quiet_server.
+_QUIET = {
+    "worker": (("profile", "profile-cycle", "tick", "ticks"), {"monitor": 2000, "memory_monitor": 500}),
+    "nanny": (("tick", "ticks", "monitor"), {"memory_monitor": 500}),
+    "scheduler": (("tick", "ticks"), {}),
+}
+
+
+def _quiet(server, kind: str) -> None:
+    """In ``server``'s event loop: stop and slow down its periodic callbacks as _QUIET says for ``kind`` (a
+    callback set slower than that by the operator is left as it is)."""
+    stop, slower = _QUIET[kind]
+    for name in stop:
+        pc = server.periodic_callbacks.get(name)
+        if pc is not None:
+            pc.stop()
+    for name, ms in slower.items():
+        pc = server.periodic_callbacks.get(name)
+        if pc is not None:
+            pc.callback_time = max(pc.callback_time, ms)
+
+
+def _quiet_server(dask_worker=None, dask_scheduler=None) -> None:
+    """Run once per executor on the scheduler and on each nanny (in their event loop; a nanny comes as
+    ``dask_worker``): the scheduler's and nannies' share of what _tune_worker does on workers (the numbers
+    are in docs/decisions.md "Scale"). Their event-loop health check (``tick``, every 20 ms, and ``ticks``,
+    which averages it) only measures the loop's latency for a log line and a metric, and was half of the
+    CPU an idle scheduler and its nannies spend; a nanny's system monitor (its own CPU, memory, disk and
+    network counters, twice a second) is read by nothing. The scheduler keeps its system monitor (the
+    dashboard's system page). A nanny checks its worker's memory against the limit every 500 ms instead of
+    every 100 ms, so a worker past 95% of its limit is restarted up to 0.4 s later."""
+    server = dask_scheduler if dask_scheduler is not None else dask_worker  # a server gets itself as both
+    kind = type(server).__name__.lower()
+    if kind in ("scheduler", "nanny"):
+        _quiet(server, kind)
 
 
 def _template_bundle(bundle: bytes) -> bytes:
@@ -275,7 +338,10 @@ def _template_bundle(bundle: bytes) -> bytes:
     return bundle
 
 
-def _fingerprint_task(bundle: bytes, probe: dict | None) -> dict[str, str]:
+def _fingerprint_task(bundle: bytes, probe: dict | None, dask_worker=None) -> dict[str, str]:
+    """Run on every worker by the driver's check (``Client.run`` passes the worker as ``dask_worker``)."""
+    if dask_worker is not None:  # the driver's check is a worker's first contact with a run
+        _freeze_runtime()  # before WeasyPrint loads
     return _fingerprint_here(bundle, probe)  # kept: this worker's render tasks need not compute it again
 
 
@@ -299,13 +365,14 @@ MAX_BATCH = 16  # documents per task at most (see batch_sizes)
 
 
 def batch_sizes(n: int, threads: int, max_batch: int = MAX_BATCH) -> Iterator[int]:
-    """How many consecutive documents each task renders: the remaining documents shared out over four
-    tasks per worker thread, at most ``max_batch`` and at least one ("guided" scheduling). Big batches
-    while there is much left (one scheduler round trip per batch instead of per document), single
-    documents at the end, so no worker sits idle while another finishes a long batch."""
+    """How many consecutive documents each task renders: the remaining documents shared out over two
+    tasks per worker thread, rounded up, at most ``max_batch`` ("guided" scheduling). Big batches while
+    there is much left (a task costs the cluster about 6 ms of CPU, whatever its size: scheduler, client
+    and worker event loop), smaller ones towards the end and single documents for the last two per worker
+    thread, so no worker sits idle long while another finishes its last batch."""
     left = n
     while left > 0:
-        size = max(1, min(max_batch, left // (4 * max(1, threads))))
+        size = min(max_batch, -(-left // (2 * max(1, threads))))
         yield size
         left -= size
 
@@ -344,6 +411,13 @@ class DaskExecutor:
             raise InputError("the Dask cluster has no workers to render on")
         compare_fingerprints(driver, workers)
         self._checked = True
+        import contextlib
+
+        # speed only: a scheduler or nanny that refuses (or a worker without a nanny) renders the same bytes
+        with contextlib.suppress(Exception):
+            self.client.run_on_scheduler(_quiet_server)
+        with contextlib.suppress(Exception):
+            self.client.run(_quiet_server, nanny=True, on_error="ignore")
         self._expected, self._probe = driver, probe  # every task checks a worker that joined since
 
     def render_iter(self, docs: list[dict], progress: bool | None = None) -> Iterator[bytes]:
