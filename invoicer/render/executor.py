@@ -13,7 +13,8 @@ the driver's; a mismatch stops the run (exit 2) with one line naming the worker 
 
 Templates reach workers as bytes, never as a path: the driver reads the template folder (only regular files
 inside it, as the URL fetcher would serve them), the bundle is sent once per run (as a task's result, which
-Dask computes again if the worker holding it dies), and each worker unpacks it into a private temporary folder
+Dask computes again if the worker holding it dies, published on the scheduler so each worker fetches it once
+and render tasks do not depend on it: see render_iter), and each worker unpacks it into a private temporary folder
 after checking every name (no absolute path, no "..", no link), so a reseller's template folder cannot name a
 file on a worker, and a worker needs no shared disk.
 """
