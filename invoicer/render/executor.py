@@ -13,7 +13,8 @@ the driver's; a mismatch stops the run (exit 2) with one line naming the worker 
 
 Templates reach workers as bytes, never as a path: the driver reads the template folder (only regular files
 inside it, as the URL fetcher would serve them), the bundle is sent once per run (as a task's result, which
-Dask computes again if the worker holding it dies), and each worker unpacks it into a private temporary folder
+Dask computes again if the worker holding it dies, published on the scheduler so each worker fetches it once
+and render tasks do not depend on it: see render_iter), and each worker unpacks it into a private temporary folder
 after checking every name (no absolute path, no "..", no link), so a reseller's template folder cannot name a
 file on a worker, and a worker needs no shared disk.
 """
@@ -28,7 +29,7 @@ import tempfile
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from ..errors import InputError
 
@@ -192,7 +193,36 @@ def render_task(doc: dict, bundle: bytes) -> tuple[str, bytes, str]:
     return doc_file_key(doc), data, hashlib.sha256(data).hexdigest()
 
 
-def render_batch(docs: list[dict], bundle: bytes, expected: dict | None = None,
+class BundleRef(NamedTuple):
+    """How a render task names the run's templates: the bundle's SHA-256 and the name under which the
+    driver published the task whose result the bundle is (see DaskExecutor.render_iter)."""
+    digest: str
+    name: str
+
+
+_bundles: dict[str, bytes] = {}  # this worker's copy of each bundle it was sent, by SHA-256
+
+
+def _bundle_here(bundle: bytes | BundleRef) -> bytes:
+    """The template bundle's bytes in this worker: its own copy, or, the first time, the result of the
+    driver's template task, fetched through the scheduler (computed again there if the worker that held it
+    died). The fetch leaves the worker's thread pool while it waits (``worker_client``), so the template task
+    can run on this worker's thread if it has to be computed again."""
+    if isinstance(bundle, (bytes, bytearray)):
+        return bytes(bundle)
+    data = _bundles.get(bundle.digest)
+    if data is None:
+        from distributed import worker_client
+
+        with worker_client() as client:
+            data = client.get_dataset(bundle.name).result()
+        if hashlib.sha256(data).hexdigest() != bundle.digest:
+            raise RuntimeError(f"the Dask scheduler returned other templates for {bundle.name}")
+        _bundles[bundle.digest] = data
+    return data
+
+
+def render_batch(docs: list[dict], bundle: bytes | BundleRef, expected: dict | None = None,
                  probe: dict | None = None) -> list[tuple[str, bytes, str]]:
     """One Dask task: a few consecutive numbered documents -> one (key, PDF bytes, SHA-256) each, in order.
     A retried batch renders every one of them again, with the same bytes. With ``expected`` (the driver's
@@ -200,6 +230,7 @@ def render_batch(docs: list[dict], bundle: bytes, expected: dict | None = None,
     process): a worker that joined the cluster after the run's start was never checked, and one with other
     fonts refuses (FingerprintMismatch) instead of rendering different bytes."""
     _tune_worker()
+    bundle = _bundle_here(bundle)
     if expected is not None:
         _check_here(bundle, probe, expected)
     return [render_task(doc, bundle) for doc in docs]
@@ -246,7 +277,12 @@ def _tune_worker() -> None:
     - The worker's statistical profiler (``distributed.worker.profile``) walks the rendering thread's deep
       stack every 10 ms, holding the GIL, and the event loop's health check (``tick``) takes the GIL 50 times
       a second; both are stopped (a render worker's dashboard has no profile then, and a slow event loop is
-      not logged). Heartbeats, the memory monitor and everything else keep running."""
+      not logged).
+    - What the worker's event loop does by the clock costs CPU for every second a document takes, and more
+      so on a loaded machine: its system monitor (CPU, memory, disk and network counters for the heartbeat
+      and the dashboard) runs every 2 s instead of every 500 ms, its memory check (spill, pause) every
+      500 ms instead of 100 ms. Heartbeats and everything else keep running (see _QUIET).
+    - Dask's own objects are frozen out of the garbage collector's walks (``_freeze_runtime``)."""
     global _tuned
     if _tuned:
         return
@@ -264,10 +300,68 @@ def _tune_worker() -> None:
         from distributed import get_worker
 
         worker = get_worker()
-        for name in ("profile", "profile-cycle", "tick"):
-            pc = worker.periodic_callbacks.get(name)
-            if pc is not None:
-                worker.loop.add_callback(pc.stop)
+        _freeze_runtime()  # a worker that joined after the driver's check: its first task is its first contact
+        worker.loop.add_callback(_quiet, worker, "worker")
+
+
+_frozen = False
+
+
+def _freeze_runtime() -> None:
+    """Once per Dask worker process, at its first contact with a run (before it imports WeasyPrint and the
+    renderer): move the objects alive then (Dask's own: distributed, tornado, the worker's state; about
+    35,000 more than a local pool worker has) out of the garbage collector's reach (``gc.freeze``). A full
+    collection walks every tracked object, WeasyPrint's layout triggers one every ten documents or so, and
+    on a Dask worker those walks cost about 2-3 ms of CPU per document more than in a local pool process,
+    only for Dask's heap (measured, docs/decisions.md "Scale"). What is frozen is never collected: objects
+    of that moment that later become cyclic garbage stay (a one-off, bounded by the heap of that moment).
+    Called only in a Dask worker (never in the driver, or in a test calling a task directly)."""
+    global _frozen
+    if _frozen:
+        return
+    _frozen = True
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
+# A Dask server's periodic callbacks that only measure or display something (stopped), and the memory checks
+# that may run less often (at least this many ms apart), per kind of server: see _tune_worker, _quiet_server.
+_QUIET = {
+    "worker": (("profile", "profile-cycle", "tick", "ticks"), {"monitor": 2000, "memory_monitor": 500}),
+    "nanny": (("tick", "ticks", "monitor"), {"memory_monitor": 500}),
+    "scheduler": (("tick", "ticks"), {}),
+}
+
+
+def _quiet(server, kind: str) -> None:
+    """In ``server``'s event loop: stop and slow down its periodic callbacks as _QUIET says for ``kind`` (a
+    callback set slower than that by the operator is left as it is)."""
+    stop, slower = _QUIET[kind]
+    for name in stop:
+        pc = server.periodic_callbacks.get(name)
+        if pc is not None:
+            pc.stop()
+    for name, ms in slower.items():
+        pc = server.periodic_callbacks.get(name)
+        if pc is not None:
+            pc.callback_time = max(pc.callback_time, ms)
+
+
+def _quiet_server(dask_worker=None, dask_scheduler=None) -> None:
+    """Run once per executor on the scheduler and on each nanny (in their event loop; a nanny comes as
+    ``dask_worker``): the scheduler's and nannies' share of what _tune_worker does on workers (the numbers
+    are in docs/decisions.md "Scale"). Their event-loop health check (``tick``, every 20 ms, and ``ticks``,
+    which averages it) only measures the loop's latency for a log line and a metric, and was half of the
+    CPU an idle scheduler and its nannies spend; a nanny's system monitor (its own CPU, memory, disk and
+    network counters, twice a second) is read by nothing. The scheduler keeps its system monitor (the
+    dashboard's system page). A nanny checks its worker's memory against the limit every 500 ms instead of
+    every 100 ms, so a worker past 95% of its limit is restarted up to 0.4 s later."""
+    server = dask_scheduler if dask_scheduler is not None else dask_worker  # a server gets itself as both
+    kind = type(server).__name__.lower()
+    if kind in ("scheduler", "nanny"):
+        _quiet(server, kind)
 
 
 def _template_bundle(bundle: bytes) -> bytes:
@@ -275,7 +369,10 @@ def _template_bundle(bundle: bytes) -> bytes:
     return bundle
 
 
-def _fingerprint_task(bundle: bytes, probe: dict | None) -> dict[str, str]:
+def _fingerprint_task(bundle: bytes, probe: dict | None, dask_worker=None) -> dict[str, str]:
+    """Run on every worker by the driver's check (``Client.run`` passes the worker as ``dask_worker``)."""
+    if dask_worker is not None:  # the driver's check is a worker's first contact with a run
+        _freeze_runtime()  # before WeasyPrint loads
     return _fingerprint_here(bundle, probe)  # kept: this worker's render tasks need not compute it again
 
 
@@ -299,13 +396,14 @@ MAX_BATCH = 16  # documents per task at most (see batch_sizes)
 
 
 def batch_sizes(n: int, threads: int, max_batch: int = MAX_BATCH) -> Iterator[int]:
-    """How many consecutive documents each task renders: the remaining documents shared out over four
-    tasks per worker thread, at most ``max_batch`` and at least one ("guided" scheduling). Big batches
-    while there is much left (one scheduler round trip per batch instead of per document), single
-    documents at the end, so no worker sits idle while another finishes a long batch."""
+    """How many consecutive documents each task renders: the remaining documents shared out over two
+    tasks per worker thread, rounded up, at most ``max_batch`` ("guided" scheduling). Big batches while
+    there is much left (a task costs the cluster about 6 ms of CPU, whatever its size: scheduler, client
+    and worker event loop), smaller ones towards the end and single documents for the last two per worker
+    thread, so no worker sits idle long while another finishes its last batch."""
     left = n
     while left > 0:
-        size = max(1, min(max_batch, left // (4 * max(1, threads))))
+        size = min(max_batch, -(-left // (2 * max(1, threads))))
         yield size
         left -= size
 
@@ -332,6 +430,7 @@ class DaskExecutor:
         self._expected: dict | None = None
         self._probe: dict | None = None
         self._bundle_future = None
+        self._bundle_ref: BundleRef | None = None
 
     def check_workers(self, probe: dict | None = None) -> None:
         """Compare every worker's fingerprint with this machine's (once per executor); raises
@@ -344,6 +443,13 @@ class DaskExecutor:
             raise InputError("the Dask cluster has no workers to render on")
         compare_fingerprints(driver, workers)
         self._checked = True
+        import contextlib
+
+        # speed only: a scheduler or nanny that refuses (or a worker without a nanny) renders the same bytes
+        with contextlib.suppress(Exception):
+            self.client.run_on_scheduler(_quiet_server)
+        with contextlib.suppress(Exception):
+            self.client.run(_quiet_server, nanny=True, on_error="ignore")
         self._expected, self._probe = driver, probe  # every task checks a worker that joined since
 
     def render_iter(self, docs: list[dict], progress: bool | None = None) -> Iterator[bytes]:
@@ -356,9 +462,16 @@ class DaskExecutor:
         if self._bundle_future is None:
             # a task, not scattered data: Dask's memory manager keeps one copy of scattered data, and a
             # worker that dies with it loses it for good (every render task then fails as "forgotten");
-            # a task's result is computed again from the task, which holds the bytes
-            self._bundle_future = self.client.submit(
-                _template_bundle, self.bundle, key=f"invoicer-templates-{uuid.uuid4().hex}")
+            # a task's result is computed again from the task, which holds the bytes.
+            # Published under its key rather than passed to the render tasks as a dependency: Dask places a
+            # task on a worker that holds its dependencies, so every batch went to the one worker holding the
+            # templates and the others only got what work stealing moved later (measured: one worker
+            # rendered twice as many documents as the other, which sat idle). A worker fetches the bundle once
+            # (_bundle_here) and keeps it; the tasks, without dependencies, go to whichever worker is free.
+            name = f"invoicer-templates-{uuid.uuid4().hex}"
+            self._bundle_future = self.client.submit(_template_bundle, self.bundle, key=name)
+            self.client.publish_dataset(**{name: self._bundle_future})
+            self._bundle_ref = BundleRef(hashlib.sha256(self.bundle).hexdigest(), name)
         threads = sum(self.client.nthreads().values()) or 1
         max_batch = self.batch or MAX_BATCH
         # two batches per worker thread: one rendering, the next already there when it ends
@@ -374,10 +487,14 @@ class DaskExecutor:
             if not size:
                 return False
             part = docs[start:start + size]
-            # retries: a task whose worker died is run again elsewhere and gives the same bytes
+            # retries: a task whose worker died is run again elsewhere and gives the same bytes.
+            # priority: in order of the documents. Dask's own order among tasks submitted one by one is not
+            # theirs (measured: a worker ran the run's first, 12-document batch after every later one, and
+            # the other worker sat idle meanwhile); in order, the guided sizes keep the workers even, and
+            # the batch this loop waits for next is the one that ends first.
             pending.append(([doc_file_key(d) for d in part], self.client.submit(
-                render_batch, part, self._bundle_future, self._expected, self._probe,
-                key=f"invoicer-render-{batch}-{start}", retries=2)))
+                render_batch, part, self._bundle_ref, self._expected, self._probe,
+                key=f"invoicer-render-{batch}-{start}", retries=2, priority=-start)))
             start, in_flight = start + size, in_flight + size
             return True
 
@@ -402,6 +519,12 @@ class DaskExecutor:
                 fut.cancel()
 
     def close(self) -> None:
+        import contextlib
+
+        if self._bundle_future is not None:
+            with contextlib.suppress(Exception):  # a cluster already gone keeps nothing
+                self.client.unpublish_dataset(self._bundle_ref.name)
+            self._bundle_future = None
         if self._own:
             self.client.close()
 
