@@ -14,6 +14,8 @@ from openpyxl import Workbook
 from invoicer import pricebook
 from invoicer.pipeline import price_roster
 
+from . import pdfstub
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "roster.xlsx"
 # a fresh interpreter: only where its start is the point (what a package imports) or its resources are read from
@@ -98,11 +100,36 @@ def book():
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory):
     """The bundled sample billed once per test process, as ``(out folder, CliResult)``: tests read it, and copy
-    it (shutil.copytree) to change it. No pool: test_pdf covers the pool's bytes."""
+    it (shutil.copytree) to change it. No pool: test_pdf covers the pool's bytes. Real PDFs, never the stub:
+    this is the suite's whole run of the shipped product through the CLI."""
     out = tmp_path_factory.mktemp("sample")
     r = run_cli("run", SAMPLE, "--period", "2026-10", "--out", out, "--workers", "1")
     assert r.returncode == 1, r.stderr  # the sample has deliberately bad rows
+    assert not pdfstub.is_stub((out / "invoices" / "SZTY-2026-000001.pdf").read_bytes())
     return out, r
+
+
+@contextlib.contextmanager
+def stubbed_render():
+    """Within it, PDFs are made by tests/pdfstub.py (the page's HTML from the real template, no layout), in
+    this process and in the real processes tests/realproc.py starts; for fixtures of any scope."""
+    from invoicer.render import pdf
+
+    from . import realproc
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pdf.Renderer, "render", pdfstub.render)
+        mp.setattr(realproc, "STUB_RENDER", True)
+        yield
+
+
+@pytest.fixture
+def stub_render():
+    """PDFs without layout for this test (tests/pdfstub.py), for tests whose assertions never read what a PDF
+    shows: numbering, re-runs, crashes, tampering, the watcher's claims. Rendering stays real in a worker pool
+    (``--workers`` over 1 with 4 documents or more) and on Dask, which the stub does not reach."""
+    with stubbed_render():
+        yield
 
 
 @pytest.fixture

@@ -14,6 +14,9 @@ What stays a plain ``subprocess`` (``conftest.INVOICER``): a test about the inte
 a package imports), one about a killed run's PDF workers and resource tracker (test_template_trust), and the
 corpus child, whose peak memory is also read from outside (``RUSAGE_CHILDREN``).
 
+Under ``conftest.stubbed_render`` (``STUB_RENDER``) the child renders with tests/pdfstub.py, as the test's
+own process does meanwhile, so a test never mixes stub and real PDFs.
+
 ``REALPROC_CPU_LOG=FILE``: the zygote appends each child's CPU seconds and the test that started it (to see
 where the suite's time goes; the children are not the test process's, so its own accounting misses them).
 
@@ -37,13 +40,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# on (conftest.stubbed_render): the commands started meanwhile render with tests/pdfstub.py
+STUB_RENDER = False
 PIPE, DEVNULL = subprocess.PIPE, subprocess.DEVNULL
 # what a command may import; importing them here is what the children no longer pay
 # (not invoicer.cli itself: ``-m`` runs it as __main__, and it imports nothing heavy)
 PRELOAD = ("invoicer.pipeline", "invoicer.render.pdf", "weasyprint", "invoicer.render.executor",
            "invoicer.render.summary", "invoicer.render.fapiao", "invoicer.publish", "invoicer.publish_fapiao",
            "invoicer.verify", "invoicer.watch.service", "watchdog.observers", "watchdog.observers.polling",
-           "openpyxl")
+           "openpyxl", "tests.pdfstub")
 
 
 # -- the test's side -----------------------------------------------------------------------------------------
@@ -67,7 +72,7 @@ class _Zygote:
             err = _stream(stderr, stem.with_suffix(".err"))
             request = {"module": "invoicer.cli", "test": os.environ.get("PYTEST_CURRENT_TEST", ""), "argv": [str(a) for a in args], "cwd": str(cwd or ROOT),
                        "env": dict(os.environ if env is None else env), "stdout": out, "stderr": err,
-                       "status": str(stem.with_suffix(".status"))}
+                       "status": str(stem.with_suffix(".status")), "stub_render": STUB_RENDER}
             self.proc.stdin.write(json.dumps(request).encode() + b"\n")
             self.proc.stdin.flush()
             reply = self.proc.stdout.readline()
@@ -238,6 +243,8 @@ def _child(request: dict) -> None:
         sys.stdin, sys.stdout, sys.stderr = streams
         sys.__stdin__, sys.__stdout__, sys.__stderr__ = streams
         sys.argv = ["-m", *request["argv"]]
+        if request.get("stub_render"):  # the test runs under conftest.stubbed_render: so does the command
+            sys.modules["tests.pdfstub"].install()
     except BaseException:  # noqa: BLE001 - the child could not be set up: say so and end it
         import traceback
 

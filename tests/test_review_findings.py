@@ -24,6 +24,9 @@ from invoicer.cli import main
 from .conftest import SAMPLE, cust, write_roster
 
 D = dt.date
+# no assertion here reads what a PDF shows: PDFs without layout (tests/pdfstub.py); the shared sample run
+# (conftest.sample_run) is rendered for real
+pytestmark = pytest.mark.usefixtures("stub_render")
 
 
 def cli(*args):

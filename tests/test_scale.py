@@ -85,6 +85,7 @@ def _pdfs(out: Path) -> dict[str, str]:
             for p in out.rglob("*.pdf") if not p.relative_to(out).as_posix().startswith(".")}
 
 
+@pytest.mark.usefixtures("stub_render")  # files compared by hash: PDFs without layout
 def test_a_no_op_rerun_parses_no_snapshot_and_reads_no_pdf(tmp_path, small_roster, monkeypatch):
     out, roster = tmp_path / "out", small_roster()
     first = pipeline.run(_opts(roster, out))
@@ -112,6 +113,7 @@ def test_a_no_op_rerun_parses_no_snapshot_and_reads_no_pdf(tmp_path, small_roste
     assert len(dry.plan.unchanged) == 3 and calls["load"] == 0
 
 
+@pytest.mark.usefixtures("stub_render")  # files compared by hash: PDFs without layout
 def test_a_file_edited_behind_the_runs_back_is_restored_even_with_its_mtime_put_back(tmp_path, small_roster):
     out = tmp_path / "out"
     pipeline.run(_opts(small_roster(), out))
@@ -127,6 +129,7 @@ def test_a_file_edited_behind_the_runs_back_is_restored_even_with_its_mtime_put_
     assert _pdfs(out) == before
 
 
+@pytest.mark.usefixtures("stub_render")  # files compared by hash: PDFs without layout
 def test_a_run_that_loses_the_race_renders_again_with_the_right_numbers(tmp_path, monkeypatch):
     from invoicer.render import executor as ex
 
@@ -302,6 +305,7 @@ def test_the_summary_is_byte_identical_whatever_the_clock_says(book):
     assert made[0] == made[1]
 
 
+@pytest.mark.usefixtures("stub_render")  # files compared by hash: PDFs without layout
 def test_a_run_killed_before_its_commit_leaves_only_a_staging_folder_which_the_next_run_sweeps(tmp_path,
                                                                                                small_roster):
     from . import realproc

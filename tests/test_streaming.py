@@ -14,7 +14,7 @@ import pytest
 
 from invoicer import documents, pipeline, pricebook, publish
 from invoicer.pipeline import RunOptions, run
-from invoicer.render import fapiao, pdf, summary
+from invoicer.render import fapiao, summary
 
 from .conftest import change, cust, write_roster
 
@@ -33,13 +33,6 @@ def _month(tmp_path: Path, name: str, n: int = 13, drop: tuple = (), more_seats:
         else:  # due for renewal: a notice
             customers.append(cust(cid, D(2025, 11, 1 + i), 4))
     return write_roster(tmp_path / name, customers, changes)
-
-
-@pytest.fixture
-def stub_render(monkeypatch):
-    """Rendering replaced by a stub (deterministic bytes from the document), in this process (workers=1)."""
-    monkeypatch.setattr(pdf.Renderer, "__init__", lambda self, templates_dir=None, time_limit=None: None)
-    monkeypatch.setattr(pdf.Renderer, "render", lambda self, doc: b"%PDF-stub " + pipeline._render_key(doc).encode())
 
 
 def _run(roster: Path, out: Path, amend=False) -> pipeline.RunReport:

@@ -25,9 +25,12 @@ import pytest
 from invoicer.cli import main
 from invoicer.pipeline import RunOptions, run
 
-from .conftest import change, cust, write_roster
+from .conftest import change, cust, stubbed_render, write_roster
 
 D = dt.date
+# verify compares files by hash and re-derives amounts from the ledger's snapshots, never from a PDF's text: the
+# folders are rendered without layout (tests/pdfstub.py)
+pytestmark = pytest.mark.usefixtures("stub_render")
 PERIOD = "2026-10"
 
 
@@ -51,12 +54,13 @@ def built(tmp_path_factory):
     base = tmp_path_factory.mktemp("tamper")
     first, amended = _roster(base / "r1.xlsx", 2), _roster(base / "r2.xlsx", 3)
     out = base / "folder"
-    for roster, amend in ((first, False), (amended, True)):
-        report = run(RunOptions(roster=roster, period=PERIOD, out=out, amend=amend, workers=1, progress=False,
-                                owner="reseller1"))
-        assert report.rejects == []
-    other = base / "other"
-    run(RunOptions(roster=amended, period=PERIOD, out=other, workers=1, progress=False))
+    with stubbed_render():  # module-scoped: made before the tests' own stub_render
+        for roster, amend in ((first, False), (amended, True)):
+            report = run(RunOptions(roster=roster, period=PERIOD, out=out, amend=amend, workers=1, progress=False,
+                                    owner="reseller1"))
+            assert report.rejects == []
+        other = base / "other"
+        run(RunOptions(roster=amended, period=PERIOD, out=other, workers=1, progress=False))
     return SimpleNamespace(base=base, out=out, other=other)
 
 

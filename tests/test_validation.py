@@ -293,6 +293,7 @@ def test_a_limit_is_raised_by_its_environment_variable(tmp_path, monkeypatch, bo
     assert limits.Limits().rows == 500_000 and ".csv" in limits.ROSTER_SUFFIXES
 
 
+@pytest.mark.usefixtures("stub_render")  # the CSV input path; PDFs without layout
 def test_a_csv_pair_runs_and_verifies_clean(tmp_path):
     from .corpus import base_sheets, write_csv_dir
 

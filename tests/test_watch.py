@@ -19,6 +19,9 @@ from . import realproc
 from .conftest import ROOT, cust, run_cli, write_roster
 
 D = dt.date
+# the watcher's claims and exactly-once billing; no assertion reads what a PDF shows: PDFs without layout, in
+# the watcher processes too (tests/pdfstub.py)
+pytestmark = pytest.mark.usefixtures("stub_render")
 # every file a test drops is complete before a watcher sees it (written aside, then renamed: drop()), so a short
 # settle changes nothing but the wait; the test of a file still being written sets its own (--settle 1)
 FAST = ["--settle", "0.1", "--rescan", "1", "--workers", "1"]

@@ -31,6 +31,8 @@ from .test_watch import (
 )
 
 D = dt.date
+# no assertion here reads what a PDF shows: PDFs without layout, in the watcher processes too (tests/pdfstub.py)
+pytestmark = pytest.mark.usefixtures("stub_render")
 
 
 def watch_once(root: Path, log: Path, *extra) -> subprocess.CompletedProcess:
