@@ -10,3 +10,9 @@ def _doctest_names(doctest_namespace):
 
     doctest_namespace["np"] = np
     doctest_namespace["BOOK"] = load_default()
+
+
+# Not collected for doctests (it has none): importing it makes the importing process ignore SIGTERM, as the PDF
+# pool's server must, and a test process would pass that on to every process it starts (a test's SIGTERM to a
+# run was ignored, and the run went on to its end).
+collect_ignore = ["invoicer/render/_forkserver.py"]

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 from openpyxl import load_workbook
 
-from . import realproc
+from . import pdfstub, realproc
 from .conftest import ROOT, change, cust, run_cli, write_roster
 
 D = dt.date
@@ -389,3 +389,16 @@ def test_out_under_a_file_is_refused_before_anything_is_issued(tmp_path, roster)
     r = cli("run", roster(), "--period", "2026-10", "--out", blocker / "2026-10", "--ledger", ledger)
     assert r.returncode == 2 and f"--out lies under a file ({blocker})" in one_line(r)
     assert not ledger.exists()
+
+
+def test_the_pdf_stub_gives_a_real_process_the_same_bytes_as_this_one(tmp_path):
+    """tests/pdfstub.py (test_pdfstub) reaches the processes tests/realproc.py starts: a test never mixes stub
+    and real PDFs."""
+    roster = write_roster(tmp_path / "r.xlsx", [cust("A", D(2026, 10, 3), 5)])
+    child = realproc.run(["run", roster, "--period", "2026-10", "--out", tmp_path / "child", "--workers", "1"],
+                         cwd=ROOT)
+    assert child.returncode == 0, child.stderr
+    assert run_cli("run", roster, "--period", "2026-10", "--out", tmp_path / "here").returncode == 0
+    name = "invoices/QQ-2026-000001.pdf"
+    mine = (tmp_path / "here" / name).read_bytes()
+    assert pdfstub.is_stub(mine) and (tmp_path / "child" / name).read_bytes() == mine

@@ -1,6 +1,7 @@
 """The tests' PDF stub (tests/pdfstub.py) is faithful where the tests that use it rely on it: the same document
-gives the same bytes, in this process and in a real one; whatever would change a real PDF (a printed field,
-the number, the template, the stylesheet) changes the stub's bytes; a template's failure is the real one."""
+gives the same bytes (in a real process too: test_ledger, whose worker has tests/realproc.py's helper process
+already); whatever would change a real PDF (a printed field, the number, the template, the stylesheet) changes
+the stub's bytes; a template's failure is the real one."""
 from __future__ import annotations
 
 import datetime as dt
@@ -11,8 +12,8 @@ import pytest
 from invoicer.errors import InvoicerError
 from invoicer.render.pdf import DEFAULT_TEMPLATES, Renderer
 
-from . import pdfstub, realproc
-from .conftest import ROOT, cust, run_cli, write_roster
+from . import pdfstub
+from .conftest import cust
 
 D = dt.date
 
@@ -44,13 +45,3 @@ def test_the_same_document_gives_the_same_bytes_and_any_printed_change_other_byt
     with pytest.raises(InvoicerError, match="cannot render QQ-2026-000001"):
         Renderer(tpl).render(doc)
 
-
-def test_a_real_process_started_meanwhile_gives_the_same_bytes(tmp_path, stub_render):
-    roster = write_roster(tmp_path / "r.xlsx", [cust("A", D(2026, 10, 3), 5)])
-    child = realproc.run(["run", roster, "--period", "2026-10", "--out", tmp_path / "child", "--workers", "1"],
-                         cwd=ROOT)
-    assert child.returncode == 0, child.stderr
-    assert run_cli("run", roster, "--period", "2026-10", "--out", tmp_path / "here").returncode == 0
-    name = "invoices/QQ-2026-000001.pdf"
-    mine = (tmp_path / "here" / name).read_bytes()
-    assert pdfstub.is_stub(mine) and (tmp_path / "child" / name).read_bytes() == mine

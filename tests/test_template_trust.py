@@ -381,6 +381,7 @@ def test_no_worker_or_resource_tracker_outlives_a_killed_run(tmp_path, sig):
         proc.send_signal(sig)
     finally:
         proc.wait(30)
+    assert proc.returncode == -sig  # killed by it, not ended of itself (a test process once passed on SIGTERM ignored)
     assert workers() >= 3, seen
     gone_by = time.monotonic() + 30  # a worker still importing WeasyPrint on a loaded machine checks at its start
     while any(_alive(p) for p in seen) and time.monotonic() < gone_by:
