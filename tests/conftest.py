@@ -27,15 +27,14 @@ CUSTOMER_HEADERS = ["customer_id", "name", "opened_on", "seats", "paid_through",
 CHANGE_HEADERS = ["customer_id", "date", "type", "seats", "reference"]
 
 
-# Modules whose tests take longest (real processes, the corpus, the Dask cluster), run first: with xdist
-# (``--dist loadfile``, pyproject.toml) a long module that starts last decides when the suite ends. xdist hands
-# each of the N workers (make test: 4) two modules at the start, the k-th and the (N+k)-th of this list, so the
-# first four are the longest and the next four come in reverse order of length (longest with shortest);
-# measured with ``make test`` on 2 cores: watch ~40 s, ledger, scale, template_trust ~30-35 s, watch_hostile,
-# corpus ~25-30 s, review_findings with golden ~20 s, review_session5 ~15 s.
-SLOW_FIRST = ("test_watch.py", "test_ledger.py", "test_scale.py", "test_template_trust.py",
-              "test_review_session5.py", "test_review_findings.py", "test_corpus.py", "test_watch_hostile.py",
-              "test_pdf.py", "test_golden.py")
+# Modules whose tests take longest (real processes, the corpus, the Dask cluster), longest first: with xdist
+# (``--dist loadfile``, pyproject.toml) each worker takes the next module of the queue when it has two tests
+# left, so a long module that starts last decides when the suite ends. Measured with ``make test`` on 2 busy
+# cores: watch ~40 s, scale and ledger ~35-40 s, template_trust ~30 s, corpus and watch_hostile ~25-30 s,
+# review_findings with golden ~20 s, pdf ~17 s, review_session5 ~10-15 s, properties ~10 s.
+SLOW_FIRST = ("test_watch.py", "test_scale.py", "test_ledger.py", "test_template_trust.py", "test_corpus.py",
+              "test_watch_hostile.py", "test_review_findings.py", "test_golden.py", "test_pdf.py",
+              "test_review_session5.py", "test_properties.py")
 
 
 def pytest_collection_modifyitems(items):
