@@ -387,3 +387,29 @@ def test_no_worker_or_resource_tracker_outlives_a_killed_run(tmp_path, sig):
     while any(_alive(p) for p in seen) and time.monotonic() < gone_by:
         time.sleep(0.1)
     assert [c for p, c in seen.items() if _alive(p)] == []
+
+
+def test_compiled_templates_are_reused_only_for_the_same_source(tpl, docs, monkeypatch):
+    compiled = []
+    real = pdf.TemplateSandbox.compile
+
+    def counting(self, source, name=None, filename=None, *a, **kw):
+        compiled.append(name)
+        return real(self, source, name, filename, *a, **kw)
+
+    monkeypatch.setattr(pdf.TemplateSandbox, "compile", counting)
+    first = Renderer(tpl).html(docs["invoice"])
+    check_templates(tpl)
+    assert sorted(set(compiled)) == ["_parties.html.j2", "invoice.html.j2", "notice.html.j2"]
+    compiled.clear()
+    check_templates(tpl)
+    assert Renderer(tpl).html(docs["invoice"]) == first and compiled == []  # another run: compiled once
+    with_body(tpl, "<p>EDITED-MARK</p>")  # the same file, changed: compiled anew
+    assert "EDITED-MARK" in Renderer(tpl).html(docs["invoice"]) and compiled == ["invoice.html.j2"]
+    parties = tpl / "_parties.html.j2"
+    parties.write_text(parties.read_text(encoding="utf-8") + "PARTIES-MARK", encoding="utf-8")
+    assert "PARTIES-MARK" in Renderer(tpl).html(docs["invoice"])  # an included file too
+    (tpl / "invoice.html.j2").write_text("{% if %}", encoding="utf-8")
+    with pytest.raises(InvoicerError) as err:
+        check_templates(tpl)  # a broken version of a file whose good version was kept is still refused
+    assert err.value.exit_code == 2
