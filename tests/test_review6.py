@@ -61,7 +61,7 @@ def cluster():
 
 
 def _templates_gone(client_cls, real):
-    def publish(self, *args, **kwargs):  # noqa: ARG001  # another client unpublished the run's templates (or never saw them)
+    def publish(self, *args, **kwargs):  # another client unpublished the run's templates (or never saw them)
         return None
     return publish
 
@@ -107,8 +107,8 @@ def test_a_document_that_kills_every_worker_stops_the_run_with_one_line(tmp_path
 
 
 @pytest.mark.xfail(strict=True, reason="DaskExecutor.close() calls unpublish_dataset on a client whose scheduler "
-                   "is gone: the client retries its connection for its whole timeout (20 s from the CLI) before the suppressed error (a run "
-                   "whose scheduler died, or Ctrl-C, waits that long for its one line)")
+                   "is gone: the client retries its connection for its whole timeout (20 s from the CLI) before the "
+                   "suppressed error (a run whose scheduler died, or Ctrl-C, waits that long for its one line)")
 def test_closing_after_the_scheduler_died_is_quick(tmp_path):
     import signal
     import socket
