@@ -31,7 +31,7 @@ from collections import deque
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from ..errors import InputError
+from ..errors import InputError, InvoicerError
 
 DASK_PREFIX = "dask:"
 
@@ -215,9 +215,14 @@ def _bundle_here(bundle: bytes | BundleRef) -> bytes:
         from distributed import worker_client
 
         with worker_client() as client:
-            data = client.get_dataset(bundle.name).result()
+            try:
+                data = client.get_dataset(bundle.name).result()
+            except KeyError:
+                raise ClusterRenderFailed(f"the run's templates are no longer published on the Dask scheduler "
+                                          f"({bundle.name}: another client of the cluster removed them)") from None
         if hashlib.sha256(data).hexdigest() != bundle.digest:
-            raise RuntimeError(f"the Dask scheduler returned other templates for {bundle.name}")
+            raise ClusterRenderFailed(f"the Dask scheduler holds other templates under {bundle.name} than this run "
+                                      f"published (another client of the cluster replaced them): nothing rendered")
         _bundles[bundle.digest] = data
     return data
 
@@ -380,6 +385,11 @@ class FingerprintMismatch(InputError):
     """A Dask worker would render different bytes than this machine: refuse to render there."""
 
 
+class ClusterRenderFailed(InputError):
+    """Rendering on the Dask cluster failed (a task that failed on every try, templates the workers cannot
+    fetch): one line, exit 2, before anything is recorded."""
+
+
 def compare_fingerprints(driver: dict[str, str], workers: dict[str, dict[str, str]]) -> None:
     """Raise FingerprintMismatch (one line) for the first worker whose fingerprint differs."""
     for addr, fp in sorted(workers.items()):
@@ -424,7 +434,7 @@ class DaskExecutor:
                 client = Client(address, timeout=connect_timeout_s, set_as_default=False)
             except (OSError, TimeoutError) as exc:
                 raise InputError(f"--executor dask:{address}: cannot reach the Dask scheduler ({exc})") from None
-        self.client = client
+        self.client, self.address = client, address
         self.window, self.batch = window, batch
         self._checked = False
         self._expected: dict | None = None
@@ -503,7 +513,15 @@ class DaskExecutor:
                 pass
             while pending:
                 keys, fut = pending.popleft()
-                results = fut.result()
+                try:
+                    results = fut.result()
+                except InvoicerError:
+                    raise  # a worker's refusal (FingerprintMismatch) or a template's error, as it was raised
+                except Exception as exc:  # noqa: BLE001 - KilledWorker, a lost scheduler...: one line, no traceback
+                    raise ClusterRenderFailed(
+                        f"rendering on the Dask cluster {self.address} failed for {keys[0]}"
+                        f"{'..' + keys[-1] if len(keys) > 1 else ''} ({type(exc).__name__}: "
+                        f"{' '.join(str(exc).split())[:200]}); nothing was issued") from None
                 fut.release()
                 in_flight -= len(keys)
                 if [r[0] for r in results] != keys or any(hashlib.sha256(data).hexdigest() != digest
@@ -522,8 +540,11 @@ class DaskExecutor:
         import contextlib
 
         if self._bundle_future is not None:
-            with contextlib.suppress(Exception):  # a cluster already gone keeps nothing
-                self.client.unpublish_dataset(self._bundle_ref.name)
+            # a cluster already gone keeps nothing; and a client whose scheduler died would wait out its whole
+            # connect timeout (20 s) before failing, delaying the run's one line
+            if self.client.status == "running":
+                with contextlib.suppress(Exception):
+                    self.client.unpublish_dataset(self._bundle_ref.name)
             self._bundle_future = None
         if self._own:
             self.client.close()
