@@ -62,6 +62,12 @@ class _PC:  # a tornado PeriodicCallback's part the tuning uses
     def stop(self):
         self.running = False
 
+    def start(self):
+        self.running = True
+
+    def is_running(self):
+        return self.running
+
 
 class _Server:
     def __init__(self, **pcs):
@@ -98,6 +104,24 @@ def test_the_scheduler_keeps_its_system_monitor_and_a_server_is_told_apart_by_it
     other = _Server(tick=20)  # a worker reached by mistake is left to _tune_worker
     ex._quiet_server(dask_worker=other)
     assert other.periodic_callbacks["tick"].running
+
+
+def test_the_last_run_to_end_puts_a_servers_monitoring_back_as_it_was():
+    class Scheduler(_Server):
+        pass
+
+    sched = Scheduler(tick=20, ticks=1000, monitor=500)
+    sched.periodic_callbacks["ticks"].stop()  # an operator had stopped this one
+    ex._quiet_server(dask_scheduler=sched)
+    ex._quiet_server(dask_scheduler=sched)  # a second run on the same cluster
+    ex._loud_server(dask_scheduler=sched)  # the first run ends: the second still renders
+    assert not sched.periodic_callbacks["tick"].running
+    ex._loud_server(dask_scheduler=sched)  # the last one ends
+    pcs = sched.periodic_callbacks
+    assert (pcs["tick"].running, pcs["ticks"].running, pcs["monitor"].running) == (True, False, True)
+    assert [pc.callback_time for pc in pcs.values()] == [20, 1000, 500]
+    ex._loud_server(dask_scheduler=sched)  # a run that never quieted it (or a killed driver's leftover): no-op
+    assert pcs["tick"].running
 
 
 def test_a_render_task_takes_the_templates_as_bytes_or_by_reference_to_a_worker_copy(probe_and_bundle, monkeypatch):

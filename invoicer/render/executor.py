@@ -365,8 +365,41 @@ def _quiet_server(dask_worker=None, dask_scheduler=None) -> None:
     every 100 ms, so a worker past 95% of its limit is restarted up to 0.4 s later."""
     server = dask_scheduler if dask_scheduler is not None else dask_worker  # a server gets itself as both
     kind = type(server).__name__.lower()
-    if kind in ("scheduler", "nanny"):
+    if kind not in ("scheduler", "nanny"):
+        return
+    # counted: the first run to quiet a server records how its callbacks were, the last to end puts them back
+    # (_loud_server), so a shared cluster's monitoring is only changed while runs render on it (a driver that
+    # is killed never ends: its quieting lasts until the server restarts)
+    state = getattr(server, "_invoicer_quiet", None)
+    if state is None:
+        stop, slower = _QUIET[kind]
+        saved = {}
+        for name in (*stop, *slower):
+            pc = server.periodic_callbacks.get(name)
+            if pc is not None:
+                saved[name] = (pc.is_running(), pc.callback_time)
+        state = server._invoicer_quiet = [0, saved]
         _quiet(server, kind)
+    state[0] += 1
+
+
+def _loud_server(dask_worker=None, dask_scheduler=None) -> None:
+    """At the end of a run that quieted this scheduler or nanny (_quiet_server): the last such run puts its
+    callbacks back as they were (running or not, and how often)."""
+    server = dask_scheduler if dask_scheduler is not None else dask_worker
+    state = getattr(server, "_invoicer_quiet", None)
+    if state is None:
+        return
+    state[0] -= 1
+    if state[0] > 0:
+        return
+    del server._invoicer_quiet
+    for name, (running, ms) in state[1].items():
+        pc = server.periodic_callbacks.get(name)
+        if pc is not None:
+            pc.callback_time = ms
+            if running and not pc.is_running():
+                pc.start()
 
 
 def _template_bundle(bundle: bytes) -> bytes:
@@ -545,6 +578,11 @@ class DaskExecutor:
             if self.client.status == "running":
                 with contextlib.suppress(Exception):
                     self.client.unpublish_dataset(self._bundle_ref.name)
+        if self._checked and self.client.status == "running":  # the scheduler's and nannies' monitoring back
+            with contextlib.suppress(Exception):
+                self.client.run_on_scheduler(_loud_server)
+            with contextlib.suppress(Exception):
+                self.client.run(_loud_server, nanny=True, on_error="ignore")
             self._bundle_future = None
         if self._own:
             self.client.close()
