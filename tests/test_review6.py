@@ -1,6 +1,6 @@
 """What an attacker's review of the Dask and memory changes found (each failed before its fix): a no-op re-run on a
-full disk writes nothing; a failure inside a Dask render task is one line and exit 2; closing after the scheduler
-died is quick."""
+full disk writes nothing; closing after the scheduler died is quick. (A failure inside a Dask render task is one
+line and exit 2: tests/test_scale.py, beside the other tests on its cluster.)"""
 from __future__ import annotations
 
 import contextlib
@@ -49,55 +49,6 @@ def test_a_no_op_rerun_on_a_full_disk_writes_nothing_and_succeeds(tmp_path, rost
     assert r.returncode == 0, r.stderr
     assert "0 new, 2 unchanged" in r.stdout
     assert outputs() == before
-
-
-# -- Dask: a failure inside a render task is one line and an exit code, never a traceback --------------------
-@pytest.fixture(scope="module")
-def cluster():
-    distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0",
-                                  silence_logs=50) as c:
-        yield c
-
-
-def _templates_gone(client_cls, real):
-    def publish(self, *args, **kwargs):  # another client unpublished the run's templates (or never saw them)
-        return None
-    return publish
-
-
-def _templates_replaced(client_cls, real):
-    def publish(self, *args, **kwargs):  # another client on the cluster publishes other bytes under the name
-        real(self, *args, **kwargs)
-        (name, _), = kwargs.items()
-        real(self, **{name: self.submit(lambda: b"other templates", key=name + "-other")}, override=True)
-    return publish
-
-
-@pytest.mark.parametrize("tamper", [_templates_gone, _templates_replaced], ids=["gone", "replaced"])
-def test_templates_the_workers_cannot_fetch_stop_the_run_with_one_line(tmp_path, cluster, roster, monkeypatch,
-                                                                       tamper):
-    import distributed
-
-    monkeypatch.setattr(distributed.Client, "publish_dataset",
-                        tamper(distributed.Client, distributed.Client.publish_dataset))
-    out = tmp_path / "out"
-    r = cli("run", roster, "--period", "2026-10", "--out", out, "--executor", f"dask:{cluster.scheduler_address}")
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: ")
-    assert "Dask" in r.stderr and not list(out.rglob("*.pdf"))
-
-
-def test_a_document_that_kills_every_worker_stops_the_run_with_one_line(tmp_path, cluster, roster, monkeypatch):
-    import os
-
-    from invoicer.render import executor as ex
-
-    # pickled by value (a lambda): the workers run it instead of the real task
-    monkeypatch.setattr(ex, "render_batch", lambda *a, **k: os._exit(1))
-    out = tmp_path / "out"
-    r = cli("run", roster, "--period", "2026-10", "--out", out, "--executor", f"dask:{cluster.scheduler_address}")
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: ")
-    assert "Dask" in r.stderr and not list(out.rglob("*.pdf"))
 
 
 def test_closing_after_the_scheduler_died_is_quick(tmp_path):

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import os
 import random
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from invoicer.pricing.engine import price_period
 from invoicer.roster import read_roster
 from invoicer.validate import validate
 
-from .conftest import SAMPLE, change, cust, write_roster
+from .conftest import SAMPLE, change, cust, run_cli, write_roster
 from .reference_documents import old_build_invoices, old_build_notices
 
 D = dt.date
@@ -258,6 +259,53 @@ def test_a_worker_that_would_render_differently_stops_the_run_with_exit_2(tmp_pa
     assert not list(out.rglob("*.pdf"))
     db = sqlite3.connect(out / "ledger.sqlite")
     assert db.execute("SELECT COUNT(*) FROM documents").fetchone()[0] == 0
+
+
+def _templates_gone(real):
+    def publish(self, *args, **kwargs):  # another client unpublished the run's templates (or never saw them)
+        return None
+    return publish
+
+
+def _templates_replaced(real):
+    def publish(self, *args, **kwargs):  # another client on the cluster publishes other bytes under the name
+        real(self, *args, **kwargs)
+        (name, _), = kwargs.items()
+        real(self, **{name: self.submit(lambda: b"other templates", key=name + "-other")}, override=True)
+    return publish
+
+
+@pytest.mark.parametrize("tamper", [_templates_gone, _templates_replaced], ids=["gone", "replaced"])
+def test_templates_the_workers_cannot_fetch_stop_the_run_with_one_line(tmp_path, cluster, small_roster,
+                                                                       monkeypatch, tamper):
+    import distributed
+
+    from invoicer.render.pdf import DEFAULT_TEMPLATES
+
+    monkeypatch.setattr(distributed.Client, "publish_dataset", tamper(distributed.Client.publish_dataset))
+    # templates no worker has seen (a worker keeps each bundle it fetched, by SHA-256, and never fetches it again)
+    tpl = tmp_path / "tpl"
+    shutil.copytree(DEFAULT_TEMPLATES, tpl)
+    (tpl / "unseen.txt").write_text(str(tmp_path), encoding="utf-8")
+    out = tmp_path / "out"
+    r = run_cli("run", small_roster(), "--period", "2026-10", "--out", out, "--templates", tpl,
+                "--executor", f"dask:{cluster.scheduler_address}")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: ")
+    assert "Dask" in r.stderr and not list(out.rglob("*.pdf"))
+
+
+def test_a_document_that_kills_every_worker_stops_the_run_with_one_line(tmp_path, cluster, small_roster,
+                                                                         monkeypatch):
+    """Last of the module's cluster tests: its workers die (their nannies start new ones)."""
+    from invoicer.render import executor as ex
+
+    # pickled by value (a lambda): the workers run it instead of the real task
+    monkeypatch.setattr(ex, "render_batch", lambda *a, **k: os._exit(1))
+    out = tmp_path / "out"
+    r = run_cli("run", small_roster(), "--period", "2026-10", "--out", out,
+                "--executor", f"dask:{cluster.scheduler_address}")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: ")
+    assert "Dask" in r.stderr and not list(out.rglob("*.pdf"))
 
 
 @pytest.mark.parametrize("spec", ["dask:", "dask:nowhere", "spark://x:1", "dask:tcp://"])
