@@ -164,10 +164,17 @@ def line_dicts(lines: pd.DataFrame, book: PriceBook) -> list[Line]:
 SNAPSHOT_KEYS = ("customer_id", "name", "qq_number", "email", "address", "tax_id")
 
 
-def customer_snapshots(customers: pd.DataFrame, ids: list[str]) -> list[Customer]:
-    """The customer snapshot of each id (its first valid roster row), looked up for all ids at once."""
-    by_id = customers.loc[customers["valid"]].drop_duplicates("customer_id").set_index("customer_id")
-    rows = by_id.reindex(ids)
+def first_valid_rows(customers: pd.DataFrame, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Each customer's first valid roster row, indexed by customer id: the row its documents and its e-fapiao
+    columns are read from (only ``columns`` of it, when given)."""
+    rows = customers.loc[customers["valid"], ["customer_id", *columns] if columns else slice(None)]
+    return rows.drop_duplicates("customer_id").set_index("customer_id")
+
+
+def customer_snapshots(customers: pd.DataFrame, ids: list[str], by_id: pd.DataFrame | None = None) -> list[Customer]:
+    """The customer snapshot of each id (its first valid roster row), looked up for all ids at once. ``by_id``:
+    ``first_valid_rows(customers)`` when the caller already has it (made once, not once per chunk)."""
+    rows = (first_valid_rows(customers) if by_id is None else by_id).reindex(ids)
     cols = [ids] + [rows[k].tolist() if k in rows else [None] * len(ids) for k in SNAPSHOT_KEYS[1:]]
     return [{k: str(v or "") for k, v in zip(SNAPSHOT_KEYS, vals)} for vals in zip(*cols)]
 
@@ -197,10 +204,10 @@ def customer_bounds(lines: pd.DataFrame) -> list[int]:
 
 
 def build_invoices(lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[str], seller: dict,
-                   book: PriceBook, period: str, issue_date: dt.date) -> list[Invoice]:
+                   book: PriceBook, period: str, issue_date: dt.date, by_id: pd.DataFrame | None = None) -> list[Invoice]:
     """One invoice per customer with billable lines (customers in id order, each one's lines in frame order),
     none for customers with a rejected row. Built from the frames: lines converted column by column, totals
-    by one grouped sum, customer snapshots by one lookup."""
+    by one grouped sum, customer snapshots by one lookup (``by_id``: see customer_snapshots)."""
     lines = lines.loc[~lines["customer_id"].isin(blocked)].sort_values("customer_id", kind="stable")
     if lines.empty:
         return []
@@ -213,7 +220,7 @@ def build_invoices(lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[st
     # are never edited in place: a change is a new dict), so a month of invoices costs its own data only
     seller, labels = dict(seller), labels_for("invoice")
     docs = []
-    for i, (cid, snapshot) in enumerate(zip(ids, customer_snapshots(customers, ids))):
+    for i, (cid, snapshot) in enumerate(zip(ids, customer_snapshots(customers, ids, by_id))):
         total, list_total = int(sums.at[cid, "amount_fen"]), int(sums.at[cid, "list_fen"])
         doc = {
             "kind": "invoice", "customer": snapshot, "seller": seller, "lines": items[bounds[i]:bounds[i + 1]],
@@ -240,7 +247,7 @@ class InvoiceSet(Sequence):
         self._starts = customer_bounds(self._lines)
         self.customer_ids: list[str] = self._lines["customer_id"].iloc[self._starts[:-1]].tolist()
         self.total_fen = int(self._lines["amount_fen"].sum())
-        self._customers = customers.loc[customers["valid"]].drop_duplicates("customer_id")
+        self._customers, self._by_id = customers, first_valid_rows(customers)
         self._args = (seller, book, period, issue_date)
         self._cached: tuple[int, list[Invoice]] | None = None
 
@@ -252,7 +259,7 @@ class InvoiceSet(Sequence):
             return self._cached[1]
         first, last = k * self.CHUNK, min((k + 1) * self.CHUNK, len(self))
         rows = self._lines.iloc[self._starts[first]:self._starts[last]]
-        docs = build_invoices(rows, self._customers, set(), *self._args)
+        docs = build_invoices(rows, self._customers, set(), *self._args, by_id=self._by_id)
         self._cached = (k, docs)
         return docs
 

@@ -49,9 +49,11 @@ class BuyerColumns:
         self.rows: dict[str, int] = {}
         self.columns: dict[str, list] = {}
         if "fapiao_kind" in customers:
-            valid = customers.loc[customers["valid"], ["customer_id", *BUYER_COLUMNS]].drop_duplicates("customer_id")
+            from .documents import first_valid_rows
+
+            valid = first_valid_rows(customers, BUYER_COLUMNS)
             self.columns = {k: valid[k].tolist() for k in BUYER_COLUMNS}
-            self.rows = {cid: i for i, cid in enumerate(valid["customer_id"].tolist())}
+            self.rows = {cid: i for i, cid in enumerate(valid.index.tolist())}
 
     def get(self, customer_id: str, default=None):
         i = self.rows.get(customer_id)
