@@ -94,14 +94,6 @@ class Totals:
         return rows
 
 
-def totals_rows(documents) -> list[list]:
-    """Per kind, per tier and grand total, over every line of every document listed."""
-    totals = Totals()
-    for doc in documents:
-        totals.add(doc)
-    return totals.rows()
-
-
 def render_summary(documents, accounts: list[dict], rejects: list[Reject], created: dt.datetime) -> bytes:
     """documents: issued invoices and credit notes of the period (with 'number' and 'status'), in number
     order: a list, or any iterable that can be iterated twice (publish.PeriodBills streams them from the
