@@ -427,18 +427,24 @@ class _CompiledTemplates(jinja2.BytecodeCache):
         from collections import OrderedDict
 
         self._code: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()  # renderers of several threads share it (an eviction between a lookup
+        # and its move to the end would otherwise fail a render)
 
     def load_bytecode(self, bucket) -> None:
-        data = self._code.get(bucket.key)
+        with self._lock:
+            data = self._code.get(bucket.key)
+            if data is not None:
+                self._code.move_to_end(bucket.key)
         if data is not None:
-            self._code.move_to_end(bucket.key)
             bucket.bytecode_from_string(data)  # left empty (compiled again) unless the source's checksum matches
 
     def dump_bytecode(self, bucket) -> None:
-        self._code[bucket.key] = bucket.bytecode_to_string()
-        self._code.move_to_end(bucket.key)
-        while len(self._code) > self.SIZE:
-            self._code.popitem(last=False)
+        data = bucket.bytecode_to_string()
+        with self._lock:
+            self._code[bucket.key] = data
+            self._code.move_to_end(bucket.key)
+            while len(self._code) > self.SIZE:
+                self._code.popitem(last=False)
 
 
 _COMPILED = _CompiledTemplates()
