@@ -371,6 +371,7 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
             ledger.commit()
             _fault_point("after_commit")
             rendered.clear()  # only a retry reads it; publish takes each staged file from ``fresh``
+            priced.input_bytes = b""  # kept in the ledger now; nothing after the commit reads it
             break
         else:
             raise LedgerBusy(f"the ledger {ledger_path}: other runs kept numbering in the series "

@@ -118,6 +118,37 @@ def write_if_different(path: Path, data: bytes) -> bool:
     return True
 
 
+def write_made_if_different(path: Path, make) -> tuple[bool, str]:
+    """``write_if_different`` for a file too big to hold: ``make(f)`` writes the content into a temporary
+    file beside ``path`` (a seekable binary file), which replaces ``path`` atomically only if the bytes
+    differ (both compared by SHA-256, a block at a time). Returns (written, the content's SHA-256)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w+b") as f:
+            make(f)
+            f.flush()
+            f.seek(0)
+            h = hashlib.sha256()
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+            digest = h.hexdigest()
+            if path.is_file() and file_sha256(path) == digest:
+                os.unlink(tmp)
+                return False, digest
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(path.parent)
+    return True, digest
+
+
 def write_json(path: Path, obj) -> bool:
     """Write obj as sorted, indented JSON (the bytes of ``json.dumps(obj, indent=2, ensure_ascii=False,
     sort_keys=True)`` and a newline), atomically and only if the bytes differ; True if written. Encoded a
@@ -146,13 +177,22 @@ STAGING_GLOB = ".staging-*"
 
 
 class StagedFile:
-    """One rendered PDF written to the run's staging folder: where, its SHA-256 and size (hashed as written)."""
+    """One rendered PDF written to the run's staging folder: where, its SHA-256 and size (hashed as written).
+    Compact, since a month of 100,000 documents holds one each until publish: the folder is shared and the
+    path made from the file's number when asked, the digest kept as 32 bytes."""
 
-    __slots__ = ("path", "sha256", "size")
+    __slots__ = ("_root", "_n", "_digest", "size")
 
-    def __init__(self, path: str, sha256: str, size: int):
-        # a str, not a Path: a month of 100,000 documents holds one each until publish
-        self.path, self.sha256, self.size = path, sha256, size
+    def __init__(self, root: str, n: int, digest: bytes, size: int):
+        self._root, self._n, self._digest, self.size = root, n, digest, size
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self._root, f"{self._n:08d}.pdf")
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hex()
 
     def read(self) -> bytes:
         with open(self.path, "rb") as f:
@@ -172,16 +212,17 @@ class Staging:
         out.mkdir(parents=True, exist_ok=True)
         self.root = out / f".staging-{uuid.uuid4().hex}"
         self.root.mkdir()
+        self._root_text = str(self.root)  # one string for every staged file's path
         self._lock = os.open(self.root / "lock", os.O_CREAT | os.O_RDWR, 0o600)
         fcntl.flock(self._lock, fcntl.LOCK_EX)
         self._count = 0
 
     def stage(self, data: bytes) -> StagedFile:
         self._count += 1
-        path = os.path.join(self.root, f"{self._count:08d}.pdf")
-        with open(path, "wb") as f:
+        staged = StagedFile(self._root_text, self._count, hashlib.sha256(data).digest(), len(data))
+        with open(staged.path, "wb") as f:
             f.write(data)
-        return StagedFile(path, sha256(data), len(data))
+        return staged
 
     def make_durable(self) -> None:
         """Flush every staged file to disk at once (before the ledger commits to them, so a power cut after
@@ -340,7 +381,7 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
 
     from .errors import InvoicerError
     from .pricing.dates import month_bounds, to_date
-    from .render.summary import render_summary
+    from .render.summary import write_summary
 
     prefix, period = priced.prefix, opts.period
     for folder in (out, out / "invoices", out / "credit_notes", out / "notices", out / "fapiao"):
@@ -409,11 +450,10 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
         listed = PeriodBills(ledger, listed_refs, cancelled)  # streamed from the ledger, never all in memory
         created = dt.datetime.combine(dt.date.fromisoformat(priced.issue_date) if priced.issue_date
                                       else to_date(month_bounds(period)[1]), dt.time())
-        summary = render_summary(listed, account_records(priced.accounts), priced.rejects, created)
-        if write_if_different(summary_path, summary):
+        changed, files["summary.xlsx"] = write_made_if_different(summary_path, lambda f: write_summary(
+            f, listed, account_records(priced.accounts), priced.rejects, created))
+        if changed:
             written.append("summary.xlsx")
-        files["summary.xlsx"] = sha256(summary)
-        del summary
         # the e-fapiao import file and the red-letter list (README "The clerk's month")
         from .publish_fapiao import write_fapiao_exports
 

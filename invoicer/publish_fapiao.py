@@ -42,22 +42,28 @@ BUYER_COLUMNS = ("fapiao_kind", "phone", "bank", "bank_account")
 
 class BuyerColumns:
     """customer_id -> the roster's fapiao columns of a valid customer (``get`` gives a dict, or the default),
-    as ``render.fapiao.bill_rows`` reads them. Looked up on demand from the columns: a month of 100,000
-    customers is not copied into one dict per customer (that copy was the export's peak of memory)."""
+    as ``render.fapiao.bill_rows`` reads them. Looked up on demand in the columns through the frame's own
+    index: a month of 100,000 customers is copied into neither a dict per customer (once the export's peak
+    of memory) nor one dict of positions."""
 
     def __init__(self, customers):
-        self.rows: dict[str, int] = {}
-        self.columns: dict[str, list] = {}
+        import pandas as pd
+
+        self.index = pd.Index([])
+        self.columns: dict[str, object] = {}
         if "fapiao_kind" in customers:
             from .documents import first_valid_rows
 
             valid = first_valid_rows(customers, BUYER_COLUMNS)
-            self.columns = {k: valid[k].tolist() for k in BUYER_COLUMNS}
-            self.rows = {cid: i for i, cid in enumerate(valid.index.tolist())}
+            self.index = valid.index
+            self.columns = {k: valid[k].to_numpy() for k in BUYER_COLUMNS}
 
     def get(self, customer_id: str, default=None):
-        i = self.rows.get(customer_id)
-        return default if i is None else {k: column[i] for k, column in self.columns.items()}
+        try:
+            i = self.index.get_loc(customer_id)
+        except KeyError:
+            return default
+        return {k: column[i] for k, column in self.columns.items()}
 
 
 def write_fapiao_exports(out: Path, prefix: str, period: str, listed: list[dict], book, roster,
