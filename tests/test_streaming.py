@@ -217,6 +217,30 @@ def test_the_manifest_is_written_as_json_dumps_would_and_only_when_it_changed(tm
     assert path.read_bytes() == expected and [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
 
 
+def test_a_made_file_replaces_its_place_only_when_its_bytes_differ(tmp_path):
+    """The summary is written into a temporary file beside its place, never held in memory: an equal file
+    is left alone (same inode), a different one replaced atomically, a failed write leaves the old file and
+    no temporary file."""
+    path = tmp_path / "summary.xlsx"
+    body = b"PK" + bytes(range(256)) * 20_000  # several blocks of the hash loop
+
+    assert publish.write_made_if_different(path, lambda f: f.write(body)) == (True, publish.sha256(body))
+    assert path.read_bytes() == body
+    inode = path.stat().st_ino
+    assert publish.write_made_if_different(path, lambda f: f.write(body)) == (False, publish.sha256(body))
+    assert path.stat().st_ino == inode and [p.name for p in tmp_path.iterdir()] == ["summary.xlsx"]
+
+    def full_disk(f):
+        f.write(b"PK half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        publish.write_made_if_different(path, full_disk)
+    assert path.read_bytes() == body and [p.name for p in tmp_path.iterdir()] == ["summary.xlsx"]
+    assert publish.write_made_if_different(path, lambda f: f.write(b"PK other"))[0] is True
+    assert path.read_bytes() == b"PK other" and path.stat().st_ino != inode
+
+
 def test_buyer_columns_are_the_valid_customers_fapiao_columns(tmp_path, book):
     from invoicer.pipeline import price_roster
     from invoicer.publish_fapiao import BuyerColumns
