@@ -254,6 +254,12 @@ class InvoiceSet(Sequence):
     def __len__(self) -> int:
         return len(self.customer_ids)
 
+    def totals(self) -> list[tuple[str, int]]:
+        """(customer id, invoice total in fen) of each invoice, in order, from the frame (no document built):
+        each equals the built invoice's ``total_fen``."""
+        sums = self._lines.groupby("customer_id", sort=True)["amount_fen"].sum()
+        return list(zip(self.customer_ids, (int(v) for v in sums.loc[self.customer_ids].tolist())))
+
     def _chunk(self, k: int) -> list[Invoice]:
         if self._cached is not None and self._cached[0] == k:
             return self._cached[1]

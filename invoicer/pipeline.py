@@ -310,7 +310,7 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     _usable_out(out)
     ledger_path = Path(opts.ledger) if opts.ledger else out / LEDGER_NAME
     if opts.dry_run and not ledger_path.exists():
-        plan = Plan(new=[NewInvoice(d["customer"]["customer_id"], d["total_fen"]) for d in priced.invoices])
+        plan = Plan(new=[NewInvoice(cid, total) for cid, total in priced.invoices.totals()])  # nothing built
         return _report(opts, priced, plan, [], [])
     _one_series_per_folder(out, priced.prefix, opts.period)
     executor = LocalExecutor(opts.templates, opts.workers, pool) if pool is not None else None

@@ -127,8 +127,24 @@ def test_invoice_set_is_the_built_list_in_chunks(priced, monkeypatch):
     assert p.invoices[4] == built[4] and p.invoices[-1] == built[-1] and p.invoices[1:3] == built[1:3]
     assert p.invoices == built and list(p.invoices) == built  # every pass builds the same documents
     assert p.invoices.total_fen == sum(d["total_fen"] for d in built)
+    assert p.invoices.totals() == [(d["customer"]["customer_id"], d["total_fen"]) for d in built]
     with pytest.raises(IndexError):
         p.invoices[5]
+
+
+def test_a_dry_run_without_a_ledger_builds_no_invoice(tmp_path, monkeypatch):
+    """Its plan (whose invoice, how much) comes from the frames: at 100,000 customers building every
+    invoice only to read two fields of each cost seconds."""
+    roster = _month(tmp_path, "r.xlsx")
+    want = pipeline.price_roster(roster, pricebook.load_default(), "2026-10").invoices.totals()
+
+    def no(*a, **k):
+        raise AssertionError("an invoice was built")
+
+    monkeypatch.setattr(documents, "build_invoices", no)
+    rep = run(RunOptions(roster=roster, period="2026-10", out=tmp_path / "out", dry_run=True, progress=False))
+    assert [(n.customer_id, n.total_fen) for n in rep.plan.new] == want and len(want) > 3
+    assert not (tmp_path / "out" / "ledger.sqlite").exists()
 
 
 class _TwoPasses:
