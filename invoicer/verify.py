@@ -33,6 +33,7 @@ from array import array
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 
 from . import documents as docs_mod
 from . import pricebook
@@ -68,6 +69,9 @@ def verify(outdir: Path, ledger_path: Path | None = None, head: str | None = Non
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         files = dict(manifest["files"])
         prefix, period = manifest["invoice_prefix"], manifest["period"]
+        if isinstance(manifest["files"], dict):
+            manifest["files"] = files  # one copy of a list as long as the folder
+        manifest.pop("file_stats", None)  # never read: verify hashes every file whatever its inode says
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InvoicerError(f"{manifest_path}: cannot read the manifest ({exc})") from None
     _check_manifest_files(outdir, files, audit)
@@ -113,6 +117,9 @@ def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dic
     # the folder's own roster was priced just above: its invoices are not priced a second time
     known = {} if priced is None else {
         (manifest["input"]["sha256"], manifest["pricebook"]["sha256"], period, prefix): _digests(priced.invoices)}
+    if priced is not None:  # only its roster is read again (the e-fapiao's buyers): its frames are let go
+        repriced = (SimpleNamespace(roster=priced.roster), *repriced[1:])
+        del priced
     walk = _Walk(ledger, outdir, files, prefix, period, current, chain, known)
     for rows in ledger.document_row_chunks(CHUNK):
         walk.chunk(rows)
