@@ -121,8 +121,12 @@ def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dic
         repriced = (SimpleNamespace(roster=priced.roster), *repriced[1:])
         del priced
     walk = _Walk(ledger, outdir, files, prefix, period, current, chain, known)
-    for rows in ledger.document_row_chunks(CHUNK):
-        walk.chunk(rows)
+    try:
+        for rows in ledger.document_row_chunks(CHUNK):
+            walk.chunk(rows)
+    except sqlite3.Error:  # a damaged page: what was found before it is listed (verify says where it stopped)
+        audit.problems += walk.unreadable
+        raise
     walk.notices_in_force()
     audit.problems += walk.unreadable
     audit.problems += [p for _, p in sorted(walk.to_folder, key=lambda x: x[0])]
@@ -130,11 +134,13 @@ def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dic
     _folder_to_ledger(outdir, walk, files, audit)
     _check_counts(walk.bills, manifest, prefix, period, audit)
     _check_summary(outdir / "summary.xlsx", walk.bills, prefix, period, audit)
-    _check_fapiao(outdir, ledger, walk.bills, manifest, prefix, period, repriced, audit)
-    audit.problems += walk.columns
-    audit.problems += walk.recompute
-    audit.problems += walk.kept_problems + walk.kept_missing()
-    audit.checked += walk.kept
+    try:
+        _check_fapiao(outdir, ledger, walk.bills, manifest, prefix, period, repriced, audit)  # reads bills again
+    finally:  # (even if that read fails, the checks made during the walk are listed)
+        audit.problems += walk.columns
+        audit.problems += walk.recompute
+        audit.problems += walk.kept_problems + walk.kept_missing()
+        audit.checked += walk.kept
     audit.problems += _gapless(ledger)
     audit.problems += ledger.series_problems()
     audit.problems += ledger.trigger_problems()
