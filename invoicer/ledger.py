@@ -358,13 +358,7 @@ class LedgerReader:
 
     def load(self, refs: list[IssuedRef]) -> list[Issued]:
         """The full records (snapshot parsed) of some documents, in the order given."""
-        by_id = {}
-        ids = [r.id for r in refs]
-        for i in range(0, len(ids), 500):  # a few hundred ids per query, not one query per document
-            chunk = ids[i:i + 500]
-            for row in self.db.execute(f"SELECT * FROM documents WHERE id IN ({','.join('?' * len(chunk))})", chunk):
-                by_id[row["id"]] = row
-        return [self._issued(by_id[i]) for i in ids]
+        return self.issued_by_id([r.id for r in refs])
 
     def document_row_chunks(self, chunk: int = 1000):
         """Every document row (``SELECT *``) in id order, as lists of at most ``chunk`` rows: keyset
@@ -399,9 +393,9 @@ class LedgerReader:
         return out
 
     def issued_by_id(self, ids: list[int]) -> list[Issued]:
-        """The full records (snapshot parsed) of some documents by id, in the order given (like ``load``)."""
+        """The full records (snapshot parsed) of some documents by id, in the order given."""
         by_id = {}
-        for i in range(0, len(ids), 500):
+        for i in range(0, len(ids), 500):  # a few hundred ids per query, not one query per document
             part = ids[i:i + 500]
             for row in self.db.execute(f"SELECT * FROM documents WHERE id IN ({','.join('?' * len(part))})", part):
                 by_id[row["id"]] = row
