@@ -1,13 +1,14 @@
 """End-to-end benchmark of ``invoicer run`` (issue #13): per stage, wall, CPU and peak RSS of the process tree.
 
     .venv/bin/python benchmarks/run.py [--sizes 1000,10000,100000] [--render-sample 40] [--full-render]
-                                       [--dask] [--json results.json]
+                                       [--dask] [--verify] [--json results.json]
 
 For each size a synthetic roster is written (benchmarks/roster_gen.py: about half the customers billed),
 then, each in a fresh process against a fresh output folder:
   1. the first run (issues everything), 2. a no-op re-run of the same file, 3. a --dry-run.
 Stages timed inside the run: read, validate, price, build (documents), ledger (plan, numbering, recording,
-commit), render, summary, publish (files and manifest, without the summary).
+commit), render, summary, publish (files and manifest, without the summary). --verify also times
+``invoicer verify`` of each size's folder after the three runs (wall and peak RSS, in a fresh process).
 
 Rendering: by default the runs render with a stub (a few bytes per document, in the run's process), so the
 rest of the pipeline is measured at full scale, and WeasyPrint's cost is measured separately on a sample of
@@ -143,11 +144,23 @@ def measure_child(args) -> None:
                       "unchanged": len(report.plan.unchanged), "new": len(report.plan.new)}))
 
 
+def measure_verify_child(args) -> None:
+    from invoicer.verify import verify
+
+    rss = TreeRss()
+    t = time.perf_counter()
+    audit = verify(Path(args.out))
+    wall = time.perf_counter() - t
+    print(json.dumps({"wall": wall, "peak_rss_mb": rss.stop() / 2**20, "checked": audit.checked,
+                      "problems": len(audit.problems)}))
+
+
 # -- the driver --------------------------------------------------------------------------------------------
-def run_child(roster: Path, out: Path, dry_run: bool, full_render: bool) -> dict:
+def run_child(roster: Path, out: Path, dry_run: bool, full_render: bool, verify: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--child", "--roster", str(roster), "--out", str(out)]
     cmd += ["--dry-run"] if dry_run else []
     cmd += ["--full-render"] if full_render else []
+    cmd += ["--verify"] if verify else []
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if r.returncode != 0:
         raise SystemExit(f"measured run failed ({r.returncode}):\n{r.stderr[-3000:]}")
@@ -246,6 +259,7 @@ def main() -> None:
     ap.add_argument("--render-sample", type=int, default=40)
     ap.add_argument("--full-render", action="store_true")
     ap.add_argument("--dask", action="store_true")
+    ap.add_argument("--verify", action="store_true", help="also time `invoicer verify` of each folder")
     ap.add_argument("--json")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--roster", help=argparse.SUPPRESS)
@@ -253,7 +267,7 @@ def main() -> None:
     ap.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        measure_child(args)
+        (measure_verify_child if args.verify else measure_child)(args)
         return
     from roster_gen import write_roster
 
@@ -270,6 +284,10 @@ def main() -> None:
             print(f"{n} customers: first {first['wall']:.1f} s ({first['issued']} numbered), no-op "
                   f"{again['wall']:.2f} s, dry run {dry['wall']:.2f} s, peak RSS {first['peak_rss_mb']:.0f} MB",
                   file=sys.stderr)
+            if args.verify:
+                results["sizes"][n]["verify"] = checked = run_child(roster, out, False, False, verify=True)
+                print(f"{n} customers: verify {checked['wall']:.1f} s, peak RSS {checked['peak_rss_mb']:.0f} MB "
+                      f"({checked['checked']} checks, {checked['problems']} problems)", file=sys.stderr)
         biggest = tmp / f"roster-{max(int(x) for x in args.sizes.split(','))}.xlsx"
         docs = sample_docs(biggest, args.render_sample)
         results["render"] = render_throughput(docs, args.dask)
@@ -293,6 +311,11 @@ def report(results: dict, full_render: bool) -> None:
         print(f"| {n:,} | {docs:,} | {first['wall']:.1f} | " + " | ".join(f"{st.get(s, 0.0):.2f}" for s in STAGES)
               + f" | {render:.0f} | {outside / total:.1%} | {noop['wall']:.2f} | {noop['wall'] / total:.2%} | "
               f"{dry['wall']:.2f} | {first['cpu']:.1f} | {first['peak_rss_mb']:.0f} |")
+    verified = [(n, r["verify"]) for n, r in results["sizes"].items() if "verify" in r]
+    print("\n" if verified else "", end="")
+    for n, v in verified:
+        print(f"verify of {n:,} customers: {v['wall']:.1f} s, peak RSS {v['peak_rss_mb']:.0f} MB "
+              f"({v['checked']:,} checks, {v['problems']} problems)")
     rr = results["render"]
     print(f"\nrender throughput, local pool of 2 processes: {per_s:.1f} documents/s, "
           f"{rr['local_cpu_s_per_doc'] * 1000:.0f} ms CPU per document")

@@ -18,6 +18,7 @@ one killed after it is completed by re-running.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import sqlite3
 import uuid
@@ -357,11 +358,46 @@ class LedgerReader:
 
     def load(self, refs: list[IssuedRef]) -> list[Issued]:
         """The full records (snapshot parsed) of some documents, in the order given."""
+        return self.issued_by_id([r.id for r in refs])
+
+    def document_row_chunks(self, chunk: int = 1000):
+        """Every document row (``SELECT *``) in id order, as lists of at most ``chunk`` rows: keyset
+        pagination on the id, one query per chunk, so an audit holds one chunk of rows (and of parsed
+        snapshots) at a time, never the whole table."""
+        last = None
+        while True:
+            if last is None:
+                rows = self.db.execute("SELECT * FROM documents ORDER BY id LIMIT ?", (chunk,)).fetchall()
+            else:
+                rows = self.db.execute("SELECT * FROM documents WHERE id > ? ORDER BY id LIMIT ?",
+                                       (last, chunk)).fetchall()
+            if not rows:
+                return
+            yield rows
+            last = rows[-1]["id"]
+
+    def issued_by_number(self, numbers) -> dict[str, Issued]:
+        """The documents bearing these numbers whose recorded content can be read, by number (a number
+        the ledger never issued, or whose content is not readable JSON, is absent); a few hundred numbers
+        per query, by the numbers' unique index."""
+        numbers = list(numbers)
+        out = {}
+        for i in range(0, len(numbers), 500):
+            part = numbers[i:i + 500]
+            for row in self.db.execute(f"SELECT * FROM documents WHERE number IN ({','.join('?' * len(part))}) "
+                                       f"ORDER BY id", part):
+                try:
+                    out[row["number"]] = self._issued(row)
+                except (ValueError, TypeError):
+                    continue
+        return out
+
+    def issued_by_id(self, ids: list[int]) -> list[Issued]:
+        """The full records (snapshot parsed) of some documents by id, in the order given."""
         by_id = {}
-        ids = [r.id for r in refs]
         for i in range(0, len(ids), 500):  # a few hundred ids per query, not one query per document
-            chunk = ids[i:i + 500]
-            for row in self.db.execute(f"SELECT * FROM documents WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+            part = ids[i:i + 500]
+            for row in self.db.execute(f"SELECT * FROM documents WHERE id IN ({','.join('?' * len(part))})", part):
                 by_id[row["id"]] = row
         return [self._issued(by_id[i]) for i in ids]
 
@@ -489,9 +525,10 @@ class LedgerReader:
             out.notes.append("this ledger has no hash chain (written by a version before chaining): its records "
                              "are checked by their contents only")
             return out
-        links = list(self.db.execute("SELECT * FROM chain ORDER BY seq"))
-        out.links = len(links)
-        if not links:
+        # the links are walked as the query yields them (a 100,000-customer month has as many): not listed
+        links = self.db.execute("SELECT * FROM chain ORDER BY seq")
+        first = links.fetchone()
+        if first is None:
             out.notes.append("no record has been chained in this ledger yet")
             return out
         ledger_id = self.ledger_id
@@ -500,7 +537,8 @@ class LedgerReader:
         legacy_max: dict[str, int] = {}
         prev = chain_origin(ledger_id or "")
         expected_seq = 1
-        for link in links:
+        for link in itertools.chain((first,), links):
+            out.links += 1
             seq = link["seq"]
             if seq != expected_seq:
                 gone = f"link {expected_seq} is" if seq - 1 == expected_seq else f"links {expected_seq} to {seq - 1} are"

@@ -28,9 +28,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+import sys
+from array import array
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
 
 from . import documents as docs_mod
 from . import pricebook
@@ -66,6 +69,9 @@ def verify(outdir: Path, ledger_path: Path | None = None, head: str | None = Non
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         files = dict(manifest["files"])
         prefix, period = manifest["invoice_prefix"], manifest["period"]
+        if isinstance(manifest["files"], dict):
+            manifest["files"] = files  # one copy of a list as long as the folder
+        manifest.pop("file_stats", None)  # never read: verify hashes every file whatever its inode says
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise InvoicerError(f"{manifest_path}: cannot read the manifest ({exc})") from None
     _check_manifest_files(outdir, files, audit)
@@ -87,82 +93,318 @@ def verify(outdir: Path, ledger_path: Path | None = None, head: str | None = Non
     return audit
 
 
+CHUNK = 1000  # document rows read and parsed at a time: with the compact state below, what bounds verify's memory
+PRICED_KEPT = 2  # rosters other than the folder's kept priced at once (as hashes) while the ledger is walked
+
+_ISSUED, _MANIFEST_HASH, _COMPARED = 1, 2, 4  # flags of a file name of the folder or its manifest
+_NO_NUMBER = object()  # a bill whose snapshot has no "number" (the e-fapiao rebuild cannot sort it)
+
+
 def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dict[str, str], prefix: str,
                   period: str, head: str | None, audit: Audit) -> None:
+    """The ledger against the folder, in one pass over the ledger's documents a chunk of rows at a time
+    (``CHUNK``): each document's own checks run as its chunk is read, and what the checks across documents
+    need is kept compactly (per file name of the folder a few flags, per bill of the folder's period its
+    number, customer, date and total, per notice in force its hash), never the parsed documents. The
+    problems are listed in the order of the checks, each check's in id order, as when they ran one by one."""
+    ledger.begin_read()  # one snapshot for every read below, however many queries the walk takes
     chain = _identity_and_chain(ledger, manifest, head, audit)
-    pairs = _load_documents(ledger, audit)
-    docs = [d for _, d in pairs]
-    audit.checked += len(pairs)
-    mine = [d for d in docs if d.prefix == prefix and d.period == period]
-    by_file: dict[str, list[Issued]] = defaultdict(list)
-    for d in docs:
-        by_file[d.file_name].append(d)
-    latest_notice = {d.file_name: d for d in docs if d.kind == "notice" and d.period == period}
     # the notices in force: those the folder's roster gives (priced again from the ledger's copy), so a notice
     # deleted together with its manifest entry is still missed; without that roster, the manifest's list
     repriced = _priced_from_manifest(ledger, manifest, prefix, period)
     priced = repriced[0]
     current = {file_name_for(n) for n in priced.notices} if priced is not None else set()
-    bills = [d for d in mine if d.kind != "notice"]
-
-    # the ledger's documents -> the folder
-    compared: set[str] = set()
-    for d in docs:
-        if d.kind == "notice" and (latest_notice.get(d.file_name) is not d or
-                                   (d.file_name not in files and not (d in mine and d.file_name in current))):
-            continue
-        path = outdir / d.file_name
-        if not path.is_file():
-            if d in mine:
-                audit.problems.append(f"{d.file_name}: issued ({d.number or d.kind}) but missing from {outdir}")
-            continue
-        audit.checked += 1
-        compared.add(d.file_name)
-        if _hash_file(path) != d.file_sha256:
-            audit.problems.append(f"{d.file_name}: differs from the file issued as {d.number or d.kind} "
-                                  f"(SHA-256 differs from the ledger)")
-
-    # the folder and the manifest -> the ledger's documents
-    for folder in DOCUMENT_FOLDERS:
-        if not (outdir / folder).is_dir():
-            continue
-        for path in sorted((outdir / folder).rglob("*")):
-            if not path.is_file() or path.name.startswith("."):
-                continue
-            name = path.relative_to(outdir).as_posix()
-            audit.checked += 1
-            if name not in by_file:
-                listed = "listed in the manifest" if name in files else "not in the manifest"
-                audit.problems.append(f"{name}: not a document this ledger issued ({listed})")
-            elif name not in compared and _hash_file(path) not in {d.file_sha256 for d in by_file[name]}:
-                audit.problems.append(f"{name}: differs from every document this ledger issued under that name")
-    for name, digest in files.items():
-        if PurePosixPath(name).parts[:1] not in [(f,) for f in DOCUMENT_FOLDERS]:
-            continue
-        audit.checked += 1
-        issued = by_file.get(name)
-        if not issued:
-            if not (outdir / name).is_file():
-                audit.problems.append(f"{name}: listed in the manifest, but this ledger never issued it")
-        elif digest not in {d.file_sha256 for d in issued}:
-            audit.problems.append(f"{name}: the manifest's SHA-256 is not the one the ledger issued it with")
-    _check_counts(bills, manifest, prefix, period, audit)
-    _check_summary(outdir / "summary.xlsx", bills, prefix, period, audit)
-    _check_fapiao(outdir, bills, manifest, prefix, period, repriced, audit)
-
-    audit.problems += _columns_match_content(pairs)
     # the folder's own roster was priced just above: its invoices are not priced a second time
     known = {} if priced is None else {
-        (manifest["input"]["sha256"], manifest["pricebook"]["sha256"], period, prefix):
-            {x["customer"]["customer_id"]: x for x in priced.invoices}}
-    audit.problems += _recompute(ledger, docs, known)
-    kept_problems, kept = _kept_bytes(ledger, pairs, chain)
-    audit.problems += kept_problems
-    audit.checked += kept
+        (manifest["input"]["sha256"], manifest["pricebook"]["sha256"], period, prefix): _digests(priced.invoices)}
+    if priced is not None:  # only its roster is read again (the e-fapiao's buyers): its frames are let go
+        repriced = (SimpleNamespace(roster=priced.roster), *repriced[1:])
+        del priced
+    walk = _Walk(ledger, outdir, files, prefix, period, current, chain, known)
+    try:
+        for rows in ledger.document_row_chunks(CHUNK):
+            walk.chunk(rows)
+    except sqlite3.Error:  # a damaged page: what was found before it is listed (verify says where it stopped)
+        audit.problems += walk.unreadable
+        raise
+    walk.notices_in_force()
+    audit.problems += walk.unreadable
+    audit.problems += [p for _, p in sorted(walk.to_folder, key=lambda x: x[0])]
+    audit.checked += walk.checked
+    _folder_to_ledger(outdir, walk, files, audit)
+    _check_counts(walk.bills, manifest, prefix, period, audit)
+    _check_summary(outdir / "summary.xlsx", walk.bills, prefix, period, audit)
+    try:
+        _check_fapiao(outdir, ledger, walk.bills, manifest, prefix, period, repriced, audit)  # reads bills again
+    finally:  # (even if that read fails, the checks made during the walk are listed)
+        audit.problems += walk.columns
+        audit.problems += walk.recompute
+        audit.problems += walk.kept_problems + walk.kept_missing()
+        audit.checked += walk.kept
     audit.problems += _gapless(ledger)
     audit.problems += ledger.series_problems()
     audit.problems += ledger.trigger_problems()
     audit.checked += 3
+
+
+def _digests(invoices) -> dict[str, tuple[str, int]]:
+    """customer id -> (content hash, total) of priced invoices: what recomputing compares and says."""
+    return {x["customer"]["customer_id"]: (docs_mod.content_hash(x), x["total_fen"]) for x in invoices}
+
+
+def _document_file_names(outdir: Path) -> list[str]:
+    """The files of invoices/, credit_notes/ and notices/ (not hidden), as names relative to the folder, in
+    the order they are audited."""
+    names = []
+    for folder in DOCUMENT_FOLDERS:
+        if not (outdir / folder).is_dir():
+            continue
+        for path in sorted((outdir / folder).rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                names.append(path.relative_to(outdir).as_posix())
+    return names
+
+
+class _Bills:
+    """The folder's bills (the ledger's invoices and credit notes of its prefix and period whose content is
+    readable), in id order, as the counts, the summary and the e-fapiao rebuild read them: one entry per
+    bill in a few columns (the number, kind, customer and cancels columns; the snapshot's issue date, total
+    and number), not the parsed snapshots."""
+
+    def __init__(self):
+        self.ids = array("q")
+        self.numbers: list = []
+        self.kinds: list = []
+        self.customers: list = []
+        self.issue_dates: list = []
+        self.totals: list = []
+        self.sort_keys: list = []  # the snapshot's number (what the e-fapiao rebuild sorts by)
+        self.cancelled: set = set()  # the numbers the credit notes cancel
+        self._same: dict = {}
+
+    def add(self, row_id: int, d: Issued) -> None:
+        c = d.content
+        self.ids.append(row_id)
+        self.numbers.append(d.number)
+        self.kinds.append(sys.intern(d.kind) if isinstance(d.kind, str) else d.kind)
+        self.customers.append(d.customer_id)
+        date = c.get("issue_date")
+        self.issue_dates.append(self._same.setdefault(date, date) if isinstance(date, str) else date)
+        self.totals.append(c.get("total_fen", 0))
+        key = c.get("number", _NO_NUMBER)
+        self.sort_keys.append(d.number if key == d.number and type(key) is type(d.number) else key)
+        if d.kind == "credit_note":
+            self.cancelled.add(d.cancels)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+class _Walk:
+    """The checks made document by document while the ledger is read a chunk at a time, and the compact
+    state the checks across documents read afterwards. Each check's problems are kept apart, in id order."""
+
+    def __init__(self, ledger: LedgerReader, outdir: Path, files: dict[str, str], prefix: str, period: str,
+                 current: set[str], chain, known: dict):
+        self.ledger, self.outdir, self.files, self.prefix, self.period = ledger, outdir, files, prefix, period
+        self.current, self.chain = current, chain
+        self.checked = 0
+        self.unreadable: list[str] = []  # content that is not JSON
+        self.to_folder: list[tuple[int, str]] = []  # (id, problem): the ledger's documents -> the folder
+        self.columns: list[str] = []
+        self.recompute: list[str] = []
+        self.kept_problems: list[str] = []
+        self.kept = 0
+        self._no_bytes: list[tuple[int, int, str, str]] = []  # (id, run, file, label): no kept PDF bytes
+        self._runs_keeping: set[int] = set()
+        self.bills = _Bills()
+        # the file names of the folder's document folders, then the manifest's: flags, and the hashes of the
+        # notices issued under them (only a notice can be left uncompared while its file is in the folder)
+        self.on_disk = _document_file_names(outdir)
+        self.slot: dict[str, int] = {}
+        for name in self.on_disk:
+            self.slot.setdefault(name, len(self.slot))
+        for name in files:
+            if PurePosixPath(name).parts[:1] in [(f,) for f in DOCUMENT_FOLDERS]:
+                self.slot.setdefault(name, len(self.slot))
+        self.flags = bytearray(len(self.slot))
+        self.notice_hashes: dict[int, list[str]] = {}
+        self._latest_notice: dict[str, tuple[int, str, bool, str]] = {}
+        self._priced: dict = dict(known)  # (roster, book, period, prefix) -> customer id -> (hash, total)
+        self._evictable: list = []  # keys priced during the walk, oldest first
+
+    def chunk(self, rows: list[sqlite3.Row]) -> None:
+        pairs = []
+        for r in rows:
+            try:
+                pairs.append((r, self.ledger._issued(r)))
+            except (ValueError, TypeError):
+                self.unreadable.append(f"{r['number'] or r['file_name']}: its recorded content is not readable JSON")
+        self.checked += len(pairs)
+        for r, d in pairs:
+            self._locate(r["id"], d)
+        self.columns += _columns_match_content(pairs)
+        self._recompute(pairs)
+        self._kept_bytes(pairs)
+
+    # -- the ledger's documents -> the folder ------------------------------------------------------------
+    def _locate(self, row_id: int, d: Issued) -> None:
+        name = d.file_name
+        i = self.slot.get(name)
+        if i is not None:
+            self.flags[i] |= _ISSUED
+            if name in self.files and self.files[name] == d.file_sha256:
+                self.flags[i] |= _MANIFEST_HASH
+            if d.kind == "notice":
+                self.notice_hashes.setdefault(i, []).append(d.file_sha256)
+        mine = d.prefix == self.prefix and d.period == self.period
+        if d.kind == "notice":
+            if d.period == self.period:  # only the newest notice under a name can be in force
+                self._latest_notice[name] = (row_id, d.file_sha256, mine, d.number or d.kind)
+            return
+        if mine:
+            self.bills.add(row_id, d)
+        self._compare(row_id, name, d.file_sha256, mine, d.number or d.kind)
+
+    def notices_in_force(self) -> None:
+        """The newest notice of the period under each name is compared when the manifest lists it or the
+        folder's roster gives it (after the walk: a later notice may supersede one)."""
+        for name, (row_id, file_sha256, mine, what) in self._latest_notice.items():
+            if name not in self.files and not (mine and name in self.current):
+                continue
+            self._compare(row_id, name, file_sha256, mine, what)
+        self._latest_notice = {}
+
+    def _compare(self, row_id: int, name: str, file_sha256: str, mine: bool, what: str) -> None:
+        path = self.outdir / name
+        if not path.is_file():
+            if mine:
+                self.to_folder.append((row_id, f"{name}: issued ({what}) but missing from {self.outdir}"))
+            return
+        self.checked += 1
+        i = self.slot.get(name)
+        if i is not None:
+            self.flags[i] |= _COMPARED
+        if _hash_file(path) != file_sha256:
+            self.to_folder.append((row_id, f"{name}: differs from the file issued as {what} "
+                                           f"(SHA-256 differs from the ledger)"))
+
+    # -- every invoice priced again, every credit note against its invoice -------------------------------
+    def _recompute(self, pairs: list[tuple[sqlite3.Row, Issued]]) -> None:
+        """Every invoice priced again from the roster and price book it was issued from; every credit note
+        negates the invoice it cancels (looked up by number, for the chunk's credit notes at once)."""
+        problems = self.recompute
+        wanted = {c for _, d in pairs if d.kind == "credit_note"
+                  for c in [d.content.get("cancels")] if isinstance(c, str) and c}
+        by_number = self.ledger.issued_by_number(sorted(wanted)) if wanted else {}
+        for _, d in pairs:
+            if d.content_sha256 != docs_mod.content_hash(d.content):
+                problems.append(f"{d.number or d.file_name}: recorded content does not match its recorded hash")
+                continue
+            if d.kind == "credit_note":
+                cancels = d.content.get("cancels")
+                original = by_number.get(cancels) if isinstance(cancels, str) else None
+                if original is None or original.content["total_fen"] != -d.content["total_fen"] or \
+                        [x["amount_fen"] for x in original.content["lines"]] != [-x["amount_fen"] for x in d.content["lines"]]:
+                    problems.append(f"{d.number}: credit note does not negate the invoice it cancels")
+                continue
+            if d.kind != "invoice":
+                continue
+            key = (d.input_sha256, d.pricebook_sha256, d.period, d.prefix)
+            if key not in self._priced:
+                self._price(key, d)
+            priced = self._priced[key]
+            if priced is None:
+                continue
+            again = priced.get(d.customer_id)
+            if again is None:
+                problems.append(f"{d.number}: recomputing {d.period} from the recorded roster bills nothing for "
+                                f"{d.customer_id}")
+            elif again[0] != d.content_sha256:
+                problems.append(f"{d.number}: recomputing from the recorded roster and price book gives "
+                                f"{plain_yuan(again[1])}, the invoice says {plain_yuan(d.content['total_fen'])}")
+
+    def _price(self, key: tuple, d: Issued) -> None:
+        """Price the roster and price book an invoice was issued from (kept in the ledger), once: its
+        invoices' hashes are kept while needed (a failure is said once, for the first invoice it concerns,
+        and remembered). At most PRICED_KEPT such rosters are kept at once: a run's documents are
+        consecutive, so a roster evicted is seldom needed again (and is priced again if it is)."""
+        from .pipeline import price_roster_bytes
+
+        problems = self.recompute
+        self._priced[key] = None
+        try:
+            roster_bytes, book_bytes = self.ledger.blob(d.input_sha256), self.ledger.blob(d.pricebook_sha256)
+        except sqlite3.Error as exc:
+            problems.append(f"{d.number}: the roster or price book it was priced from cannot be read ({exc})")
+            return
+        if roster_bytes is None or book_bytes is None:
+            problems.append(f"{d.number}: the ledger lost the roster or price book it was priced from")
+            return
+        try:
+            book = pricebook.parse(book_bytes, source="ledger:" + d.pricebook_sha256[:12])
+            # a roster without invoice_prefix was priced with its run's default prefix (a drop folder's is
+            # made from the folder's name), which is the prefix the document was numbered in
+            book = dataclasses.replace(book, default_prefix=d.prefix)
+            priced = price_roster_bytes(roster_bytes, "ledger:" + d.input_sha256[:12], book, d.period)
+        except InvoicerError as exc:
+            problems.append(f"{d.number}: the recorded roster or price book can no longer be priced ({exc})")
+            return
+        while len(self._evictable) >= PRICED_KEPT:
+            del self._priced[self._evictable.pop(0)]
+        self._priced[key] = _digests(priced.invoices)
+        self._evictable.append(key)
+
+    # -- the PDF bytes the ledger kept ------------------------------------------------------------------
+    def _kept_bytes(self, pairs: list[tuple[sqlite3.Row, Issued]]) -> None:
+        """Each document's kept PDF bytes are there and hash to its file hash (an unreadable blob is
+        reported and the audit goes on); a document without kept bytes is remembered for kept_missing."""
+        for r, d in pairs:
+            try:
+                data = self.ledger.blob(d.file_sha256)
+            except sqlite3.Error as exc:
+                self.kept_problems.append(f"{d.file_name}: the PDF bytes the ledger kept for {d.number or d.kind} "
+                                          f"cannot be read ({exc})")
+                continue
+            if data is None:
+                self._no_bytes.append((r["id"], d.run_id, d.file_name, d.number or d.kind))
+                continue
+            self._runs_keeping.add(d.run_id)
+            self.kept += 1
+            if sha256(data) != d.file_sha256:
+                self.kept_problems.append(f"{d.file_name}: the PDF bytes the ledger kept for {d.number or d.kind} "
+                                          f"are damaged")
+
+    def kept_missing(self) -> list[str]:
+        """A missing blob is a problem for every chained document (they are kept since before chaining) and
+        for an older document whose run kept the others' bytes."""
+        return [f"{name}: the PDF bytes the ledger kept for {what} are missing (deleted from the ledger)"
+                for row_id, run_id, name, what in self._no_bytes
+                if self.chain.covers("documents", row_id) or run_id in self._runs_keeping]
+
+
+def _folder_to_ledger(outdir: Path, walk: _Walk, files: dict[str, str], audit: Audit) -> None:
+    """Every file of the document folders, and every one the manifest lists there, is a document of this
+    ledger with the hash it was issued with."""
+    for name in walk.on_disk:
+        audit.checked += 1
+        flags = walk.flags[walk.slot[name]]
+        if not flags & _ISSUED:
+            listed = "listed in the manifest" if name in files else "not in the manifest"
+            audit.problems.append(f"{name}: not a document this ledger issued ({listed})")
+        elif not flags & _COMPARED and \
+                _hash_file(outdir / name) not in walk.notice_hashes.get(walk.slot[name], ()):
+            audit.problems.append(f"{name}: differs from every document this ledger issued under that name")
+    for name, digest in files.items():
+        if PurePosixPath(name).parts[:1] not in [(f,) for f in DOCUMENT_FOLDERS]:
+            continue
+        audit.checked += 1
+        flags = walk.flags[walk.slot[name]]
+        if not flags & _ISSUED:
+            if not (outdir / name).is_file():
+                audit.problems.append(f"{name}: listed in the manifest, but this ledger never issued it")
+        elif not flags & _MANIFEST_HASH:
+            audit.problems.append(f"{name}: the manifest's SHA-256 is not the one the ledger issued it with")
 
 
 def _identity_and_chain(ledger: LedgerReader, manifest: dict, head: str | None, audit: Audit):
@@ -189,17 +431,6 @@ def _identity_and_chain(ledger: LedgerReader, manifest: dict, head: str | None, 
     return chain
 
 
-def _load_documents(ledger: LedgerReader, audit: Audit) -> list[tuple[sqlite3.Row, Issued]]:
-    """Every document row whose recorded content can be read, with it (the others are problems)."""
-    pairs = []
-    for r in ledger.db.execute("SELECT * FROM documents ORDER BY id"):
-        try:
-            pairs.append((r, ledger._issued(r)))
-        except (ValueError, TypeError):
-            audit.problems.append(f"{r['number'] or r['file_name']}: its recorded content is not readable JSON")
-    return pairs
-
-
 def _check_manifest_files(outdir: Path, files: dict[str, str], audit: Audit) -> None:
     for name, expected in files.items():
         audit.checked += 1
@@ -224,19 +455,20 @@ def _temporary_files(outdir: Path) -> list[str]:
     return problems
 
 
-def _check_counts(listed: list[Issued], manifest: dict, prefix: str, period: str, audit: Audit) -> None:
+def _check_counts(bills: _Bills, manifest: dict, prefix: str, period: str, audit: Audit) -> None:
     """The manifest's invoice and credit-note counts and total are what the ledger issued for the period
-    (``listed``: the ledger's invoices and credit notes of the folder's prefix and period)."""
-    cancelled = {d.cancels for d in listed if d.kind == "credit_note"}
-    ledger_counts = {"invoices": sum(1 for d in listed if d.kind == "invoice" and d.number not in cancelled),
-                     "credit_notes": sum(1 for d in listed if d.kind == "credit_note")}
+    (``bills``: the ledger's invoices and credit notes of the folder's prefix and period)."""
+    cancelled = bills.cancelled
+    ledger_counts = {"invoices": sum(1 for k, n in zip(bills.kinds, bills.numbers)
+                                     if k == "invoice" and n not in cancelled),
+                     "credit_notes": sum(1 for k in bills.kinds if k == "credit_note")}
     counts = manifest.get("counts") or {}
     audit.checked += 1
     for key, value in ledger_counts.items():
         if key in counts and counts[key] != value:
             audit.problems.append(f"manifest: {counts[key]} {key.replace('_', ' ')}, the ledger issued {value} "
                                   f"for {prefix} {period}")
-    total = sum(d.content.get("total_fen", 0) for d in listed)
+    total = sum(bills.totals)
     if "total_fen" in manifest and manifest["total_fen"] != total:
         said = manifest["total_fen"]
         said = plain_yuan(said) if isinstance(said, int) and not isinstance(said, bool) else repr(said)
@@ -244,9 +476,10 @@ def _check_counts(listed: list[Issued], manifest: dict, prefix: str, period: str
                               f"{plain_yuan(total)}")
 
 
-def _check_summary(path: Path, listed: list[Issued], prefix: str, period: str, audit: Audit) -> None:
+def _check_summary(path: Path, bills: _Bills, prefix: str, period: str, audit: Audit) -> None:
     """The summary's invoices sheet lists exactly the ledger's invoices and credit notes of the period, with
-    their customer, issue date, total and status (a summary rewritten with its manifest hash is caught)."""
+    their customer, issue date, total and status (a summary rewritten with its manifest hash is caught).
+    The sheet is read a row at a time; what a row should say is made when the row is read."""
     if not path.is_file():
         return
     from decimal import Decimal
@@ -255,40 +488,54 @@ def _check_summary(path: Path, listed: list[Issued], prefix: str, period: str, a
 
     from .money import fen_to_decimal
 
-    cancelled = {d.cancels for d in listed if d.kind == "credit_note"}
-    want = {d.number: (d.customer_id, d.content.get("issue_date"), fen_to_decimal(d.content.get("total_fen", 0)),
-                       bill_status(d.kind, d.number, cancelled))
-            for d in listed}
+    cancelled = bills.cancelled
+    at_bill = {number: i for i, number in enumerate(bills.numbers)}
+
+    def want(i: int) -> tuple:
+        number = bills.numbers[i]
+        return (bills.customers[i], bills.issue_dates[i], fen_to_decimal(bills.totals[i]),
+                bill_status(bills.kinds[i], number, cancelled))
+
     audit.checked += 1
+    seen = bytearray(len(bills))
+    problems = []
     try:
         wb = load_workbook(path, read_only=True, data_only=True)
-        rows = list(wb["invoices"].iter_rows(values_only=True))
-        wb.close()
+        try:
+            rows = wb["invoices"].iter_rows(values_only=True)
+            first = next(rows, None)
+            header = list(first) if first is not None else []
+            try:
+                at = {c: header.index(c) for c in ("invoice_number", "customer_id", "issue_date", "total", "status")}
+            except ValueError:
+                at = None
+            for row in rows if at is not None else ():
+                number = row[at["invoice_number"]]
+                i = at_bill.get(number)
+                if i is None:
+                    problems.append(f"summary.xlsx: lists {number}, which this ledger did not issue for {prefix} "
+                                    f"{period}")
+                    continue
+                seen[i] = 1
+                when = row[at["issue_date"]]
+                total = row[at["total"]]
+                got = (row[at["customer_id"]], str(when)[:10] if when is not None else None,
+                       Decimal(str(total)) if isinstance(total, (int, float)) else total, row[at["status"]])
+                expected = want(i)
+                if got != expected:
+                    problems.append(f"summary.xlsx: {number} says customer {got[0]}, {got[1]}, total {got[2]}, "
+                                    f"{got[3]}; the ledger: customer {expected[0]}, {expected[1]}, total "
+                                    f"{expected[2]}, {expected[3]}")
+        finally:
+            wb.close()
     except Exception as exc:  # a damaged or foreign file: openpyxl raises many kinds
         audit.problems.append(f"summary.xlsx: cannot be read as the summary ({type(exc).__name__}: {exc})")
         return
-    header = list(rows[0]) if rows else []
-    try:
-        at = {c: header.index(c) for c in ("invoice_number", "customer_id", "issue_date", "total", "status")}
-    except ValueError:
+    if at is None:
         audit.problems.append("summary.xlsx: the invoices sheet lacks its columns")
         return
-    seen = set()
-    for row in rows[1:]:
-        number = row[at["invoice_number"]]
-        seen.add(number)
-        if number not in want:
-            audit.problems.append(f"summary.xlsx: lists {number}, which this ledger did not issue for {prefix} {period}")
-            continue
-        when = row[at["issue_date"]]
-        total = row[at["total"]]
-        got = (row[at["customer_id"]], str(when)[:10] if when is not None else None,
-               Decimal(str(total)) if isinstance(total, (int, float)) else total, row[at["status"]])
-        if got != want[number]:
-            audit.problems.append(f"summary.xlsx: {number} says customer {got[0]}, {got[1]}, total {got[2]}, "
-                                  f"{got[3]}; the ledger: customer {want[number][0]}, {want[number][1]}, total "
-                                  f"{want[number][2]}, {want[number][3]}")
-    for number in sorted(set(want) - seen):
+    audit.problems += problems
+    for number in sorted(n for n, i in at_bill.items() if not seen[i]):
         audit.problems.append(f"summary.xlsx: does not list {number}")
 
 
@@ -314,12 +561,28 @@ def _priced_from_manifest(ledger: LedgerReader, manifest: dict, prefix: str, per
     except (InvoicerError, KeyError, TypeError, ValueError) as exc:
         return None, None, str(exc)
 
-def _check_fapiao(outdir: Path, bills: list[Issued], manifest: dict, prefix: str, period: str, repriced,
-                  audit: Audit) -> None:
+class _ListedBills:
+    """The folder's bills as the summary and the e-fapiao export list them (each snapshot with its status),
+    in the order given (ids), read again from the ledger a batch at a time on each pass."""
+
+    BATCH = 500
+
+    def __init__(self, ledger: LedgerReader, ids: array, cancelled: set):
+        self.ledger, self.ids, self.cancelled = ledger, ids, cancelled
+
+    def __iter__(self):
+        for i in range(0, len(self.ids), self.BATCH):
+            for d in self.ledger.issued_by_id(self.ids[i:i + self.BATCH].tolist()):
+                yield {**d.content, "status": bill_status(d.kind, d.number, self.cancelled)}
+
+
+def _check_fapiao(outdir: Path, ledger: LedgerReader, bills: _Bills, manifest: dict, prefix: str, period: str,
+                  repriced, audit: Audit) -> None:
     """The e-fapiao exports (what the clerk uploads to the tax platform) are rebuilt from the ledger: the
     period's bills, the price book and roster the manifest names (their bytes kept in the ledger). A file in
     fapiao/ that is not exactly the rebuilt one, a missing one and an extra one are problems: the manifest
-    alone (not chained) cannot vouch for them."""
+    alone (not chained) cannot vouch for them. The bills are read again from the ledger, in number order,
+    a batch at a time as the exports are built."""
     import datetime as dt
 
     from .pricing.dates import month_bounds, to_date
@@ -333,9 +596,11 @@ def _check_fapiao(outdir: Path, bills: list[Issued], manifest: dict, prefix: str
         audit.problems.append(f"fapiao/: the e-fapiao exports cannot be checked ({why})")
         return
     try:
-        cancelled = {d.cancels for d in bills if d.kind == "credit_note"}
-        listed = sorted(({**d.content, "status": bill_status(d.kind, d.number, cancelled)} for d in bills),
-                        key=lambda x: x["number"])
+        if any(k is _NO_NUMBER for k in bills.sort_keys):
+            raise KeyError("number")  # a snapshot without its number cannot be listed in number order
+        order = sorted(range(len(bills)), key=bills.sort_keys.__getitem__)
+        listed = _ListedBills(ledger, array("q", (bills.ids[i] for i in order)), bills.cancelled)
+        del order
         created = dt.datetime.combine(to_date(month_bounds(period)[1]), dt.time())
         expected, _ = expected_exports(prefix, period, listed, book, priced.roster, created)
     except (InvoicerError, KeyError, TypeError, ValueError) as exc:
@@ -352,6 +617,7 @@ def _check_fapiao(outdir: Path, bills: list[Issued], manifest: dict, prefix: str
                                   f"(rebuilt from the ledger, it differs: altered after it was written)")
     for name in sorted(on_disk - set(expected)):
         audit.problems.append(f"{name}: not an export of the ledger's bills of {prefix} {period}")
+
 
 def _columns_match_content(pairs: list[tuple[sqlite3.Row, Issued]]) -> list[str]:
     """A document's columns (what ``verify FILE.pdf`` prints, what numbering reads) say what its hashed
@@ -454,88 +720,6 @@ def _hash_file(path: Path) -> str | None:
     except OSError:
         return None
 
-
-def _recompute(ledger: LedgerReader, docs: list[Issued], known: dict | None = None) -> list[str]:
-    """Every invoice priced again from the roster and price book it was issued from (``known``: invoices by
-    customer already priced, keyed like the cache); every credit note negates the invoice it cancels."""
-    from .pipeline import price_roster_bytes
-
-    problems = []
-    cache: dict[tuple[str, str, str, str], dict[str, dict] | None] = dict(known or {})
-    by_number = {d.number: d for d in docs if d.number}
-    for d in docs:
-        if d.content_sha256 != docs_mod.content_hash(d.content):
-            problems.append(f"{d.number or d.file_name}: recorded content does not match its recorded hash")
-            continue
-        if d.kind == "credit_note":
-            original = by_number.get(d.content.get("cancels"))
-            if original is None or original.content["total_fen"] != -d.content["total_fen"] or \
-                    [x["amount_fen"] for x in original.content["lines"]] != [-x["amount_fen"] for x in d.content["lines"]]:
-                problems.append(f"{d.number}: credit note does not negate the invoice it cancels")
-            continue
-        if d.kind != "invoice":
-            continue
-        key = (d.input_sha256, d.pricebook_sha256, d.period, d.prefix)
-        if key not in cache:
-            cache[key] = None
-            try:
-                roster_bytes, book_bytes = ledger.blob(d.input_sha256), ledger.blob(d.pricebook_sha256)
-            except sqlite3.Error as exc:
-                problems.append(f"{d.number}: the roster or price book it was priced from cannot be read ({exc})")
-                continue
-            if roster_bytes is None or book_bytes is None:
-                problems.append(f"{d.number}: the ledger lost the roster or price book it was priced from")
-                continue
-            try:
-                book = pricebook.parse(book_bytes, source="ledger:" + d.pricebook_sha256[:12])
-                # a roster without invoice_prefix was priced with its run's default prefix (a drop folder's is
-                # made from the folder's name), which is the prefix the document was numbered in
-                book = dataclasses.replace(book, default_prefix=d.prefix)
-                priced = price_roster_bytes(roster_bytes, "ledger:" + d.input_sha256[:12], book, d.period)
-            except InvoicerError as exc:
-                problems.append(f"{d.number}: the recorded roster or price book can no longer be priced ({exc})")
-                continue
-            cache[key] = {x["customer"]["customer_id"]: x for x in priced.invoices}
-        if cache[key] is None:
-            continue
-        again = cache[key].get(d.customer_id)
-        if again is None:
-            problems.append(f"{d.number}: recomputing {d.period} from the recorded roster bills nothing for "
-                            f"{d.customer_id}")
-        elif docs_mod.content_hash(again) != d.content_sha256:
-            problems.append(f"{d.number}: recomputing from the recorded roster and price book gives "
-                            f"{plain_yuan(again['total_fen'])}, the invoice says {plain_yuan(d.content['total_fen'])}")
-    return problems
-
-
-def _kept_bytes(ledger: LedgerReader, pairs: list[tuple[sqlite3.Row, Issued]], chain) -> tuple[list[str], int]:
-    """Each document's kept PDF bytes are there and hash to its file hash. A missing blob is a problem for
-    every chained document (they are kept since before chaining) and for an older document whose run kept
-    the others' bytes; an unreadable one is reported and the audit goes on."""
-    problems, kept = [], 0
-    have: dict[int, bool] = {}
-    runs_keeping: set[int] = set()
-    for r, d in pairs:
-        try:
-            data = ledger.blob(d.file_sha256)
-        except sqlite3.Error as exc:
-            problems.append(f"{d.file_name}: the PDF bytes the ledger kept for {d.number or d.kind} cannot be "
-                            f"read ({exc})")
-            continue
-        have[r["id"]] = data is not None
-        if data is None:
-            continue
-        runs_keeping.add(d.run_id)
-        kept += 1
-        if sha256(data) != d.file_sha256:
-            problems.append(f"{d.file_name}: the PDF bytes the ledger kept for {d.number or d.kind} are damaged")
-    for r, d in pairs:
-        if have.get(r["id"], True):
-            continue
-        if chain.covers("documents", r["id"]) or d.run_id in runs_keeping:
-            problems.append(f"{d.file_name}: the PDF bytes the ledger kept for {d.number or d.kind} are missing "
-                            f"(deleted from the ledger)")
-    return problems, kept
 
 
 def _gapless(ledger: LedgerReader) -> list[str]:
