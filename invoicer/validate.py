@@ -46,6 +46,8 @@ TYPE_WORDS = {
 }
 DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%Y年%m月%d日")
 NOT_A_DATE = "not a date (use an Excel date or 2026-10-05, 2026/10/05, 2026年10月5日)"
+# 05/01/2026, as a spreadsheet in an English locale exports dates: never guessed (1 May or 5 January?)
+YEAR_LAST = re.compile(r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})\s*$")
 # Dates outside these bounds are typing slips, and the date arithmetic of later years would overflow.
 FIRST_DATE, LAST_DATE = dt.date(1980, 1, 1), dt.date(2099, 12, 31)
 MAX_TEXT = {"name": 200, "address": 300, "email": 200, "tax_id": 40, "reference": 100,
@@ -54,6 +56,27 @@ MAX_LEGACY_YUAN = 100_000  # per seat per year: far above any price the sheet ev
 # Columns whose text is NFKC-normalised (full-width digits, letters and punctuation become ASCII).
 NFKC_COLUMNS = {"customer_id", "opened_on", "seats", "paid_through", "legacy_rate", "qq_number", "tax_id",
                 "date", "type"}
+
+
+def not_a_date(value: object, _row: int = 0) -> str:
+    """Why a date cell was refused: NOT_A_DATE, or for a year-last date (05/01/2026) how to write it
+    year first: it is never read as one, since the order of day and month cannot be told from the text."""
+    m = YEAR_LAST.match(value) if isinstance(value, str) else None
+    if m is None:
+        return NOT_A_DATE
+    a, b, year = (int(x) for x in m.groups())
+    readings = set()
+    for month, day in ((a, b), (b, a)):
+        try:
+            readings.add(dt.date(year, month, day).isoformat())
+        except ValueError:
+            pass
+    if not readings:
+        return NOT_A_DATE
+    if len(readings) == 1:
+        return f"not a date: write the year first ({readings.pop()}) or use an Excel date"
+    return (f"not a date: day and month order unknown ({' or '.join(sorted(readings))}?); write the year "
+            f"first or use an Excel date")
 
 
 @dataclass
@@ -311,7 +334,7 @@ def check_customer_control_characters(c: CustomerCells) -> list[Finding]:
 
 def check_opened_on(c: CustomerCells) -> list[Finding]:
     """opened_on is a date (an Excel date or text in one of three layouts) from 1980 to 2099."""
-    return [Finding("opened_on", _mask(d is None for d in c.opened), NOT_A_DATE)]
+    return [Finding("opened_on", _mask(d is None for d in c.opened), not_a_date)]
 
 
 def check_seats_whole(c: CustomerCells) -> list[Finding]:
@@ -329,7 +352,7 @@ def check_seats_in_range(c: CustomerCells) -> list[Finding]:
 def check_paid_through_date(c: CustomerCells) -> list[Finding]:
     """paid_through, when given, is a date from 1980 to 2099."""
     return [Finding("paid_through", _mask(not is_blank(v) and p is None
-                                          for v, p in zip(c.cells["paid_through"], c.paid)), NOT_A_DATE)]
+                                          for v, p in zip(c.cells["paid_through"], c.paid)), not_a_date)]
 
 
 def check_paid_through_term_end(c: CustomerCells) -> list[Finding]:
@@ -533,7 +556,7 @@ def check_change_control_characters(c: ChangeCells) -> list[Finding]:
 
 def check_change_date(c: ChangeCells) -> list[Finding]:
     """date is a date (an Excel date or text in one of three layouts) from 1980 to 2099."""
-    return [Finding("date", _mask(d is None for d in c.dates), NOT_A_DATE)]
+    return [Finding("date", _mask(d is None for d in c.dates), not_a_date)]
 
 
 def check_change_type(c: ChangeCells) -> list[Finding]:
