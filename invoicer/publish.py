@@ -41,14 +41,31 @@ def atomic_write(path: Path, data: bytes) -> None:
 def atomic_write_blocks(path: Path, blocks) -> None:
     """``atomic_write`` of the concatenation of ``blocks`` (bytes, written as they come, so the whole file is
     never in memory)."""
+
+    def fill(f) -> bool:
+        for block in blocks:
+            f.write(block)
+        return True
+
+    _replace_atomically(path, fill)
+
+
+def _replace_atomically(path: Path, fill) -> bool:
+    """The one way a file is replaced: ``fill(f)`` writes a temporary file beside ``path`` (f is opened for
+    reading and writing); when it returns True the file is flushed to disk and renamed over ``path``, else
+    it is dropped. On any failure (a full disk: OSError ENOSPC) the temporary file is removed and the error
+    raised. Returns whether ``path`` was replaced."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
-            for block in blocks:
-                f.write(block)
-            f.flush()
-            os.fsync(f.fileno())
+        with os.fdopen(fd, "w+b") as f:
+            keep = fill(f)
+            if keep:
+                f.flush()
+                os.fsync(f.fileno())
+        if not keep:
+            os.unlink(tmp)
+            return False
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
@@ -58,6 +75,7 @@ def atomic_write_blocks(path: Path, blocks) -> None:
             pass
         raise
     fsync_dir(path.parent)
+    return True
 
 
 def holds_blocks(path: Path, blocks) -> bool:
@@ -122,31 +140,20 @@ def write_made_if_different(path: Path, make) -> tuple[bool, str]:
     """``write_if_different`` for a file too big to hold: ``make(f)`` writes the content into a temporary
     file beside ``path`` (a seekable binary file), which replaces ``path`` atomically only if the bytes
     differ (both compared by SHA-256, a block at a time). Returns (written, the content's SHA-256)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w+b") as f:
-            make(f)
-            f.flush()
-            f.seek(0)
-            h = hashlib.sha256()
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-            digest = h.hexdigest()
-            if path.is_file() and file_sha256(path) == digest:
-                os.unlink(tmp)
-                return False, digest
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_dir(path.parent)
-    return True, digest
+    digest = ""
+
+    def fill(f) -> bool:
+        nonlocal digest
+        make(f)
+        f.flush()
+        f.seek(0)
+        h = hashlib.sha256()
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+        digest = h.hexdigest()
+        return not (path.is_file() and file_sha256(path) == digest)
+
+    return _replace_atomically(path, fill), digest
 
 
 def write_json(path: Path, obj) -> bool:
