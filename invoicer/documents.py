@@ -254,6 +254,12 @@ class InvoiceSet(Sequence):
     def __len__(self) -> int:
         return len(self.customer_ids)
 
+    def release(self) -> None:
+        """Let go of the frames (a run does once its invoices are recorded: publishing reads them from the
+        ledger); ``len``, ``customer_ids`` and ``total_fen`` stay, building a document is refused."""
+        self._lines = self._customers = self._by_id = None
+        self._cached = None
+
     def totals(self) -> list[tuple[str, int]]:
         """(customer id, invoice total in fen) of each invoice, in order, from the frame (no document built):
         each equals the built invoice's ``total_fen``."""
@@ -263,6 +269,8 @@ class InvoiceSet(Sequence):
     def _chunk(self, k: int) -> list[Invoice]:
         if self._cached is not None and self._cached[0] == k:
             return self._cached[1]
+        if self._lines is None:
+            raise RuntimeError("the invoices were released (recorded): read them from the ledger")
         first, last = k * self.CHUNK, min((k + 1) * self.CHUNK, len(self))
         rows = self._lines.iloc[self._starts[first]:self._starts[last]]
         docs = build_invoices(rows, self._customers, set(), *self._args, by_id=self._by_id)

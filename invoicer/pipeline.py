@@ -371,7 +371,10 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
             ledger.commit()
             _fault_point("after_commit")
             rendered.clear()  # only a retry reads it; publish takes each staged file from ``fresh``
-            priced.input_bytes = b""  # kept in the ledger now; nothing after the commit reads it
+            # kept in the ledger now: publishing reads the period's bills from there, not from the frames
+            priced.input_bytes = b""
+            priced.invoices.release()
+            issue = batch = keyed = todo = None  # the render pass's last batch of documents too
             break
         else:
             raise LedgerBusy(f"the ledger {ledger_path}: other runs kept numbering in the series "

@@ -130,6 +130,11 @@ def test_invoice_set_is_the_built_list_in_chunks(priced, monkeypatch):
     assert p.invoices.totals() == [(d["customer"]["customer_id"], d["total_fen"]) for d in built]
     with pytest.raises(IndexError):
         p.invoices[5]
+    total = p.invoices.total_fen
+    p.invoices.release()  # what a run does once they are recorded (publishing reads the ledger)
+    assert len(p.invoices) == 5 and p.invoices.total_fen == total
+    with pytest.raises(RuntimeError, match="released"):
+        list(p.invoices)
 
 
 def test_a_dry_run_without_a_ledger_builds_no_invoice(tmp_path, monkeypatch):
