@@ -1,0 +1,376 @@
+"""An attacker's review (h-review, session 7): a hostile reseller, a careless clerk and a tamperer who wants an
+auditor's ``invoicer verify`` to pass over altered output. Each test states the promise it attacks, what was
+expected and what happens today; the ones marked ``xfail(strict=True)`` fail today for the defect they name
+and turn green (and must then lose the mark) when it is fixed. The plain tests are attacks that held.
+
+verify compares files by hash and re-derives amounts from the ledger's snapshots, never from a PDF's text: the
+folders are rendered without layout (tests/pdfstub.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import io
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
+
+import openpyxl
+import pytest
+
+from invoicer.cli import main
+
+from .conftest import change, cust, stubbed_render, write_roster
+
+D = dt.date
+TAX_A = "91350100M000100Y43"  # a valid 统一社会信用代码 (tests/test_fapiao.py): bills go into the fapiao export
+PERIOD = "2026-10"
+pytestmark = pytest.mark.usefixtures("stub_render")
+
+
+def cli(*args):
+    """The CLI in-process: (returncode, stdout, stderr). An exception propagates (a traceback to the user)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+
+
+def write_manifest(folder: Path, m: dict) -> None:
+    (folder / "manifest.json").write_text(json.dumps(m, indent=2, ensure_ascii=False, sort_keys=True) + "\n",
+                                          encoding="utf-8")
+
+
+def forget(m: dict, name: str) -> None:
+    """Take a file out of a manifest as a forger would (its hash and its inode state)."""
+    m["files"].pop(name)
+    m.get("file_stats", {}).pop(name, None)
+
+
+def rehash(folder: Path, m: dict, name: str) -> None:
+    """The manifest is not chained: a forger who changed a file puts its new hash there."""
+    m["files"][name] = sha(folder / name)
+    m.get("file_stats", {}).pop(name, None)
+
+
+def mismatches(r) -> str:
+    return "\n".join(line for line in r.stdout.splitlines() if line.startswith("MISMATCH"))
+
+
+# -- one folder: three bills with tax ids (so the e-fapiao export has rows), a renewal notice ---------------
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    base = tmp_path_factory.mktemp("review7")
+    roster = write_roster(base / "r.xlsx",
+                          [cust("A", D(2026, 5, 1), 5, tax_id=TAX_A), cust("B", D(2026, 10, 8), 3, tax_id=TAX_A),
+                           cust("C", D(2026, 10, 20), 4, tax_id=TAX_A),
+                           cust("N", D(2025, 11, 15), 3, paid_through=D(2026, 11, 14))],
+                          [change("A", D(2026, 10, 1), "add", 2)])
+    out = base / "out"
+    with stubbed_render():  # module-scoped: made before the tests' own stub_render
+        r = cli("run", roster, "--period", PERIOD, "--out", out, "--workers", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return SimpleNamespace(base=base, out=out, roster=roster)
+
+
+@pytest.fixture
+def folder(built, tmp_path):
+    copy = tmp_path / "out"
+    shutil.copytree(built.out, copy)
+    return copy
+
+
+def test_the_folder_as_built_is_clean_and_holds_what_the_attacks_assume(built):
+    names = sorted(p.relative_to(built.out).as_posix() for p in built.out.rglob("*") if p.is_file())
+    assert names == ["fapiao/QQ-2026-10.xlsx", "invoices/QQ-2026-000001.pdf", "invoices/QQ-2026-000002.pdf",
+                     "invoices/QQ-2026-000003.pdf", "ledger.sqlite", "manifest.json", "notices/N-renewal.pdf",
+                     "summary.xlsx"]
+    r = cli("verify", built.out)
+    assert r.returncode == 0, r.stdout
+
+
+# -- 1. verify: a malformed manifest must be a MISMATCH line, never a traceback ------------------------------
+@pytest.mark.xfail(strict=True, raises=(TypeError, AttributeError), reason=(
+    "verify crashes with a traceback on a manifest whose counts is not an object (verify._check_counts: "
+    "`key in counts`), whose file hash is not a string (verify._audit_ledger: `digest not in {...}`, "
+    "unhashable) or whose period is not text (pipeline._price via verify._priced_from_manifest: "
+    "issue_date.isoformat on None, only InvoicerError/KeyError/TypeError/ValueError are caught)"))
+@pytest.mark.parametrize("patch", [
+    {"counts": 1},
+    {"counts": ["invoices"]},
+    {"files": {"invoices/QQ-2026-000001.pdf": []}},
+    {"files": {"invoices/QQ-2026-000001.pdf": {"sha256": "x"}}},
+    {"period": None},
+    {"period": 202610},
+], ids=["counts-int", "counts-list", "hash-list", "hash-object", "period-null", "period-int"])
+def test_verify_of_a_malformed_manifest_is_a_mismatch_not_a_traceback(folder, patch):
+    """Promise (README exit codes, BRIEF): no traceback ever reaches the user; verify lists what it finds
+    (exit 1) or says the folder cannot be audited (exit 2). A forger, or a damaged copy, edits manifest.json
+    (it is not chained). Expected: exit 1 or 2 with one line. Actual: TypeError / AttributeError."""
+    m = read_manifest(folder)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(m.get(key), dict):
+            m[key].update(value)
+        else:
+            m[key] = value
+    write_manifest(folder, m)
+    r = cli("verify", folder)
+    assert r.returncode in (1, 2) and "Traceback" not in r.stderr
+
+
+def test_well_formed_but_hostile_manifest_values_are_reported(folder):
+    """Held: paths outside the folder, absolute paths, an unknown document and a wrong hash in the manifest
+    are each a MISMATCH; nothing outside the folder is read."""
+    m = read_manifest(folder)
+    m["files"].update({"../outside.pdf": "0" * 64, "/etc/passwd": "0" * 64,
+                       "invoices/QQ-2026-999999.pdf": "0" * 64, "summary.xlsx": "1" * 64})
+    write_manifest(folder, m)
+    r = cli("verify", folder)
+    assert r.returncode == 1
+    for needle in ("../outside.pdf: the manifest lists a path outside", "/etc/passwd: the manifest lists a path",
+                   "invoices/QQ-2026-999999.pdf: listed in the manifest but missing", "summary.xlsx: changed"):
+        assert needle in r.stdout, r.stdout
+
+
+# -- 2. verify: the summary's invoices sheet "lists exactly the ledger's invoices" ---------------------------
+def _edit_summary(folder: Path, edit) -> None:
+    wb = openpyxl.load_workbook(folder / "summary.xlsx")
+    edit(wb["invoices"])
+    wb.save(folder / "summary.xlsx")
+    m = read_manifest(folder)
+    rehash(folder, m, "summary.xlsx")
+    write_manifest(folder, m)
+
+
+def test_a_summary_total_forged_with_its_manifest_hash_is_caught(folder):
+    """Held: the invoices sheet's total is compared with the ledger."""
+    def edit(ws):
+        col = [c.value for c in ws[1]].index("total") + 1
+        ws.cell(2, col).value = 1
+    _edit_summary(folder, edit)
+    r = cli("verify", folder)
+    assert r.returncode == 1 and "summary.xlsx: QQ-2026-000001 says" in r.stdout, r.stdout
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "verify._check_summary keeps the numbers it saw in a set: a row repeated in the invoices sheet matches "
+    "the ledger each time and is never reported, so a summary that counts a bill twice verifies clean"))
+def test_a_summary_listing_a_bill_twice_is_caught(folder):
+    """Promise (README "What verify proves"): "the summary's invoices sheet lists exactly the ledger's invoices
+    and credit notes of the period". A forger (or a clerk's slip) repeats QQ-2026-000001's row, so the sheet's
+    total column sums 5,000 CNY more than was billed, and puts the new hash in the manifest. Expected: exit 1
+    naming the repeated row. Actual: clean."""
+    _edit_summary(folder, lambda ws: ws.append([c.value for c in ws[2]]))
+    r = cli("verify", folder)
+    assert r.returncode == 1, r.stdout
+    assert "QQ-2026-000001" in mismatches(r)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "verify._check_summary compares only customer_id, issue_date, total and status of the invoices sheet: "
+    "its customer_name, net_total and tax_total (what the clerk books as VAT) can be rewritten with the "
+    "manifest's hash and verify says clean"))
+def test_a_summary_vat_and_buyer_name_forged_with_its_manifest_hash_are_caught(folder):
+    """Promise (README "The clerk's month" 4.): "The bill, summary.xlsx (lines.net, lines.tax,
+    invoices.net_total, tax_total, vat_rate) and the import file agree to the fen", and verify checks the
+    invoices sheet against the ledger "with their customer ... total". A forger moves 100 CNY of one bill from
+    VAT to net and renames its buyer in the summary, and rehashes it in the manifest. Expected: exit 1.
+    Actual: clean."""
+    def edit(ws):
+        header = [c.value for c in ws[1]]
+        net, tax = (ws.cell(2, header.index(k) + 1) for k in ("net_total", "tax_total"))
+        from decimal import Decimal
+        net.value, tax.value = Decimal(str(net.value)) + 100, Decimal(str(tax.value)) - 100
+        ws.cell(2, header.index("customer_name") + 1).value = "某某空壳公司"
+    _edit_summary(folder, edit)
+    r = cli("verify", folder)
+    assert r.returncode == 1, r.stdout
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "verify._check_summary returns silently when summary.xlsx is not a file: a summary deleted together with "
+    "its manifest entry (the manifest is not chained) is never missed, though every run writes one"))
+def test_a_summary_deleted_with_its_manifest_entry_is_caught(folder):
+    """Promise (README "What verify proves"): the folder is audited in both directions, and the summary's
+    invoices sheet must list the ledger's bills. A forger deletes summary.xlsx and its manifest entry.
+    Expected: exit 1, "summary.xlsx: missing". Actual: clean."""
+    (folder / "summary.xlsx").unlink()
+    m = read_manifest(folder)
+    forget(m, "summary.xlsx")
+    write_manifest(folder, m)
+    r = cli("verify", folder)
+    assert r.returncode == 1, r.stdout
+
+
+# -- 3. verify: the e-fapiao export -----------------------------------------------------------------------
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "verify._check_fapiao skips the check when fapiao/ is absent and the manifest lists no fapiao/ file, "
+    "taking the folder for one published before exports existed: deleting the export and its manifest entry "
+    "verifies clean, though the manifest's tool_version and the ledger's bills say it must be there"))
+def test_the_fapiao_export_deleted_with_its_manifest_entry_is_caught(folder):
+    """Promise (verify._check_fapiao's own docstring and README): the exports "are rebuilt from the ledger ...
+    a missing one ... [is a problem]: the manifest alone (not chained) cannot vouch for them". A forger removes
+    fapiao/ (what the clerk uploads to the tax platform: three bills with tax ids) and its manifest entry.
+    Expected: exit 1, "fapiao/QQ-2026-10.xlsx: missing". Actual: clean."""
+    shutil.rmtree(folder / "fapiao")
+    m = read_manifest(folder)
+    forget(m, "fapiao/QQ-2026-10.xlsx")
+    write_manifest(folder, m)
+    r = cli("verify", folder)
+    assert r.returncode == 1, r.stdout
+    assert "fapiao/QQ-2026-10.xlsx" in mismatches(r)
+
+
+def test_a_fapiao_export_forged_or_added_is_caught(folder):
+    """Held: an amount changed in the export (hash rehashed in the manifest) and an extra export are named."""
+    export = folder / "fapiao" / "QQ-2026-10.xlsx"
+    wb = openpyxl.load_workbook(export)
+    ws = wb["2-发票明细信息"]
+    for row in ws.iter_rows(min_row=4):
+        for c in row:
+            if c.value == "5000.00" or c.value == "5000":
+                c.value = "4000.00"
+    wb.save(export)
+    shutil.copy(export, folder / "fapiao" / "QQ-2026-10-part2.xlsx")
+    m = read_manifest(folder)
+    rehash(folder, m, "fapiao/QQ-2026-10.xlsx")
+    write_manifest(folder, m)
+    r = cli("verify", folder)
+    assert r.returncode == 1
+    assert "fapiao/QQ-2026-10.xlsx: is not the e-fapiao export" in r.stdout, r.stdout
+    assert "fapiao/QQ-2026-10-part2.xlsx: not an export" in r.stdout, r.stdout
+
+
+# -- 4. verify: documents ---------------------------------------------------------------------------------
+def test_swapped_edited_deleted_and_extra_documents_are_caught(folder):
+    """Held: two bills swapped (manifest rehashed), a notice edited, an invoice deleted with its manifest
+    entry, and a copy of a bill in a sub-folder are each named; a forged ledger row (the JSON of a document,
+    behind the dropped triggers) breaks the chain."""
+    a, b = folder / "invoices" / "QQ-2026-000001.pdf", folder / "invoices" / "QQ-2026-000002.pdf"
+    da, db_ = a.read_bytes(), b.read_bytes()
+    a.write_bytes(db_)
+    b.write_bytes(da)
+    (folder / "notices" / "N-renewal.pdf").write_bytes(b"%PDF-1.7 not the notice")
+    (folder / "invoices" / "QQ-2026-000003.pdf").unlink()
+    (folder / "invoices" / "sub").mkdir()
+    (folder / "invoices" / "sub" / "QQ-2026-000001.pdf").write_bytes(da)
+    m = read_manifest(folder)
+    for name in ("invoices/QQ-2026-000001.pdf", "invoices/QQ-2026-000002.pdf"):
+        rehash(folder, m, name)
+    forget(m, "invoices/QQ-2026-000003.pdf")
+    write_manifest(folder, m)
+    db = sqlite3.connect(folder / "ledger.sqlite")
+    db.execute("DROP TRIGGER IF EXISTS documents_immutable")
+    db.execute("UPDATE documents SET content_json = replace(content_json, '测试公司B', '测试公司X') "
+               "WHERE number = 'QQ-2026-000002'")
+    db.commit()
+    db.close()
+    r = cli("verify", folder)
+    assert r.returncode == 1
+    out = mismatches(r)
+    for needle in ("invoices/QQ-2026-000001.pdf: differs", "invoices/QQ-2026-000002.pdf: differs",
+                   "notices/N-renewal.pdf", "invoices/QQ-2026-000003.pdf: issued (QQ-2026-000003) but missing",
+                   "invoices/sub/QQ-2026-000001.pdf: not a document this ledger issued",
+                   "documents_immutable", "QQ-2026-000002: recorded content does not match"):
+        assert needle in out, out
+
+
+# -- 5. verify: one ledger for several resellers (the watcher's OUT/ledger.sqlite) --------------------------
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """Two resellers' folders on one ledger, as the watcher keeps them (one ledger for every reseller and
+    period) and as the README tells the clerk to keep months. Each reseller has a customer N (ids are the
+    reseller's own: 'N', 'C001' collide across resellers) with a renewal notice in 2026-10."""
+    base = tmp_path_factory.mktemp("review7-shared")
+    x = write_roster(base / "x.xlsx", [cust("A", D(2026, 10, 8), 3),
+                                       cust("N", D(2025, 11, 15), 3, paid_through=D(2026, 11, 14))],
+                     reseller={"invoice_prefix": "XX"})
+    y = write_roster(base / "y.xlsx", [cust("B", D(2026, 10, 8), 4),
+                                       cust("N", D(2025, 11, 15), 9, name="另一家公司", paid_through=D(2026, 11, 14))],
+                     reseller={"invoice_prefix": "YY"})
+    ledger = base / "ledger.sqlite"
+    with stubbed_render():
+        for roster, name in ((x, "x"), (y, "y")):
+            r = cli("run", roster, "--period", PERIOD, "--out", base / name, "--ledger", ledger, "--workers", "1")
+            assert r.returncode == 0, r.stdout + r.stderr
+    return SimpleNamespace(base=base, ledger=ledger, x=base / "x", y=base / "y")
+
+
+def test_the_shared_ledger_holds_two_notices_of_one_name(shared):
+    db = sqlite3.connect(shared.ledger)
+    assert db.execute("SELECT prefix, period, customer_id, file_name FROM documents WHERE kind = 'notice' "
+                      "ORDER BY id").fetchall() == [("XX", PERIOD, "N", "notices/N-renewal.pdf"),
+                                                     ("YY", PERIOD, "N", "notices/N-renewal.pdf")]
+    db.close()
+    assert sha(shared.x / "notices" / "N-renewal.pdf") != sha(shared.y / "notices" / "N-renewal.pdf")
+    assert cli("verify", shared.y).returncode == 0
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "verify._audit_ledger picks the notice in force by file name and period only (latest_notice), not by "
+    "prefix: reseller YY's later notice for its own customer N is taken for XX's, so XX's untouched "
+    "notices/N-renewal.pdf is reported as altered"))
+def test_an_untouched_folder_on_a_shared_ledger_verifies_clean(shared):
+    """Promise (README "What verify proves"): an untouched folder is clean (exit 0). Folder XX was billed
+    first; YY then issued a notice for its own customer N in the same ledger and period. Expected: verify XX
+    exit 0. Actual: exit 1, "notices/N-renewal.pdf: differs from the file issued as notice"."""
+    r = cli("verify", shared.x)
+    assert r.returncode == 0, r.stdout
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "same cause (verify._audit_ledger's latest_notice and by_file ignore the prefix): reseller YY's notice, "
+    "to another company for 9 seats, put in XX's folder as XX's notices/N-renewal.pdf with its manifest hash, "
+    "verifies clean"))
+def test_another_resellers_notice_swapped_in_is_caught(shared, tmp_path):
+    """Promise: every document of the folder's prefix and period is in the folder with the SHA-256 it was
+    issued with. A forger replaces XX's renewal notice for N with YY's (same name, same ledger and period;
+    another buyer, another renewal price) and puts its hash in XX's manifest. Expected: exit 1 naming the
+    notice. Actual: clean."""
+    x = tmp_path / "x"
+    shutil.copytree(shared.x, x)
+    shutil.copy(shared.y / "notices" / "N-renewal.pdf", x / "notices" / "N-renewal.pdf")
+    m = read_manifest(x)
+    rehash(x, m, "notices/N-renewal.pdf")
+    m["ledger"] = str(shared.ledger)
+    write_manifest(x, m)
+    r = cli("verify", x)
+    assert r.returncode == 1, r.stdout
+    assert "notices/N-renewal.pdf" in mismatches(r)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "verify.verify_pdf looks for a newer notice by file name only (`kind = 'notice' AND file_name = ? AND "
+    "id > ?`), not by prefix: reseller YY's notice for its own customer N makes XX's notice 'superseded'"))
+def test_verify_pdf_does_not_call_a_notice_superseded_by_another_resellers(shared):
+    """Promise (README): ``verify FILE.pdf --ledger L`` says what the PDF is. XX's renewal notice is XX's
+    latest for N. Expected: certified, nothing about being superseded. Actual: "superseded: a newer
+    notices/N-renewal.pdf was issued since"."""
+    r = cli("verify", shared.x / "notices" / "N-renewal.pdf", "--ledger", shared.ledger)
+    assert r.returncode == 0, r.stdout
+    assert "issued as the notice for N" in r.stdout
+    assert "superseded" not in r.stdout, r.stdout
+
+
+def test_a_rerun_on_a_shared_ledger_restores_its_own_notice(shared, tmp_path):
+    """Held: the run itself takes the notice in force per prefix (ledger.latest_notice_refs): a lost XX
+    notice is restored as XX's, not YY's."""
+    x = tmp_path / "x"
+    shutil.copytree(shared.x, x)
+    ledger = tmp_path / "ledger.sqlite"
+    shutil.copy(shared.ledger, ledger)
+    (x / "notices" / "N-renewal.pdf").unlink()
+    r = cli("run", shared.base / "x.xlsx", "--period", PERIOD, "--out", x, "--ledger", ledger, "--workers", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sha(x / "notices" / "N-renewal.pdf") == sha(shared.x / "notices" / "N-renewal.pdf")
