@@ -374,3 +374,110 @@ def test_a_rerun_on_a_shared_ledger_restores_its_own_notice(shared, tmp_path):
     r = cli("run", shared.base / "x.xlsx", "--period", PERIOD, "--out", x, "--ledger", ledger, "--workers", "1")
     assert r.returncode == 0, r.stdout + r.stderr
     assert sha(x / "notices" / "N-renewal.pdf") == sha(shared.x / "notices" / "N-renewal.pdf")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "verify._audit_ledger accepts any file in invoices/ whose name and hash are some document of the ledger "
+    "(by_file holds every prefix and period): another reseller's (or another month's) bill copied into the "
+    "folder, listed nowhere in its manifest or summary, verifies clean"))
+def test_another_folders_bill_added_to_this_folder_is_caught(shared, tmp_path):
+    """Promise (pipeline._one_series_per_folder, README Outputs): an output folder holds one prefix and one
+    period, and verify audits it "in both directions". A forger (or a clerk's stray copy) puts reseller YY's
+    bill YY-2026-000001.pdf into XX's invoices/: a bill to another company, in no manifest entry, summary row
+    or e-fapiao export of this folder. Expected: exit 1 naming it. Actual: clean."""
+    x = tmp_path / "x"
+    shutil.copytree(shared.x, x)
+    shutil.copy(shared.y / "invoices" / "YY-2026-000001.pdf", x / "invoices" / "YY-2026-000001.pdf")
+    m = read_manifest(x)
+    m["ledger"] = str(shared.ledger)
+    write_manifest(x, m)
+    r = cli("verify", x)
+    assert r.returncode == 1, r.stdout
+    assert "YY-2026-000001" in mismatches(r)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "verify checks the summary's totals, lines and accounts sheets against the manifest's hash only (not "
+    "chained), and a re-run keeps a summary whose hash is the manifest's (publish.publish_period, summary_key): "
+    "a forged grand total with a forged manifest hash is certified by verify and survives re-runs, though the "
+    "summary is a deterministic function of the ledger (summary_key) and could be rebuilt as the e-fapiao "
+    "export is"))
+def test_a_forged_grand_total_in_the_summary_is_caught_or_repaired(built, folder):
+    """Promise (SPEC 1): auditors "open the PDFs and the summary ... and prove that nothing was altered after
+    issue"; SPEC 5: the sum of lines equals each invoice total equals the summary totals. A forger lowers the
+    totals sheet's grand total and puts the summary's new hash in the manifest. Expected: verify names
+    summary.xlsx, or at least a re-run of the period restores it. Actual: verify clean and the re-run keeps
+    it (README "What it cannot prove" says the other sheets are outside verify's proof)."""
+    from decimal import Decimal
+
+    wb = openpyxl.load_workbook(folder / "summary.xlsx")
+    ws = wb["totals"]
+    forged = 0
+    for row in ws.iter_rows():
+        for c in row:
+            if isinstance(c.value, (int, float, Decimal)) and not isinstance(c.value, bool) and c.value > 1000:
+                c.value = Decimal(str(c.value)) - 1000
+                forged += 1
+    assert forged
+    wb.save(folder / "summary.xlsx")
+    m = read_manifest(folder)
+    rehash(folder, m, "summary.xlsx")
+    write_manifest(folder, m)
+    forged_sha = sha(folder / "summary.xlsx")
+    caught = cli("verify", folder).returncode == 1
+    r = cli("run", built.roster, "--period", PERIOD, "--out", folder, "--workers", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert caught or sha(folder / "summary.xlsx") != forged_sha
+
+
+# -- 6. hostile or careless rosters: one bad cell is a rejected cell, the rest billed ------------------------
+def _csv_pair(folder: Path, customers: str, changes: str = "customer_id,date,type,seats,reference\n") -> Path:
+    folder.mkdir()
+    (folder / "customers.csv").write_text(customers, encoding="utf-8")
+    (folder / "changes.csv").write_text(changes, encoding="utf-8")
+    return folder
+
+
+def test_a_cell_over_the_length_limit_in_a_workbook_is_a_rejected_cell(tmp_path):
+    """Held (the twin of the next test): in an .xlsx, B's 10,001-character address rejects B; A is billed."""
+    roster = write_roster(tmp_path / "r.xlsx", [cust("A", D(2026, 10, 8), 3),
+                                                cust("B", D(2026, 10, 9), 4, address="地" * 10_001)])
+    r = cli("run", roster, "--period", PERIOD, "--out", tmp_path / "out", "--workers", "1")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "column address" in r.stderr and "longer than 10000 characters" in r.stderr
+    assert (tmp_path / "out" / "invoices" / "QQ-2026-000001.pdf").is_file()
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "roster._csv_sheets sets csv.field_size_limit(limits.text): the csv module raises on the long cell and "
+    "the whole CSV roster is refused (InputError, exit 2, nothing billed) instead of one rejected cell"))
+def test_a_cell_over_the_length_limit_in_a_csv_roster_is_a_rejected_cell(tmp_path):
+    """Promise (README Limits): "characters in one cell (a longer cell is a rejected cell)"; SPEC 4: bad
+    input never stops the batch; README Formats: the same content in any format gives the same invoices.
+    A CSV pair whose customer B has a 10,001-character address. Expected: exit 1, B rejected (sheet, row,
+    column, reason), A billed, as for the same roster in .xlsx. Actual: exit 2, "customers.csv: not a
+    readable CSV file (field larger than field limit (10000) ...)", nothing billed (in the drop folder the
+    reseller's whole file goes to failed/)."""
+    pair = _csv_pair(tmp_path / "pair", "customer_id,name,opened_on,seats,address\n"
+                                        f"A,甲公司,2026-10-08,3,\nB,乙公司,2026-10-09,4,{'地' * 10_001}\n")
+    r = cli("run", pair, "--period", PERIOD, "--out", tmp_path / "out", "--workers", "1")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert (tmp_path / "out" / "invoices" / "QQ-2026-000001.pdf").is_file()
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "a stray opening quote in a CSV cell makes the csv module read every later line into that cell: the "
+    "following customers are neither billed nor rejected (only the first row is rejected, for its now-blank "
+    "opened_on), and nothing tells the clerk they were swallowed"))
+def test_a_stray_quote_in_a_csv_roster_does_not_make_later_customers_vanish(tmp_path):
+    """Promise (SPEC 4): "Bad input never stops the batch and never vanishes: each bad row is rejected with
+    sheet, row number, column, value and a plain reason ... everything else is billed". A clerk types a
+    name with a leading quote ("北京 ...) into a hand-edited customers.csv. Expected: customers B and C are
+    billed, or named as rejected (or the file is refused as malformed, exit 2). Actual: exit 1 with one
+    reject (row 2, opened_on blank); B and C are in no bill and no reject."""
+    pair = _csv_pair(tmp_path / "pair", "customer_id,name,opened_on,seats\n"
+                                        'A,"北京甲公司,2026-10-08,3\nB,乙公司,2026-10-09,4\nC,丙公司,2026-10-10,5\n')
+    r = cli("run", pair, "--period", PERIOD, "--out", tmp_path / "out", "--workers", "1")
+    bills = sorted(p.name for p in (tmp_path / "out" / "invoices").glob("*.pdf"))
+    billed_or_named = r.returncode == 2 or (len(bills) == 2 or all(f"row {n}" in r.stderr for n in (3, 4)))
+    assert billed_or_named, (r.returncode, bills, r.stderr)
