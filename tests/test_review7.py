@@ -481,3 +481,96 @@ def test_a_stray_quote_in_a_csv_roster_does_not_make_later_customers_vanish(tmp_
     bills = sorted(p.name for p in (tmp_path / "out" / "invoices").glob("*.pdf"))
     billed_or_named = r.returncode == 2 or (len(bills) == 2 or all(f"row {n}" in r.stderr for n in (3, 4)))
     assert billed_or_named, (r.returncode, bills, r.stderr)
+
+
+# -- 7. verify without --head: rows deleted by cutting the chain's tail -----------------------------------------
+def _cut_the_tail(folder: Path, keep_documents: int) -> None:
+    """What a forger with the folder does to unissue the last documents of the last run, computing no hash:
+    delete those rows, the run's series record and the chain links from the first of them on (the chain
+    left is a true prefix of the original), put the triggers back exactly, delete the files, rebuild the
+    e-fapiao export with the product's own code as verify does, drop the bills' rows from the summary's
+    invoices sheet, and rewrite the manifest (not chained: head, files, counts, total)."""
+    import datetime as dt_
+
+    from invoicer.ledger import APPEND_ONLY, LedgerReader, _append_only
+    from invoicer.pricing.dates import month_bounds, to_date
+    from invoicer.publish import bill_status
+    from invoicer.publish_fapiao import expected_exports
+    from invoicer.verify import Audit, _load_documents, _priced_from_manifest
+
+    path = folder / "ledger.sqlite"
+    db = sqlite3.connect(path)
+    gone = db.execute("SELECT file_name, number FROM documents WHERE id > ?", (keep_documents,)).fetchall()
+    first = db.execute("SELECT MIN(seq) FROM chain WHERE table_name = 'documents' AND row_id > ?",
+                       (keep_documents,)).fetchone()[0]
+    for table in ("documents", "series", "chain"):
+        db.execute(f"DROP TRIGGER {table}_undeletable")
+    db.execute("DELETE FROM documents WHERE id > ?", (keep_documents,))
+    db.execute("DELETE FROM series")
+    db.execute("DELETE FROM chain WHERE seq >= ?", (first,))
+    head = db.execute("SELECT head_sha256 FROM chain ORDER BY seq DESC LIMIT 1").fetchone()[0]
+    db.executescript("".join(_append_only(*spec) for spec in APPEND_ONLY if spec[0] in ("documents", "series",
+                                                                                         "chain")))
+    db.commit()
+    db.close()
+    m = read_manifest(folder)
+    numbers = {n for _, n in gone if n}
+    for name, _ in gone:
+        (folder / name).unlink()
+        forget(m, name)
+    m["chain_head"] = head
+    reader = LedgerReader(path)
+    try:
+        bills = [d for _, d in _load_documents(reader, Audit()) if d.kind != "notice"
+                 and d.prefix == m["invoice_prefix"] and d.period == m["period"]]
+        priced, book, why = _priced_from_manifest(reader, m, m["invoice_prefix"], m["period"])
+        assert priced is not None, why
+        cancelled = {d.cancels for d in bills if d.kind == "credit_note"}
+        listed = sorted(({**d.content, "status": bill_status(d.kind, d.number, cancelled)} for d in bills),
+                        key=lambda x: x["number"])
+        created = dt_.datetime.combine(to_date(month_bounds(m["period"])[1]), dt_.time())
+        exports, _ = expected_exports(m["invoice_prefix"], m["period"], listed, book, priced.roster, created)
+    finally:
+        reader.close()
+    for name, data in exports.items():
+        (folder / name).write_bytes(data)
+        rehash(folder, m, name)
+    m["counts"].update(invoices=sum(1 for d in bills if d.kind == "invoice"),
+                       notices=m["counts"].get("notices", 0) - sum(1 for _, n in gone if not n))
+    m["total_fen"] = sum(d.content["total_fen"] for d in bills)
+    write_manifest(folder, m)
+    wb = openpyxl.load_workbook(folder / "summary.xlsx")
+    ws = wb["invoices"]
+    for i in range(ws.max_row, 1, -1):
+        if ws.cell(i, 1).value in numbers:
+            ws.delete_rows(i)
+    wb.save(folder / "summary.xlsx")
+    m = read_manifest(folder)
+    rehash(folder, m, "summary.xlsx")
+    write_manifest(folder, m)
+
+
+def test_the_tail_cut_is_caught_with_a_head_kept_apart(built, folder):
+    """Held (README "What it cannot prove"): the head an auditor kept apart is gone from the chain."""
+    kept_head = read_manifest(built.out)["chain_head"]
+    _cut_the_tail(folder, keep_documents=2)
+    r = cli("verify", folder, "--head", kept_head)
+    assert r.returncode == 1 and "does not contain the head --head recorded" in r.stdout, r.stdout
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "without --head, verify never compares what the ledger still holds with what its own chained records "
+    "say was issued: the run's row (chained) says it issued 3 numbers and the ledger holds 2 of them "
+    "(ledger.series_problems checks runs.issued only for runs that still have a series record, and the "
+    "series record went with the tail), and the run's kept roster, which verify prices anyway "
+    "(_priced_from_manifest), bills customer C and gives N's notice, which no document of the period holds"))
+def test_the_last_bill_and_notice_unissued_by_cutting_the_chains_tail_is_caught(built, folder):
+    """Promise (README "What verify proves"): "A row deleted (the last invoice, the notices, the runs ...) ...
+    breaks it and is named" and "every document of the ledger for the folder's prefix and period is in the
+    folder". A forger deletes C's bill QQ-2026-000003 and N's renewal notice from the ledger together with the
+    tail of the chain (deleting rows, hashing nothing) and makes the folder match. Expected: exit 1 (the run
+    that issued 3 numbers now has 2; the recorded roster bills C). Actual: clean, 'verify' prints the cut
+    chain's head as the one to keep."""
+    _cut_the_tail(folder, keep_documents=2)
+    r = cli("verify", folder)
+    assert r.returncode == 1, r.stdout
