@@ -574,3 +574,42 @@ def test_the_last_bill_and_notice_unissued_by_cutting_the_chains_tail_is_caught(
     _cut_the_tail(folder, keep_documents=2)
     r = cli("verify", folder)
     assert r.returncode == 1, r.stdout
+
+
+# -- 8. periods typed with a Chinese input method ---------------------------------------------------------
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
+    "limits.PERIOD_RE is r'^(\\d{4})-(\\d{2})$' without re.ASCII: \\d takes full-width (and other Unicode) "
+    "digits, check_period returns the text as typed, and pricing.dates.month_bounds (np.datetime64) raises "
+    "ValueError, which cli.main does not catch: a traceback"))
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_a_period_typed_in_full_width_digits_is_one_line_not_a_traceback(tmp_path, command):
+    """Promise (README exit codes): a bad option is exit 2 with one message, no traceback (and README Cells:
+    full-width digits are read as ASCII). A clerk types the period with a Chinese input method:
+    `--period ２０２６-１０`. Expected: exit 2 with one line, or the period read as 2026-10. Actual:
+    ValueError: Error parsing datetime string "２０２６-１０" (a traceback)."""
+    roster = write_roster(tmp_path / "r.xlsx", [cust("A", D(2026, 10, 8), 3)])
+    extra = ["--out", tmp_path / "out", "--workers", "1"] if command == "run" else []
+    r = cli(command, roster, "--period", "２０２６-１０", *extra)
+    assert r.returncode in (0, 2), r.stdout + r.stderr
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "watch.names._PERIOD_IN_NAME's (20\\d\\d) takes Unicode digits: the file's period is '20２６-10', the run "
+    "fails in np.datetime64 and the reseller's .error.txt says 'internal error ... Please report this to the "
+    "invoicer's maintainers' (and an empty processing/<reseller>/20２６-10/ folder is left behind)"))
+def test_a_drop_named_with_full_width_digits_gets_a_plain_reason_or_is_billed(tmp_path):
+    """Promise (README drop folder): any name is handled; a file that cannot be billed goes to failed/ with
+    "why in plain words". A reseller's file named roster-20２６-10.xlsx (an IME's full-width 2 and 6).
+    Expected: billed for 2026-10, or failed with a reason about the name. Actual: failed with "internal
+    error (ValueError: Error parsing datetime string ...)"."""
+    from invoicer.watch.service import Watcher, WatchOptions
+
+    inbox = tmp_path / "inbox" / "sz"
+    inbox.mkdir(parents=True)
+    write_roster(inbox / "roster-20２６-10.xlsx", [cust("A", D(2026, 10, 8), 3)])
+    log = io.StringIO()
+    Watcher(WatchOptions(inbox=tmp_path / "inbox", out=tmp_path / "out", once=True, settle_s=0.05, workers=1),
+            log_to=log).serve()
+    events = [e for e in map(json.loads, log.getvalue().splitlines()) if e.get("event") == "file"]
+    assert len(events) == 1
+    assert "internal error" not in json.dumps(events[0], ensure_ascii=False), events[0]
