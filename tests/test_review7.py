@@ -613,3 +613,51 @@ def test_a_drop_named_with_full_width_digits_gets_a_plain_reason_or_is_billed(tm
     events = [e for e in map(json.loads, log.getvalue().splitlines()) if e.get("event") == "file"]
     assert len(events) == 1
     assert "internal error" not in json.dumps(events[0], ensure_ascii=False), events[0]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "verify takes 'the folder's roster' (whose notices must be in the folder, and from which the e-fapiao "
+    "export is rebuilt) from manifest.json's input.sha256, which is not chained, instead of from the "
+    "chained runs table (the input of the period's latest run): pointing it at an earlier roster of the "
+    "period that gave no notice hides a deleted notice"))
+def test_a_notice_deleted_after_pointing_the_manifest_at_an_earlier_roster_is_caught(tmp_path):
+    """Promise (README "What verify proves"; the fix of test_review_findings'
+    test_verify_catches_a_notice_deleted_with_its_manifest_entry): every document of the ledger for the
+    folder's prefix and period is in the folder. The month was billed from r1, then re-run from r2, which
+    adds account N and issues N's renewal notice. A forger deletes the notice and its manifest entry and
+    sets the manifest's input to r1's hash (r1 is in the ledger). Expected: exit 1 naming
+    notices/N-renewal.pdf (the ledger's latest run of 2026-10 priced r2). Actual: clean."""
+    r1 = write_roster(tmp_path / "r1.xlsx", [cust("A", D(2026, 10, 8), 3)])
+    r2 = write_roster(tmp_path / "r2.xlsx", [cust("A", D(2026, 10, 8), 3),
+                                             cust("N", D(2025, 11, 15), 3, paid_through=D(2026, 11, 14))])
+    out = tmp_path / "out"
+    for roster in (r1, r2):
+        assert cli("run", roster, "--period", PERIOD, "--out", out, "--workers", "1").returncode == 0
+    assert (out / "notices" / "N-renewal.pdf").is_file()
+    (out / "notices" / "N-renewal.pdf").unlink()
+    m = read_manifest(out)
+    forget(m, "notices/N-renewal.pdf")
+    m["counts"]["notices"] = 0
+    m["input"]["sha256"] = sha(r1)
+    write_manifest(out, m)
+    r = cli("verify", out)
+    assert r.returncode == 1, r.stdout
+    assert "notices/N-renewal.pdf" in mismatches(r)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "verify scans only invoices/, credit_notes/, notices/ (skipping names that start with '.') and fapiao/, "
+    "plus the manifest's entries: a forged bill anywhere else in the folder (its top level, Invoices/, "
+    "invoices/.x.pdf) is never reported"))
+@pytest.mark.parametrize("where", ["QQ-2026-000004.pdf", "Invoices/QQ-2026-000004.pdf",
+                                   "invoices/.QQ-2026-000004.pdf", "credit_notes_old/QQ-2026-000004.pdf"])
+def test_a_forged_bill_elsewhere_in_the_folder_is_reported(folder, where):
+    """Promise (README "What verify proves", both directions): the folder holds what the ledger issued and
+    nothing else it did not (a temporary file left behind is already reported). A forger drops a fake bill
+    QQ-2026-000004.pdf (a copy of a real one) where a reader of the folder finds it. Expected: exit 1 naming
+    it. Actual: clean."""
+    fake = folder / where
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_bytes((folder / "invoices" / "QQ-2026-000001.pdf").read_bytes())
+    r = cli("verify", folder)
+    assert r.returncode == 1, r.stdout
