@@ -661,3 +661,29 @@ def test_a_forged_bill_elsewhere_in_the_folder_is_reported(folder, where):
     fake.write_bytes((folder / "invoices" / "QQ-2026-000001.pdf").read_bytes())
     r = cli("verify", folder)
     assert r.returncode == 1, r.stdout
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "formats/roster take a zip member's name as zipfile decodes it: a name without the UTF-8 flag is read as "
+    "cp437, so 客户.csv zipped by a Chinese Windows (GBK names, no flag) becomes '┐═╗º.csv' and the roster "
+    "is refused (exit 2, \"no sheet 'customers' (客户) ... sheets found: ┐═╗º, ▒Σ╕ⁿ\")"))
+def test_a_zip_of_chinese_named_csv_files_made_on_chinese_windows_is_read(tmp_path, monkeypatch):
+    """Promise (README Formats): a CSV roster is "a .zip of customers.csv and changes.csv ... the Chinese
+    names 客户.csv, 变更.csv, 经销商.csv work too. UTF-8 ... or GBK/GB18030 (what Excel and WPS in China
+    save)". Windows' built-in "compressed folder" and many zip tools on a Chinese Windows store member names
+    in the OEM code page (GBK) without the UTF-8 flag. Expected: read as 客户.csv and 变更.csv (exit 0).
+    Actual: exit 2, the sheets are not found."""
+    import zipfile
+
+    def gbk_names(self):  # what such a zip tool writes: GBK bytes, flag bit 11 (UTF-8) clear
+        return self.filename.encode("gbk"), self.flag_bits & ~0x800
+
+    roster = tmp_path / "roster.zip"
+    with monkeypatch.context() as mp:
+        mp.setattr(zipfile.ZipInfo, "_encodeFilenameFlags", gbk_names)
+        with zipfile.ZipFile(roster, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("客户.csv", "客户编号,客户名称,开通日期,工号数\nA,甲公司,2026-10-08,3\n".encode("gbk"))
+            z.writestr("变更.csv", "客户编号,日期,类型,工号数\n".encode("gbk"))
+    assert zipfile.ZipFile(roster).namelist() != ["客户.csv", "变更.csv"]  # as zipfile reads them
+    r = cli("check", roster, "--period", PERIOD)
+    assert r.returncode == 0, r.stdout + r.stderr
