@@ -687,3 +687,33 @@ def test_a_zip_of_chinese_named_csv_files_made_on_chinese_windows_is_read(tmp_pa
     assert zipfile.ZipFile(roster).namelist() != ["客户.csv", "变更.csv"]  # as zipfile reads them
     r = cli("check", roster, "--period", PERIOD)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# -- 9. one folder, one month: two runs at once -----------------------------------------------------------
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "pipeline._one_series_per_folder reads the folder's manifest.json before the ledger is opened and is "
+    "never checked again under the write lock (record or publish): two runs of different months started "
+    "together into one --out both pass it, both issue and both publish, leaving 2026-05's bill and e-fapiao "
+    "export in a folder whose manifest and summary are 2026-10's (verify then fails on it)"))
+def test_two_months_started_at_once_into_one_folder_cannot_both_publish_there(tmp_path, monkeypatch):
+    """Promise (pipeline._one_series_per_folder; README Outputs): an output folder holds one prefix and one
+    period; billing another into it is refused before anything is numbered. A clerk starts 2026-10 and
+    2026-05 into the same --out at the same moment (two terminals; reproduced with real processes too). The
+    interleaving is made exact here: the 2026-05 run runs whole while the 2026-10 run is just past its
+    check. Expected: one of them refused (exit 2), the folder one month's. Actual: both exit 0, the folder
+    mixed."""
+    from invoicer import pipeline
+
+    roster = write_roster(tmp_path / "r.xlsx", [cust("A", D(2026, 5, 8), 3), cust("B", D(2026, 10, 8), 4)])
+    out = tmp_path / "out"
+    original = pipeline._one_series_per_folder
+    codes = []
+
+    def check_then_let_the_other_run(folder, prefix, period):
+        original(folder, prefix, period)
+        if period == "2026-10" and not codes:
+            codes.append(cli("run", roster, "--period", "2026-05", "--out", out, "--workers", "1").returncode)
+
+    monkeypatch.setattr(pipeline, "_one_series_per_folder", check_then_let_the_other_run)
+    codes.append(cli("run", roster, "--period", "2026-10", "--out", out, "--workers", "1").returncode)
+    assert sorted(codes) == [0, 2], codes
