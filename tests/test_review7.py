@@ -717,3 +717,18 @@ def test_two_months_started_at_once_into_one_folder_cannot_both_publish_there(tm
     monkeypatch.setattr(pipeline, "_one_series_per_folder", check_then_let_the_other_run)
     codes.append(cli("run", roster, "--period", "2026-10", "--out", out, "--workers", "1").returncode)
     assert sorted(codes) == [0, 2], codes
+
+
+# -- 10. the careless clerk -------------------------------------------------------------------------------
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "cli.cmd_template atomic_writes the blank workbook over whatever is at the path: the clerk's filled-in "
+    "roster.xlsx (the README's own example name) is replaced without a word, exit 0"))
+def test_template_never_overwrites_an_existing_roster(tmp_path):
+    """Promise (README Commands; SPEC: bad input never vanishes): `invoicer template roster.xlsx` writes a
+    blank roster. A clerk runs the README's example in the folder where this month's filled-in roster.xlsx
+    is. Expected: refused (exit 2, "roster.xlsx exists"), the roster intact. Actual: exit 0, the month's
+    customers replaced by a blank template."""
+    roster = write_roster(tmp_path / "roster.xlsx", [cust("A", D(2026, 10, 8), 3)])
+    before = sha(roster)
+    r = cli("template", roster)
+    assert sha(roster) == before and r.returncode == 2, r.stdout + r.stderr
