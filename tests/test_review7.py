@@ -732,3 +732,43 @@ def test_template_never_overwrites_an_existing_roster(tmp_path):
     before = sha(roster)
     r = cli("template", roster)
     assert sha(roster) == before and r.returncode == 2, r.stdout + r.stderr
+
+
+# -- 11. links in the output folder -----------------------------------------------------------------------
+def _bill_made_a_link_out(folder: Path, tmp_path: Path) -> Path:
+    """invoices/QQ-2026-000001.pdf replaced by a symbolic link to an identical copy outside the folder (whoever
+    controls the target can change the bill later without touching the folder)."""
+    bill = folder / "invoices" / "QQ-2026-000001.pdf"
+    outside = tmp_path / "elsewhere" / "QQ-2026-000001.pdf"
+    outside.parent.mkdir()
+    shutil.copy(bill, outside)
+    bill.unlink()
+    bill.symlink_to(outside)
+    return outside
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "verify hashes documents through Path.is_file/read_bytes, which follow links: a bill that is a link to "
+    "a file outside the folder verifies clean, though publish refuses such a path (publish.safe_path: "
+    "'refusing a path outside') and the target can be changed later without touching the folder"))
+def test_verify_reports_a_document_that_is_a_link_out_of_the_folder(folder, tmp_path):
+    """Promise (README "What verify proves"): the folder holds the issued files. Expected: exit 1 naming
+    invoices/QQ-2026-000001.pdf. Actual: clean."""
+    _bill_made_a_link_out(folder, tmp_path)
+    r = cli("verify", folder)
+    assert r.returncode == 1 and "QQ-2026-000001" in mismatches(r), r.stdout
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "publish.publish_period resolves each document's place with safe_path, which raises UnsafePath for a "
+    "link leading out: the re-run fails with exit 5 ('issued ... but writing its files failed: refusing a path "
+    "outside ... re-run the same command'), and every re-run fails the same way; the link is never replaced"))
+def test_a_rerun_replaces_a_document_that_is_a_link_out_of_the_folder(built, folder, tmp_path):
+    """Promise (README Ledger and audit): a re-run on the same input "re-publishes missing files byte for
+    byte", and exit 5 says "re-running the same command publishes the rest". Expected: exit 0, the bill a
+    regular file again, the outside file untouched. Actual: exit 5 on every re-run."""
+    outside = _bill_made_a_link_out(folder, tmp_path)
+    r = cli("run", built.roster, "--period", PERIOD, "--out", folder, "--workers", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    bill = folder / "invoices" / "QQ-2026-000001.pdf"
+    assert not bill.is_symlink() and bill.is_file() and outside.is_file()
