@@ -235,9 +235,10 @@ def render_summary(documents, accounts: list[dict], rejects: list[Reject], creat
 
 
 def write_summary(dest, documents, accounts: list[dict], rejects: list[Reject], created: dt.datetime) -> None:
-    """Write the summary workbook into ``dest`` (a seekable binary file), streamed: the sheets go to
-    openpyxl's temporary files, the workbook to a temporary file, and from there, a block at a time, into
-    ``dest`` with fixed timestamps; the workbook (15 MB for 100,000 customers) is never in memory.
+    """Write the summary workbook into ``dest`` (a seekable binary file), streamed: each sheet's data rows
+    go to a temporary file (_SheetRows), the workbook with the sheets' headers to another (openpyxl), and
+    from there, a block at a time, into ``dest`` with fixed timestamps and the rows spliced into their
+    sheets; the workbook (15 MB for 100,000 customers) is never in memory.
 
     documents: issued invoices and credit notes of the period (with 'number' and 'status'), in number
     order: a list, or any iterable that can be iterated twice (publish.PeriodBills streams them from the
@@ -279,9 +280,9 @@ def write_summary(dest, documents, accounts: list[dict], rejects: list[Reject], 
                                       "term_end", "completes_on", "window_opens_on", "reclaim_on")}
     fmts = {**money, **dates}
     with contextlib.ExitStack() as temporaries:
-        spliced: dict | None = {} if RAW_ROWS else None
+        spliced: dict | None = {} if RAW_ROWS else None  # worksheet -> its _SheetRows
         if spliced is not None:
-            temporaries.callback(lambda: [rows.file.close() for rows in spliced.values()])
+            temporaries.callback(lambda: [body.file.close() for body in spliced.values()])
         _sheet(wb, "invoices", INVOICE_COLUMNS, inv_rows(), fmts, {"customer_name": 34, "invoice_number": 18,
                                                                     "total_in_words": 30}, spliced)
         _sheet(wb, "lines", LINE_COLUMNS, line_rows(), fmts, {"explanation": 90, "invoice_number": 18}, spliced)
@@ -297,8 +298,8 @@ def write_summary(dest, documents, accounts: list[dict], rejects: list[Reject], 
         wb.save(made)
         made.seek(0)
         # the sheets' paths are known once saved (xl/worksheets/sheetN.xml)
-        copy_deterministic_zip(made, dest, created, {ws.path.lstrip("/"): (rows.file, rows.size)
-                                                     for ws, rows in (spliced or {}).items()})
+        copy_deterministic_zip(made, dest, created, {ws.path.lstrip("/"): (body.file, body.size)
+                                                     for ws, body in (spliced or {}).items()})
 
 
 # openpyxl stamps the moment of saving into docProps/core.xml whatever the workbook's properties say
