@@ -3,19 +3,32 @@
 Sheet and column names are the contract of SPEC section 5. Every text cell is written as text: a value
 starting with '=', '+', '-' or '@' stays a string, never a formula. The file is byte-for-byte
 deterministic (fixed document dates and zip timestamps).
+
+openpyxl writes the workbook: its parts, styles and each sheet's header row. The data rows (three million
+cells for 100,000 customers) are serialised here instead (_SheetRows), into a temporary file per sheet,
+exactly as openpyxl's write-only writer serialises them cell by cell (the same XML, byte for byte), and
+spliced into their sheets as the zip is copied; a cell object per value cost about three times as much.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import re
+import shutil
 import tempfile
 import zipfile
 from collections import defaultdict
+from decimal import Decimal
 
-from openpyxl import Workbook
+from et_xmlfile.xmlfile import _IncrementalFileWriter
+from openpyxl import LXML, Workbook
 from openpyxl.cell import WriteOnlyCell
-from openpyxl.styles import Font
+from openpyxl.cell._writer import write_cell
+from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+from openpyxl.styles import Font, numbers
+from openpyxl.utils import get_column_letter
+from openpyxl.utils.datetime import to_excel
 
 from ..errors import Reject
 from ..money import fen_to_decimal
@@ -55,11 +68,126 @@ def _date(s: str):
     return dt.date.fromisoformat(s) if s else None
 
 
-def _row(ws, values: list, formats: dict[int, str]):
-    ws.append([_cell(ws, v, formats.get(i)) for i, v in enumerate(values)])
+# The data rows are serialised here as openpyxl's cell writer serialises them through et_xmlfile (the
+# standard library's ElementTree); were lxml installed, openpyxl would serialise differently, so then it
+# writes every cell itself (tests set this False to compare both ways byte for byte)
+RAW_ROWS = not LXML
+_MAX_EXACT_INT = 2 ** 53  # "%.16g" (openpyxl's safe_string) writes every integer below this exactly
+assert DATE_FORMAT == numbers.FORMAT_DATE_YYYYMMDD2  # the format openpyxl gives a date by itself
 
 
-def _sheet(wb, title: str, columns: list[str], rows, formats: dict[str, str], widths: dict[str, int]):
+class _Letters(dict):
+    """Column index (from 0) -> its letters."""
+
+    def __missing__(self, j: int) -> str:
+        self[j] = get_column_letter(j + 1)
+        return self[j]
+
+
+_LETTERS = _Letters()
+
+
+class _SheetRows:
+    """One sheet's data rows (from row 2), serialised into a temporary file byte for byte as openpyxl's
+    write-only worksheet would write ``[_cell(ws, v, fmt) for v in row]``: an inline string (never a
+    formula) for text, the value of a number as "%.16g", a date as its Excel serial with the date style, a
+    styled empty cell for a None in a formatted column, none for a None elsewhere. A style is registered
+    in the workbook the first time a cell uses it, in the order openpyxl would register it. Any other value
+    (a float, a bool, a datetime, text openpyxl would refuse or cut) goes through openpyxl's own cell
+    writer, which serialises (or refuses) it as before."""
+
+    def __init__(self, ws, formats: dict[int, str]):
+        self.ws, self.formats = ws, formats
+        self.file = tempfile.TemporaryFile()
+        self.size = 0
+        self._styles: dict[int, str] = {}
+        self._serial: dict[dt.date, str] = {}
+
+    def _style(self, j: int) -> str:
+        """' s="N"' for column j's format ('' without one), registered at its first use."""
+        s = self._styles.get(j)
+        if s is None:
+            fmt = self.formats.get(j)
+            if fmt:
+                template = WriteOnlyCell(self.ws)
+                template.number_format = fmt
+                s = f' s="{template.style_id}"'
+            else:
+                s = ""
+            self._styles[j] = s
+        return s
+
+    def _date(self, value: dt.date) -> str:
+        v = self._serial.get(value)
+        if v is None:
+            v = self._serial[value] = "%.16g" % to_excel(value, self.ws.parent.epoch)
+        return v
+
+    def _by_openpyxl(self, value, j: int, r: int) -> str:
+        cell = _cell(self.ws, value, self.formats.get(j))
+        cell.row, cell.column = r, j + 1
+        if cell._value is None and not cell.has_style:
+            return ""
+        out: list[str] = []
+        xf = _IncrementalFileWriter(out.append)
+        with xf.element("row"):  # the context a cell is written in (no namespace prefixes in scope)
+            start = len(out)
+            write_cell(xf, self.ws, cell, cell.has_style)
+            return "".join(out[start:])
+
+    def write(self, rows) -> None:
+        refs = _LETTERS
+        iso = self.ws.parent.iso_dates
+        formats = self.formats
+        style = self._style
+        illegal = ILLEGAL_CHARACTERS_RE.search
+        chunk: list[str] = []
+        r = 1
+        for values in rows:
+            r += 1
+            n = str(r)
+            chunk.append(f'<row r="{n}">')
+            for j, v in enumerate(values):
+                t = type(v)
+                if t is str and len(v) <= 32767 and not illegal(v):
+                    if not v:
+                        chunk.append(f'<c r="{refs[j]}{n}"{style(j)} t="inlineStr" />')
+                        continue
+                    bare = v.strip()  # as openpyxl.xml.functions.whitespace
+                    space = ' xml:space="preserve"' if bare and bare != v else ""
+                    if "&" in v:  # as ElementTree escapes text
+                        v = v.replace("&", "&amp;")
+                    if "<" in v:
+                        v = v.replace("<", "&lt;")
+                    if ">" in v:
+                        v = v.replace(">", "&gt;")
+                    chunk.append(f'<c r="{refs[j]}{n}"{style(j)} t="inlineStr"><is><t{space}>{v}</t></is></c>')
+                elif v is None:  # openpyxl skips an empty cell without a style
+                    if formats.get(j):
+                        chunk.append(f'<c r="{refs[j]}{n}"{style(j)} t="n" />')
+                elif (t is int and -_MAX_EXACT_INT < v < _MAX_EXACT_INT) or (t is Decimal and v.is_finite()):
+                    chunk.append(f'<c r="{refs[j]}{n}"{style(j)} t="n"><v>{"%.16g" % v}</v></c>')
+                elif t is dt.date and formats.get(j) == DATE_FORMAT and not iso:
+                    chunk.append(f'<c r="{refs[j]}{n}"{style(j)} t="n"><v>{self._date(v)}</v></c>')
+                else:
+                    chunk.append(self._by_openpyxl(v, j, r))
+            chunk.append("</row>")
+            if len(chunk) > 20000:
+                self._flush(chunk)
+        self._flush(chunk)
+
+    def _flush(self, chunk: list[str]) -> None:
+        # as et_xmlfile's writer encodes: UTF-8, a character UTF-8 cannot hold as a character reference
+        data = "".join(chunk).encode("utf-8", "xmlcharrefreplace")
+        self.file.write(data)
+        self.size += len(data)
+        chunk.clear()
+
+
+def _sheet(wb, title: str, columns: list[str], rows, formats: dict[str, str], widths: dict[str, int],
+           spliced: dict | None = None):
+    """Make a sheet: its header through openpyxl; its rows through openpyxl too, or, given ``spliced``
+    (a dict), serialised into a temporary file (_SheetRows) kept in spliced[ws] for the zip's copy."""
     ws = wb.create_sheet(title)
     for i, name in enumerate(columns):
         letter = chr(ord("A") + i) if i < 26 else "A" + chr(ord("A") + i - 26)
@@ -67,8 +195,12 @@ def _sheet(wb, title: str, columns: list[str], rows, formats: dict[str, str], wi
     ws.freeze_panes = "A2"
     ws.append([_cell(ws, c, bold=True) for c in columns])
     fmt_by_index = {columns.index(k): v for k, v in formats.items() if k in columns}
-    for r in rows:
-        _row(ws, r, fmt_by_index)
+    if spliced is None:
+        for r in rows:
+            ws.append([_cell(ws, v, fmt_by_index.get(i)) for i, v in enumerate(r)])
+    else:
+        spliced[ws] = _SheetRows(ws, fmt_by_index)
+        spliced[ws].write(rows)
     return ws
 
 
@@ -103,9 +235,10 @@ def render_summary(documents, accounts: list[dict], rejects: list[Reject], creat
 
 
 def write_summary(dest, documents, accounts: list[dict], rejects: list[Reject], created: dt.datetime) -> None:
-    """Write the summary workbook into ``dest`` (a seekable binary file), streamed: the sheets go to
-    openpyxl's temporary files, the workbook to a temporary file, and from there, a block at a time, into
-    ``dest`` with fixed timestamps; the workbook (15 MB for 100,000 customers) is never in memory.
+    """Write the summary workbook into ``dest`` (a seekable binary file), streamed: each sheet's data rows
+    go to a temporary file (_SheetRows), the workbook with the sheets' headers to another (openpyxl), and
+    from there, a block at a time, into ``dest`` with fixed timestamps and the rows spliced into their
+    sheets; the workbook (15 MB for 100,000 customers) is never in memory.
 
     documents: issued invoices and credit notes of the period (with 'number' and 'status'), in number
     order: a list, or any iterable that can be iterated twice (publish.PeriodBills streams them from the
@@ -146,20 +279,27 @@ def write_summary(dest, documents, accounts: list[dict], rejects: list[Reject], 
     dates = {k: DATE_FORMAT for k in ("issue_date", "date", "paid_through", "next_action_on", "term_start",
                                       "term_end", "completes_on", "window_opens_on", "reclaim_on")}
     fmts = {**money, **dates}
-    _sheet(wb, "invoices", INVOICE_COLUMNS, inv_rows(), fmts, {"customer_name": 34, "invoice_number": 18,
-                                                                "total_in_words": 30})
-    _sheet(wb, "lines", LINE_COLUMNS, line_rows(), fmts, {"explanation": 90, "invoice_number": 18})
-    _sheet(wb, "accounts", ACCOUNT_COLUMNS, acc_rows, fmts, {"customer_name": 34, "invoice_held": 40})
-    _sheet(wb, "rejected", REJECT_COLUMNS, rej_rows, fmts, {"reason": 80, "value": 24})
-    rows = totals.rows()
-    assert rows[-1][-1] == fen_to_decimal(grand[0]), "summary totals must equal the sum of the invoices"
-    _sheet(wb, "totals", TOTAL_COLUMNS, rows, fmts, {})
-    wb.properties.creator = "qq-invoicer"
-    wb.properties.created = wb.properties.modified = created
-    with tempfile.TemporaryFile() as made:
+    with contextlib.ExitStack() as temporaries:
+        spliced: dict | None = {} if RAW_ROWS else None  # worksheet -> its _SheetRows
+        if spliced is not None:
+            temporaries.callback(lambda: [body.file.close() for body in spliced.values()])
+        _sheet(wb, "invoices", INVOICE_COLUMNS, inv_rows(), fmts, {"customer_name": 34, "invoice_number": 18,
+                                                                    "total_in_words": 30}, spliced)
+        _sheet(wb, "lines", LINE_COLUMNS, line_rows(), fmts, {"explanation": 90, "invoice_number": 18}, spliced)
+        _sheet(wb, "accounts", ACCOUNT_COLUMNS, acc_rows, fmts, {"customer_name": 34, "invoice_held": 40},
+               spliced)
+        _sheet(wb, "rejected", REJECT_COLUMNS, rej_rows, fmts, {"reason": 80, "value": 24}, spliced)
+        rows = totals.rows()
+        assert rows[-1][-1] == fen_to_decimal(grand[0]), "summary totals must equal the sum of the invoices"
+        _sheet(wb, "totals", TOTAL_COLUMNS, rows, fmts, {}, spliced)
+        wb.properties.creator = "qq-invoicer"
+        wb.properties.created = wb.properties.modified = created
+        made = temporaries.enter_context(tempfile.TemporaryFile())
         wb.save(made)
         made.seek(0)
-        copy_deterministic_zip(made, dest, created)
+        # the sheets' paths are known once saved (xl/worksheets/sheetN.xml)
+        copy_deterministic_zip(made, dest, created, {ws.path.lstrip("/"): (body.file, body.size)
+                                                     for ws, body in (spliced or {}).items()})
 
 
 # openpyxl stamps the moment of saving into docProps/core.xml whatever the workbook's properties say
@@ -174,10 +314,11 @@ def deterministic_zip(data: bytes, stamp: dt.datetime | None = None) -> bytes:
     return out.getvalue()
 
 
-def copy_deterministic_zip(source, dest, stamp: dt.datetime | None = None) -> None:
-    """``deterministic_zip`` from one seekable binary file into another, a block at a time."""
-    import shutil
-
+def copy_deterministic_zip(source, dest, stamp: dt.datetime | None = None, rows: dict | None = None) -> None:
+    """``deterministic_zip`` from one seekable binary file into another, a block at a time. ``rows``: member
+    name -> (binary file, its size): a sheet's rows, serialised by _SheetRows, copied in just before the
+    member's ``</sheetData>`` (after its header row)."""
+    rows = rows or {}
     src = zipfile.ZipFile(source)
     with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as dst:
         for info in src.infolist():
@@ -188,6 +329,18 @@ def copy_deterministic_zip(source, dest, stamp: dt.datetime | None = None) -> No
                 when = stamp.strftime("%Y-%m-%dT%H:%M:%SZ").encode()
                 member = _CORE_DATES.sub(lambda m: m.group(1) + when + m.group(3), src.read(info.filename))
                 dst.writestr(fixed, member)
+                continue
+            if info.filename in rows:
+                sheet = src.read(info.filename)  # the sheet as openpyxl wrote it: its header row only
+                cut = sheet.find(b"</sheetData>")
+                assert cut > 0 and sheet.count(b"</sheetData>") == 1, info.filename
+                body, size = rows[info.filename]
+                fixed.file_size = len(sheet) + size
+                body.seek(0)
+                with dst.open(fixed, "w") as w:
+                    w.write(sheet[:cut])
+                    shutil.copyfileobj(body, w, 1 << 20)
+                    w.write(sheet[cut:])
                 continue
             # a sheet of 100,000 rows is copied a block at a time, never inflated whole in memory
             fixed.file_size = info.file_size
