@@ -496,7 +496,7 @@ def _cut_the_tail(folder: Path, keep_documents: int) -> None:
     from invoicer.pricing.dates import month_bounds, to_date
     from invoicer.publish import bill_status
     from invoicer.publish_fapiao import expected_exports
-    from invoicer.verify import Audit, _load_documents, _priced_from_manifest
+    from invoicer.verify import _priced_from_manifest
 
     path = folder / "ledger.sqlite"
     db = sqlite3.connect(path)
@@ -521,7 +521,8 @@ def _cut_the_tail(folder: Path, keep_documents: int) -> None:
     m["chain_head"] = head
     reader = LedgerReader(path)
     try:
-        bills = [d for _, d in _load_documents(reader, Audit()) if d.kind != "notice"
+        ids = [row["id"] for chunk in reader.document_row_chunks() for row in chunk]
+        bills = [d for d in reader.issued_by_id(ids) if d.kind != "notice"
                  and d.prefix == m["invoice_prefix"] and d.period == m["period"]]
         priced, book, why = _priced_from_manifest(reader, m, m["invoice_prefix"], m["period"])
         assert priced is not None, why
