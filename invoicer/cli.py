@@ -100,13 +100,19 @@ def cmd_template(args) -> int:
     """Write a blank roster workbook to fill in (headers, drop-downs, date formats, instructions).
     The seats checks and the legacy cutoff come from --pricebook (default: the shipped price book).
 
+    An existing file is never replaced (it may be this month's filled-in roster) unless --force is given.
+
     Example: invoicer template roster.xlsx --lang zh
     """
     from . import pricebook
     from .publish import atomic_write
     from .template import blank_roster
 
-    atomic_write(Path(args.out), blank_roster(args.lang, pricebook.load(args.pricebook)))
+    path = Path(args.out)
+    if (path.exists() or path.is_symlink()) and not args.force:
+        raise InvoicerError(f"{path} exists (it may be a filled-in roster): nothing written; give another name, "
+                            f"or --force to replace it")
+    atomic_write(path, blank_roster(args.lang, pricebook.load(args.pricebook)))
     print(f"wrote {args.out}")
     return EXIT_OK
 
@@ -234,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("out")
     t.add_argument("--lang", choices=["zh", "en"], default="zh")
+    t.add_argument("--force", action="store_true", help="replace an existing file")
     t.add_argument("--pricebook", help="the price book whose seat limits and legacy cutoff the template uses")
     t.set_defaults(fn=cmd_template)
 

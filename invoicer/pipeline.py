@@ -9,9 +9,11 @@ output files and only the ledger stage writes the database. See README.md for th
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -286,12 +288,11 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     files (swept by the next run); after it, the next run restores missing files from the kept bytes.
     Raises Conflict (exit 3) when the input changes issued invoices without ``opts.amend``, PrefixTaken
     (exit 2) for another reseller folder's prefix, LedgerBusy (exit 4) when the ledger stays busy."""
-    from .render.executor import LocalExecutor, make_executor, parse_executor
+    from .render.executor import parse_executor
 
     parse_executor(opts.executor)  # a malformed --executor is refused before any work
     from .render.pdf import (
         check_templates,  # templates are checked before anything is numbered
-        progress_bar,
     )
 
     check_templates(opts.templates)
@@ -312,7 +313,18 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     if opts.dry_run and not ledger_path.exists():
         plan = Plan(new=[NewInvoice(cid, total) for cid, total in priced.invoices.totals()])  # nothing built
         return _report(opts, priced, plan, [], [])
-    _one_series_per_folder(out, priced.prefix, opts.period)
+    with _folder_lock(out, opts.wait_s, opts.dry_run):
+        # checked holding the folder: a run of another month into it is either done (this one sees its
+        # manifest) or waits for this one to finish (then it sees this one's)
+        _one_series_per_folder(out, priced.prefix, opts.period)
+        return _issue(opts, pool, priced, book, owner, out, ledger_path)
+
+
+def _issue(opts: RunOptions, pool, priced: Priced, book, owner: str, out: Path, ledger_path: Path) -> RunReport:
+    """``run`` from the plan on, holding the output folder (see ``run``)."""
+    from .render.executor import LocalExecutor, make_executor
+    from .render.pdf import progress_bar
+
     executor = LocalExecutor(opts.templates, opts.workers, pool) if pool is not None else None
     # a dry run only reads: strictly read-only (no schema script, no lock), so it leaves an archive untouched
     ledger = Ledger.open_readonly(ledger_path) if opts.dry_run else Ledger(ledger_path, opts.wait_s)
@@ -420,6 +432,36 @@ def _batches(items, size: int):
             batch = []
     if batch:
         yield batch
+
+
+@contextlib.contextmanager
+def _folder_lock(out: Path, wait_s: float, dry_run: bool):
+    """Hold the output folder for a run, from the check of what it holds until its files are published: an
+    exclusive lock on the folder itself (flock on its descriptor: no file is added to the folder), so two
+    runs started at once into one --out, of any ledgers, take turns. Waits ``wait_s`` seconds for another
+    run, then LedgerBusy (exit 4). A dry run writes nothing and takes nothing."""
+    import fcntl
+    import time
+
+    if dry_run:
+        yield
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        deadline = time.monotonic() + max(wait_s, 0.0)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LedgerBusy(f"{out}: another run is writing this folder (waited {wait_s:g} s); try "
+                                     f"again when it has finished") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _one_series_per_folder(out: Path, prefix: str, period: str) -> None:

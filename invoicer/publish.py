@@ -128,9 +128,16 @@ def sweep_stale_temporaries(folder: Path, older_than_s: float = 3600.0, recursiv
     return removed
 
 
+def holds_regular(path: Path) -> bool:
+    """Is there a regular file at ``path`` itself? A link (even to an identical file, even inside the folder)
+    is not one: whoever controls its target could change the document later, so publishing replaces the link
+    with the file (a rename replaces the link, never its target)."""
+    return not path.is_symlink() and path.is_file()
+
+
 def write_if_different(path: Path, data: bytes) -> bool:
     """Write unless the file already holds exactly these bytes (issued files are not rewritten)."""
-    if path.is_file() and sha256(path.read_bytes()) == sha256(data):
+    if holds_regular(path) and sha256(path.read_bytes()) == sha256(data):
         return False
     atomic_write(path, data)
     return True
@@ -151,7 +158,7 @@ def write_made_if_different(path: Path, make) -> tuple[bool, str]:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
         digest = h.hexdigest()
-        return not (path.is_file() and file_sha256(path) == digest)
+        return not (holds_regular(path) and file_sha256(path) == digest)
 
     return _replace_atomically(path, fill), digest
 
@@ -173,7 +180,7 @@ def write_json(path: Path, obj) -> bool:
         buf.append("\n")
         yield "".join(buf).encode()
 
-    if holds_blocks(path, blocks()):
+    if holds_regular(path) and holds_blocks(path, blocks()):
         return False
     atomic_write_blocks(path, blocks())
     return True
@@ -279,7 +286,7 @@ def sweep_staging(out: Path) -> list[Path]:
 
 def place_staged(staged: StagedFile, path: Path) -> bool:
     """Move a staged file to its place unless the place already holds these bytes. True if it moved."""
-    if path.is_file() and path.stat().st_size == staged.size and file_sha256(path) == staged.sha256:
+    if holds_regular(path) and path.stat().st_size == staged.size and file_sha256(path) == staged.sha256:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(staged.path, 0o644)
@@ -299,7 +306,7 @@ def stat_key(path: Path) -> list[int] | None:
     """What a file's inode says about it: size, modification and change times (ns), inode number. The change
     time cannot be set back by a program, so an edit shows here even if the modification time is restored."""
     try:
-        st = path.stat()
+        st = path.lstat()  # a link's own state, never its target's
     except OSError:
         return None
     return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
@@ -344,7 +351,7 @@ def _unchanged_since_manifest(path: Path, name: str, expected_sha: str, previous
     if isinstance(files, dict) and isinstance(stats, dict) and files.get(name) == expected_sha \
             and stats.get(name) is not None and stats.get(name) == stat_key(path):
         return True
-    return path.is_file() and file_sha256(path) == expected_sha
+    return holds_regular(path) and file_sha256(path) == expected_sha
 
 
 
@@ -359,8 +366,9 @@ def _kept_file(place, name: str, digest, previous: dict) -> bool:
         return False
 
 class _Places:
-    """``safe_path`` for many files of a few folders: each folder is resolved once, each file name checked
-    by the same rule; a file that is a link is resolved in full (and refused if it leads out)."""
+    """``safe_path`` for many files of a few folders: each folder is resolved once (and refused if it leads
+    out), each file name checked by the same rule; a file that is a link is not followed: its place is the
+    link itself, which publishing replaces with the document (``holds_regular``)."""
 
     def __init__(self, out: Path):
         self.out, self.dirs = out, {}
@@ -373,7 +381,7 @@ class _Places:
         if not SAFE_NAME.match(base) or base in (".", ".."):
             raise UnsafePath(f"refusing unsafe file name {base!r}")
         path = self.dirs[key] / base
-        return safe_path(self.out, *name.split("/")) if path.is_symlink() else path
+        return path  # a link there is never followed: it is replaced like a damaged file (holds_regular)
 
 
 def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, StagedFile], executor=None) -> list[str]:

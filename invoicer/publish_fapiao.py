@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from .publish import safe_path, sha256, sweep_stale_temporaries, write_if_different
+from .publish import _Places, sha256, sweep_stale_temporaries, write_if_different
 
 FOLDER = "fapiao"
 
@@ -77,13 +77,14 @@ def write_fapiao_exports(out: Path, prefix: str, period: str, listed: list[dict]
     try:
         sweep_stale_temporaries(out / FOLDER)
         exports, problems = expected_exports(prefix, period, listed, book, roster, created)
+        place = _Places(out)  # a link at an export's place is replaced, never followed
         written = []
         # files a bigger earlier run wrote are removed, so the folder never offers a bill to import twice
         for stale in sorted((out / FOLDER).glob(f"{prefix}-{period}-part*.xlsx")):
             if f"{FOLDER}/{stale.name}" not in exports:
                 stale.unlink()
         for name, data in exports.items():
-            if write_if_different(safe_path(out, *name.split("/")), data):
+            if write_if_different(place(name), data):
                 written.append(name)
             files[name] = sha256(data)
         roster.warnings.extend(problems)

@@ -691,39 +691,60 @@ def test_a_zip_of_chinese_named_csv_files_made_on_chinese_windows_is_read(tmp_pa
 
 
 # -- 9. one folder, one month: two runs at once -----------------------------------------------------------
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "pipeline._one_series_per_folder reads the folder's manifest.json before the ledger is opened and is "
-    "never checked again under the write lock (record or publish): two runs of different months started "
-    "together into one --out both pass it, both issue and both publish, leaving 2026-05's bill and e-fapiao "
-    "export in a folder whose manifest and summary are 2026-10's (verify then fails on it)"))
 def test_two_months_started_at_once_into_one_folder_cannot_both_publish_there(tmp_path, monkeypatch):
     """Promise (pipeline._one_series_per_folder; README Outputs): an output folder holds one prefix and one
     period; billing another into it is refused before anything is numbered. A clerk starts 2026-10 and
-    2026-05 into the same --out at the same moment (two terminals; reproduced with real processes too). The
-    interleaving is made exact here: the 2026-05 run runs whole while the 2026-10 run is just past its
-    check. Expected: one of them refused (exit 2), the folder one month's. Actual: both exit 0, the folder
-    mixed."""
+    2026-05 into the same --out at the same moment (two terminals). The interleaving is made exact here: the
+    2026-05 run starts (in a thread) just after the 2026-10 run passed its check. Found: both issued and
+    published, the folder mixed (the check was read once, before the ledger lock). Now a run holds the
+    folder from its check to its last file (pipeline._folder_lock): the 2026-05 run waits, then sees the
+    2026-10 manifest and is refused (exit 2); the folder is one month's."""
+    import threading
+
     from invoicer import pipeline
+    from invoicer.errors import InvoicerError
 
     roster = write_roster(tmp_path / "r.xlsx", [cust("A", D(2026, 5, 8), 3), cust("B", D(2026, 10, 8), 4)])
     out = tmp_path / "out"
     original = pipeline._one_series_per_folder
-    codes = []
+    codes, started = [], []
 
-    def check_then_let_the_other_run(folder, prefix, period):
+    def month(period: str) -> int:
+        try:
+            pipeline.run(pipeline.RunOptions(roster=roster, period=period, out=out, workers=1, progress=False))
+            return 0
+        except InvoicerError as exc:
+            return exc.exit_code
+
+    def check_then_start_the_other_run(folder, prefix, period):
         original(folder, prefix, period)
-        if period == "2026-10" and not codes:
-            codes.append(cli("run", roster, "--period", "2026-05", "--out", out, "--workers", "1").returncode)
+        if period == "2026-10" and not started:
+            started.append(threading.Thread(target=lambda: codes.append(month("2026-05"))))
+            started[0].start()
 
-    monkeypatch.setattr(pipeline, "_one_series_per_folder", check_then_let_the_other_run)
-    codes.append(cli("run", roster, "--period", "2026-10", "--out", out, "--workers", "1").returncode)
+    monkeypatch.setattr(pipeline, "_one_series_per_folder", check_then_start_the_other_run)
+    codes.append(month("2026-10"))
+    started[0].join(60)
     assert sorted(codes) == [0, 2], codes
+    assert read_manifest(out)["period"] == "2026-10"
+    assert sorted(p.name for p in (out / "invoices").iterdir()) == ["QQ-2026-000001.pdf"]
+
+
+def test_a_run_into_a_folder_another_run_holds_waits_then_is_busy(tmp_path):
+    """The folder lock waits --wait seconds like the ledger's, then exit 4 with one line; a dry run takes
+    no lock (it writes nothing)."""
+    from invoicer import pipeline
+
+    roster = write_roster(tmp_path / "r.xlsx", [cust("B", D(2026, 10, 8), 4)])
+    out = tmp_path / "out"
+    with pipeline._folder_lock(out, 0, False):
+        r = cli("run", roster, "--period", PERIOD, "--out", out, "--wait", "0.2", "--workers", "1")
+        assert r.returncode == 4 and "another run is writing this folder" in r.stderr, r.stdout + r.stderr
+        assert cli("run", roster, "--period", PERIOD, "--out", out, "--dry-run").returncode == 0
+    assert cli("run", roster, "--period", PERIOD, "--out", out, "--workers", "1").returncode == 0
 
 
 # -- 10. the careless clerk -------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "cli.cmd_template atomic_writes the blank workbook over whatever is at the path: the clerk's filled-in "
-    "roster.xlsx (the README's own example name) is replaced without a word, exit 0"))
 def test_template_never_overwrites_an_existing_roster(tmp_path):
     """Promise (README Commands; SPEC: bad input never vanishes): `invoicer template roster.xlsx` writes a
     blank roster. A clerk runs the README's example in the folder where this month's filled-in roster.xlsx
@@ -733,6 +754,9 @@ def test_template_never_overwrites_an_existing_roster(tmp_path):
     before = sha(roster)
     r = cli("template", roster)
     assert sha(roster) == before and r.returncode == 2, r.stdout + r.stderr
+    assert "exists" in r.stderr and "--force" in r.stderr and "Traceback" not in r.stderr
+    assert cli("template", roster, "--force").returncode == 0 and sha(roster) != before  # asked for: replaced
+    assert cli("template", tmp_path / "new.xlsx").returncode == 0 and (tmp_path / "new.xlsx").is_file()
 
 
 # -- 11. links in the output folder -----------------------------------------------------------------------
@@ -760,19 +784,25 @@ def test_verify_reports_a_document_that_is_a_link_out_of_the_folder(folder, tmp_
     assert r.returncode == 1 and "QQ-2026-000001" in mismatches(r), r.stdout
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "publish.publish_period resolves each document's place with safe_path, which raises UnsafePath for a "
-    "link leading out: the re-run fails with exit 5 ('issued ... but writing its files failed: refusing a path "
-    "outside ... re-run the same command'), and every re-run fails the same way; the link is never replaced"))
 def test_a_rerun_replaces_a_document_that_is_a_link_out_of_the_folder(built, folder, tmp_path):
     """Promise (README Ledger and audit): a re-run on the same input "re-publishes missing files byte for
     byte", and exit 5 says "re-running the same command publishes the rest". Expected: exit 0, the bill a
-    regular file again, the outside file untouched. Actual: exit 5 on every re-run."""
+    regular file again, the outside file untouched. Found: exit 5 on every re-run (publish resolved the link
+    and refused a path outside). Now a link is never followed (publish.holds_regular): the re-run replaces
+    it with the bill."""
     outside = _bill_made_a_link_out(folder, tmp_path)
+    target = outside.read_bytes()
     r = cli("run", built.roster, "--period", PERIOD, "--out", folder, "--workers", "1")
     assert r.returncode == 0, r.stdout + r.stderr
     bill = folder / "invoices" / "QQ-2026-000001.pdf"
-    assert not bill.is_symlink() and bill.is_file() and outside.is_file()
+    assert not bill.is_symlink() and bill.is_file() and outside.read_bytes() == target
+    # a link to an identical copy inside the folder is replaced too (its target could change later)
+    inside = folder / "copy.pdf"
+    shutil.copy(bill, inside)
+    bill.unlink()
+    bill.symlink_to(inside)
+    assert cli("run", built.roster, "--period", PERIOD, "--out", folder, "--workers", "1").returncode == 0
+    assert not bill.is_symlink() and bill.read_bytes() == inside.read_bytes()
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
