@@ -795,3 +795,52 @@ def test_a_manifest_entry_with_an_overlong_name_does_not_stop_the_audit(folder):
     write_manifest(folder, m)
     r = cli("verify", folder)
     assert r.returncode == 1 and "QQ-2026-000002" in mismatches(r), r.stdout + r.stderr
+
+
+# -- 12. verify: a ledger row's JSON edited into another shape ----------------------------------------------
+def _edit_first_bills_json(folder: Path, make) -> None:
+    db = sqlite3.connect(folder / "ledger.sqlite")
+    db.execute("DROP TRIGGER documents_immutable")
+    content = json.loads(db.execute("SELECT content_json FROM documents WHERE id = 1").fetchone()[0])
+    db.execute("UPDATE documents SET content_json = ? WHERE id = 1", (json.dumps(make(content)),))
+    db.commit()
+    db.close()
+
+
+_SHAPES = {
+    "a-list": lambda c: [],
+    "null": lambda c: None,
+    "total-text": lambda c: {**c, "total_fen": "x"},
+    "total-null": lambda c: {**c, "total_fen": None},
+    "total-1e308": lambda c: {**c, "total_fen": 1e308},
+    "lines-null": lambda c: {**c, "lines": None},
+    "customer-text": lambda c: {**c, "customer": "A"},
+}
+
+
+@pytest.mark.xfail(strict=True, raises=(TypeError, AttributeError, ArithmeticError), reason=(
+    "verify takes a document's content_json to be an object of the right shape once it parses: LedgerReader."
+    "_issued and verify catch only ValueError/TypeError while parsing, then _Bills.add (c.get), _check_counts "
+    "(sum of totals), money.fen_to_decimal, documents.content_hash (x.items() over lines) and the customer "
+    "lookups raise AttributeError, TypeError or decimal.InvalidOperation: a traceback instead of a MISMATCH"))
+@pytest.mark.parametrize("shape", list(_SHAPES))
+def test_verify_of_a_ledger_row_edited_into_another_json_shape_is_a_mismatch(folder, shape):
+    """Promise (README "What verify proves"; BRIEF): an edit behind the triggers breaks the chain "and is
+    named"; no traceback ever reaches the user. A forger (or a damaged restore) rewrites QQ-2026-000001's
+    content_json as valid JSON of another shape. Expected: exit 1, a MISMATCH naming QQ-2026-000001 (its
+    content no longer matches its hash, the chain is broken). Actual: a traceback."""
+    _edit_first_bills_json(folder, _SHAPES[shape])
+    r = cli("verify", folder)
+    assert r.returncode == 1 and "QQ-2026-000001" in mismatches(r), r.stdout
+
+
+@pytest.mark.xfail(strict=True, raises=(TypeError, AttributeError), reason=(
+    "verify.verify_pdf -> _row_problems -> LedgerReader._issued / documents.content_hash / "
+    "_columns_match_content assume the row's content_json is an object with a list of lines: a traceback"))
+@pytest.mark.parametrize("shape", ["a-list", "null", "lines-null", "customer-text"])
+def test_verify_of_one_pdf_whose_ledger_row_was_reshaped_is_not_certified(folder, shape):
+    """Promise (README): `verify FILE.pdf --ledger L` certifies a PDF only if its record checks out, else
+    says "not certified" (exit 1). Expected: exit 1, not certified. Actual: a traceback."""
+    _edit_first_bills_json(folder, _SHAPES[shape])
+    r = cli("verify", folder / "invoices" / "QQ-2026-000001.pdf", "--ledger", folder / "ledger.sqlite")
+    assert r.returncode == 1 and "not certified" in r.stdout, r.stdout
