@@ -844,3 +844,19 @@ def test_verify_of_one_pdf_whose_ledger_row_was_reshaped_is_not_certified(folder
     _edit_first_bills_json(folder, _SHAPES[shape])
     r = cli("verify", folder / "invoices" / "QQ-2026-000001.pdf", "--ledger", folder / "ledger.sqlite")
     assert r.returncode == 1 and "not certified" in r.stdout, r.stdout
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
+    "verify._gapless sorts each series' seq values as SQLite returns them: a seq edited to text ('x', stored "
+    "as text in an INTEGER column) raises TypeError ('<' between str and int), a traceback"))
+def test_verify_of_a_number_edited_to_text_is_a_mismatch(folder):
+    """Promise (BRIEF, README): verify names every problem, never a traceback. Every other column of every
+    ledger table was edited to odd values in this review and verify named each; a document's seq edited to
+    'x' behind the triggers is the one that crashes it. Expected: exit 1 naming the row. Actual: TypeError."""
+    db = sqlite3.connect(folder / "ledger.sqlite")
+    db.execute("DROP TRIGGER documents_immutable")
+    db.execute("UPDATE documents SET seq = 'x' WHERE id = 1")
+    db.commit()
+    db.close()
+    r = cli("verify", folder)
+    assert r.returncode == 1 and "QQ-2026" in mismatches(r), r.stdout
