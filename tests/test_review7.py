@@ -101,19 +101,21 @@ def test_the_folder_as_built_is_clean_and_holds_what_the_attacks_assume(built):
 
 
 # -- 1. verify: a malformed manifest must be a MISMATCH line, never a traceback ------------------------------
-@pytest.mark.xfail(strict=True, raises=(TypeError, AttributeError), reason=(
+_CRASHES = pytest.mark.xfail(strict=True, raises=(TypeError, AttributeError), reason=(
     "verify crashes with a traceback on a manifest whose counts is not an object (verify._check_counts: "
-    "`key in counts`), whose file hash is not a string (verify._audit_ledger: `digest not in {...}`, "
-    "unhashable) or whose period is not text (pipeline._price via verify._priced_from_manifest: "
-    "issue_date.isoformat on None, only InvoicerError/KeyError/TypeError/ValueError are caught)"))
+    "`key in counts` / `counts[key]`) or whose period is not text (pipeline._price, reached through "
+    "verify._priced_from_manifest: issue_date.isoformat on None; only InvoicerError/KeyError/TypeError/"
+    "ValueError are caught there, and the CLI catches none of these)"))
+
+
 @pytest.mark.parametrize("patch", [
-    {"counts": 1},
-    {"counts": ["invoices"]},
-    {"files": {"invoices/QQ-2026-000001.pdf": []}},
-    {"files": {"invoices/QQ-2026-000001.pdf": {"sha256": "x"}}},
-    {"period": None},
-    {"period": 202610},
-], ids=["counts-int", "counts-list", "hash-list", "hash-object", "period-null", "period-int"])
+    pytest.param({"counts": 1}, marks=_CRASHES, id="counts-int"),
+    pytest.param({"counts": ["invoices"]}, marks=_CRASHES, id="counts-list"),
+    pytest.param({"files": {"invoices/QQ-2026-000001.pdf": []}}, id="hash-list"),  # held since verify streams
+    pytest.param({"files": {"invoices/QQ-2026-000001.pdf": {"sha256": "x"}}}, id="hash-object"),  # held too
+    pytest.param({"period": None}, marks=_CRASHES, id="period-null"),
+    pytest.param({"period": 202610}, marks=_CRASHES, id="period-int"),
+])
 def test_verify_of_a_malformed_manifest_is_a_mismatch_not_a_traceback(folder, patch):
     """Promise (README exit codes, BRIEF): no traceback ever reaches the user; verify lists what it finds
     (exit 1) or says the folder cannot be audited (exit 2). A forger, or a damaged copy, edits manifest.json
@@ -164,8 +166,9 @@ def test_a_summary_total_forged_with_its_manifest_hash_is_caught(folder):
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "verify._check_summary keeps the numbers it saw in a set: a row repeated in the invoices sheet matches "
-    "the ledger each time and is never reported, so a summary that counts a bill twice verifies clean"))
+    "verify._check_summary only marks each bill seen (seen[i] = 1): a row repeated in the invoices sheet "
+    "matches the ledger each time and is never reported, so a summary that counts a bill twice verifies "
+    "clean"))
 def test_a_summary_listing_a_bill_twice_is_caught(folder):
     """Promise (README "What verify proves"): "the summary's invoices sheet lists exactly the ledger's invoices
     and credit notes of the period". A forger (or a clerk's slip) repeats QQ-2026-000001's row, so the sheet's
@@ -318,9 +321,10 @@ def test_the_shared_ledger_holds_two_notices_of_one_name(shared):
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "verify._audit_ledger picks the notice in force by file name and period only (latest_notice), not by "
-    "prefix: reseller YY's later notice for its own customer N is taken for XX's, so XX's untouched "
-    "notices/N-renewal.pdf is reported as altered"))
+    "verify._Walk._locate keeps the notice in force by file name and period only (_latest_notice, "
+    "`if d.period == self.period`), not by prefix: reseller YY's later notice for its own customer N is "
+    "taken for XX's (notices_in_force compares it), so XX's untouched notices/N-renewal.pdf is reported as "
+    "altered"))
 def test_an_untouched_folder_on_a_shared_ledger_verifies_clean(shared):
     """Promise (README "What verify proves"): an untouched folder is clean (exit 0). Folder XX was billed
     first; YY then issued a notice for its own customer N in the same ledger and period. Expected: verify XX
@@ -330,8 +334,8 @@ def test_an_untouched_folder_on_a_shared_ledger_verifies_clean(shared):
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "same cause (verify._audit_ledger's latest_notice and by_file ignore the prefix): reseller YY's notice, "
-    "to another company for 9 seats, put in XX's folder as XX's notices/N-renewal.pdf with its manifest hash, "
+    "same cause (verify._Walk._latest_notice and notice_hashes ignore the prefix): reseller YY's notice, to "
+    "another company for 9 seats, put in XX's folder as XX's notices/N-renewal.pdf with its manifest hash, "
     "verifies clean"))
 def test_another_resellers_notice_swapped_in_is_caught(shared, tmp_path):
     """Promise: every document of the folder's prefix and period is in the folder with the SHA-256 it was
@@ -377,9 +381,10 @@ def test_a_rerun_on_a_shared_ledger_restores_its_own_notice(shared, tmp_path):
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "verify._audit_ledger accepts any file in invoices/ whose name and hash are some document of the ledger "
-    "(by_file holds every prefix and period): another reseller's (or another month's) bill copied into the "
-    "folder, listed nowhere in its manifest or summary, verifies clean"))
+    "verify accepts any file in invoices/ whose name and hash are some document of the ledger: _Walk._locate "
+    "flags _ISSUED and _compare checks the hash for a document of any prefix and period, and "
+    "_folder_to_ledger asks no more: another reseller's (or another month's) bill copied into the folder, "
+    "listed nowhere in its manifest or summary, verifies clean"))
 def test_another_folders_bill_added_to_this_folder_is_caught(shared, tmp_path):
     """Promise (pipeline._one_series_per_folder, README Outputs): an output folder holds one prefix and one
     period, and verify audits it "in both directions". A forger (or a clerk's stray copy) puts reseller YY's
@@ -820,3 +825,68 @@ def test_a_manifest_entry_with_an_overlong_name_does_not_stop_the_audit(folder):
     write_manifest(folder, m)
     r = cli("verify", folder)
     assert r.returncode == 1 and "QQ-2026-000002" in mismatches(r), r.stdout + r.stderr
+
+
+# -- 12. verify: a ledger row's JSON edited into another shape ----------------------------------------------
+def _edit_first_bills_json(folder: Path, make) -> None:
+    db = sqlite3.connect(folder / "ledger.sqlite")
+    db.execute("DROP TRIGGER documents_immutable")
+    content = json.loads(db.execute("SELECT content_json FROM documents WHERE id = 1").fetchone()[0])
+    db.execute("UPDATE documents SET content_json = ? WHERE id = 1", (json.dumps(make(content)),))
+    db.commit()
+    db.close()
+
+
+_SHAPES = {
+    "a-list": lambda c: [],
+    "null": lambda c: None,
+    "total-text": lambda c: {**c, "total_fen": "x"},
+    "total-null": lambda c: {**c, "total_fen": None},
+    "total-1e308": lambda c: {**c, "total_fen": 1e308},
+    "lines-null": lambda c: {**c, "lines": None},
+    "customer-text": lambda c: {**c, "customer": "A"},
+}
+
+
+@pytest.mark.xfail(strict=True, raises=(TypeError, AttributeError, ArithmeticError), reason=(
+    "verify takes a document's content_json to be an object of the right shape once it parses: LedgerReader."
+    "_issued and verify catch only ValueError/TypeError while parsing, then _Bills.add (c.get), _check_counts "
+    "(sum of totals), money.fen_to_decimal, documents.content_hash (x.items() over lines) and the customer "
+    "lookups raise AttributeError, TypeError or decimal.InvalidOperation: a traceback instead of a MISMATCH"))
+@pytest.mark.parametrize("shape", list(_SHAPES))
+def test_verify_of_a_ledger_row_edited_into_another_json_shape_is_a_mismatch(folder, shape):
+    """Promise (README "What verify proves"; BRIEF): an edit behind the triggers breaks the chain "and is
+    named"; no traceback ever reaches the user. A forger (or a damaged restore) rewrites QQ-2026-000001's
+    content_json as valid JSON of another shape. Expected: exit 1, a MISMATCH naming QQ-2026-000001 (its
+    content no longer matches its hash, the chain is broken). Actual: a traceback."""
+    _edit_first_bills_json(folder, _SHAPES[shape])
+    r = cli("verify", folder)
+    assert r.returncode == 1 and "QQ-2026-000001" in mismatches(r), r.stdout
+
+
+@pytest.mark.xfail(strict=True, raises=(TypeError, AttributeError), reason=(
+    "verify.verify_pdf -> _row_problems -> LedgerReader._issued / documents.content_hash / "
+    "_columns_match_content assume the row's content_json is an object with a list of lines: a traceback"))
+@pytest.mark.parametrize("shape", ["a-list", "null", "lines-null", "customer-text"])
+def test_verify_of_one_pdf_whose_ledger_row_was_reshaped_is_not_certified(folder, shape):
+    """Promise (README): `verify FILE.pdf --ledger L` certifies a PDF only if its record checks out, else
+    says "not certified" (exit 1). Expected: exit 1, not certified. Actual: a traceback."""
+    _edit_first_bills_json(folder, _SHAPES[shape])
+    r = cli("verify", folder / "invoices" / "QQ-2026-000001.pdf", "--ledger", folder / "ledger.sqlite")
+    assert r.returncode == 1 and "not certified" in r.stdout, r.stdout
+
+
+@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
+    "verify._gapless sorts each series' seq values as SQLite returns them: a seq edited to text ('x', stored "
+    "as text in an INTEGER column) raises TypeError ('<' between str and int), a traceback"))
+def test_verify_of_a_number_edited_to_text_is_a_mismatch(folder):
+    """Promise (BRIEF, README): verify names every problem, never a traceback. Every other column of every
+    ledger table was edited to odd values in this review and verify named each; a document's seq edited to
+    'x' behind the triggers is the one that crashes it. Expected: exit 1 naming the row. Actual: TypeError."""
+    db = sqlite3.connect(folder / "ledger.sqlite")
+    db.execute("DROP TRIGGER documents_immutable")
+    db.execute("UPDATE documents SET seq = 'x' WHERE id = 1")
+    db.commit()
+    db.close()
+    r = cli("verify", folder)
+    assert r.returncode == 1 and "QQ-2026" in mismatches(r), r.stdout
