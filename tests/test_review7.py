@@ -578,10 +578,6 @@ def test_the_last_bill_and_notice_unissued_by_cutting_the_chains_tail_is_caught(
 
 
 # -- 8. periods typed with a Chinese input method ---------------------------------------------------------
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "limits.PERIOD_RE is r'^(\\d{4})-(\\d{2})$' without re.ASCII: \\d takes full-width (and other Unicode) "
-    "digits, check_period returns the text as typed, and pricing.dates.month_bounds (np.datetime64) raises "
-    "ValueError, which cli.main does not catch: a traceback"))
 @pytest.mark.parametrize("command", ["check", "run"])
 def test_a_period_typed_in_full_width_digits_is_one_line_not_a_traceback(tmp_path, command):
     """Promise (README exit codes): a bad option is exit 2 with one message, no traceback (and README Cells:
@@ -594,10 +590,6 @@ def test_a_period_typed_in_full_width_digits_is_one_line_not_a_traceback(tmp_pat
     assert r.returncode in (0, 2), r.stdout + r.stderr
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "watch.names._PERIOD_IN_NAME's (20\\d\\d) takes Unicode digits: the file's period is '20２６-10', the run "
-    "fails in np.datetime64 and the reseller's .error.txt says 'internal error ... Please report this to the "
-    "invoicer's maintainers' (and an empty processing/<reseller>/20２６-10/ folder is left behind)"))
 def test_a_drop_named_with_full_width_digits_gets_a_plain_reason_or_is_billed(tmp_path):
     """Promise (README drop folder): any name is handled; a file that cannot be billed goes to failed/ with
     "why in plain words". A reseller's file named roster-20２６-10.xlsx (an IME's full-width 2 and 6).
