@@ -656,10 +656,6 @@ def test_a_forged_bill_elsewhere_in_the_folder_is_reported(folder, where):
     assert r.returncode == 1, r.stdout
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "formats/roster take a zip member's name as zipfile decodes it: a name without the UTF-8 flag is read as "
-    "cp437, so 客户.csv zipped by a Chinese Windows (GBK names, no flag) becomes '┐═╗º.csv' and the roster "
-    "is refused (exit 2, \"no sheet 'customers' (客户) ... sheets found: ┐═╗º, ▒Σ╕ⁿ\")"))
 def test_a_zip_of_chinese_named_csv_files_made_on_chinese_windows_is_read(tmp_path, monkeypatch):
     """Promise (README Formats): a CSV roster is "a .zip of customers.csv and changes.csv ... the Chinese
     names 客户.csv, 变更.csv, 经销商.csv work too. UTF-8 ... or GBK/GB18030 (what Excel and WPS in China
