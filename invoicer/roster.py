@@ -338,25 +338,24 @@ def _csv_rows(text: str, title: str, where: str) -> list[list]:
     """
     reader = csv.reader(io.StringIO(text, newline=""))
     rows = list(reader)
-    if '"' not in text:
+    role = next((c for c, aliases in SHEET_ALIASES.items() if _norm(title) in {_norm(a) for a in aliases}), None)
+    if '"' not in text or role is None:  # another CSV file in a zip is not read as a sheet
+        return rows
+    if not rows:
         return rows
     if reader.line_num == len(rows):  # every record is one line: only the last can hold an unclosed quote
-        spans = [(len(rows), len(rows))] if rows else []
-    else:
+        end = len(text) - (2 if text.endswith("\r\n") else 1 if text.endswith(("\n", "\r")) else 0)
+        spans = [(len(rows), len(rows), text[max(text.rfind("\n", 0, end), text.rfind("\r", 0, end)) + 1:])]
+    else:  # a cell runs across lines (rare): read again, noting each row's lines
         reader = csv.reader(io.StringIO(text, newline=""))
+        lines = list(io.StringIO(text, newline=""))
         spans, rows, start = [], [], 1
         for record in reader:
             rows.append(record)
-            spans.append((start, reader.line_num))
+            if reader.line_num > start or reader.line_num == len(lines):
+                spans.append((start, reader.line_num, "".join(lines[start - 1:reader.line_num])))
             start = reader.line_num + 1
-        spans = [(a, b) for a, b in spans if b > a] + ([spans[-1]] if spans and spans[-1][0] == spans[-1][1]
-                                                      else [])
-    if not spans:
-        return rows
-    lines = list(io.StringIO(text, newline=""))
-    role = next((c for c, aliases in SHEET_ALIASES.items() if _norm(title) in {_norm(a) for a in aliases}), None)
-    for first, last in spans:
-        source = "".join(lines[first - 1:last])
+    for first, last, source in spans:
         lines_named = f"line {first}" if first == last else f"lines {first}-{last}"
         strict = csv.reader(io.StringIO(source, newline=""), strict=True)
         try:
@@ -371,7 +370,7 @@ def _csv_rows(text: str, title: str, where: str) -> list[list]:
             raise InputError(f"{where}: {lines_named} are read as one row: a quote (\") opens a cell there that "
                              f"a quote on line {first + strict.line_num - 1} closes with more text after it; "
                              f"{STRAY_QUOTE_HELP}") from None
-        if first == last or role is None:
+        if first == last:
             continue
         for cell in (c for record in records for c in record):
             joined = _row_like_line(cell, role)
