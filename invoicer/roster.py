@@ -339,9 +339,7 @@ def _csv_rows(text: str, title: str, where: str) -> list[list]:
     reader = csv.reader(io.StringIO(text, newline=""))
     rows = list(reader)
     role = next((c for c, aliases in SHEET_ALIASES.items() if _norm(title) in {_norm(a) for a in aliases}), None)
-    if '"' not in text or role is None:  # another CSV file in a zip is not read as a sheet
-        return rows
-    if not rows:
+    if not rows or '"' not in text or role is None:  # another CSV file in a zip is not read as a sheet
         return rows
     if reader.line_num == len(rows):  # every record is one line: only the last can hold an unclosed quote
         end = len(text) - (2 if text.endswith("\r\n") else 1 if text.endswith(("\n", "\r")) else 0)
