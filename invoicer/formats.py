@@ -164,11 +164,14 @@ def inspect_zip(data: bytes, name: str, kind: str, limits: Limits, wanted=None) 
     if len(infos) > limits.members:
         raise InputError(f"{name}: holds {len(infos)} files, more than a workbook needs "
                          f"(limit {limits.describe('members')})")
+    # a CSV member's name as its zip tool meant it (GBK from a Chinese Windows); workbook parts are ASCII
+    member = {id(i): member_name(i) if kind == "csvzip" else i.filename for i in infos}
     seen: set[str] = set()
     for i in infos:  # a repeated name is read as its last copy, which unzip tools do not show: refused
-        if i.filename in seen:
-            raise InputError(f"{name}: holds two files named {i.filename!r}; a roster has one of each")
-        seen.add(i.filename)
+        for n in {i.filename, member[id(i)]}:  # also two names that read the same once decoded
+            if n in seen:
+                raise InputError(f"{name}: holds two files named {member[id(i)]!r}; a roster has one of each")
+        seen.update({i.filename, member[id(i)]})
     scan = ZipScan(kind)
     by_name = {i.filename: i for i in infos}
     targets: dict[str, str] = {}  # member -> sheet title to scan
@@ -207,12 +210,42 @@ def inspect_zip(data: bytes, name: str, kind: str, limits: Limits, wanted=None) 
         elif kind == "csvzip" and info.filename.lower().endswith(".csv"):
             out = b"".join(_inflate(data, info, name, budget, limits))
             budget -= len(out)
-            scan.texts[info.filename] = out
+            scan.texts[member[id(info)]] = out
         else:
             for _ in _inflate(data, info, name, budget, limits):
                 pass
             budget -= info.file_size
     return scan
+
+
+UTF8_NAME_FLAG = 0x800  # general purpose bit 11: the member's name is UTF-8
+
+
+def member_name(info: zipfile.ZipInfo) -> str:
+    """A zip member's name as the tool that made the zip meant it.
+
+    A name stored without the UTF-8 flag is decoded by ``zipfile`` as cp437 (the zip format's original code
+    page), but zip tools write the system's own code page there: Windows' "compressed folder" and most zip
+    tools on a Chinese Windows write GBK, so 客户.csv reads as '┐═╗º.csv'; Info-ZIP on Linux and macOS
+    write UTF-8 without the flag. Such a name (not plain ASCII) is turned back into its bytes and decoded
+    as UTF-8 when it is valid UTF-8, else as GB18030 (a superset of GBK) when it decodes so, else left as
+    cp437. Decoding never makes a '/' (GBK's two-byte characters have no byte below 0x40 after the first),
+    and every check on names (duplicates, the sheet a file is) runs on the decoded name.
+    """
+    if info.flag_bits & UTF8_NAME_FLAG:
+        return info.filename
+    try:
+        raw = info.filename.encode("cp437")
+    except UnicodeEncodeError:  # not decoded as cp437 (a ZipFile opened with another metadata_encoding)
+        return info.filename
+    if raw.isascii():
+        return info.filename
+    for encoding in ("utf-8", "gb18030"):
+        try:
+            return raw.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    return info.filename
 
 
 NS_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"

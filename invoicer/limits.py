@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, fields
 
 # Suffixes `invoicer run` and the drop folder accept (lower case, with the dot). A CSV roster is a pair
@@ -64,16 +65,20 @@ def current(environ: os._Environ | dict | None = None) -> Limits:
     return Limits(**values)
 
 
-# Billing months: a period names one calendar month of a year the engine's calendars cover.
-PERIOD_RE = re.compile(r"^(\d{4})-(\d{2})$")
+# Billing months: a period names one calendar month of a year the engine's calendars cover. ASCII digits
+# only (re.ASCII: a bare \d takes any script's digits, which the date code cannot read); a period typed with
+# a Chinese input method (２０２６-１０, ２０２６－１０) is NFKC-normalised to ASCII first, as roster dates are.
+PERIOD_RE = re.compile(r"^(\d{4})-(\d{2})$", re.ASCII)
 MIN_YEAR, MAX_YEAR = 2000, 2099
 
 
 def check_period(text: str) -> str:
-    """'2026-10' -> '2026-10'. Refuses (ValueError, one line) anything but YYYY-MM in 2000-01..2099-12."""
-    m = PERIOD_RE.match(text.strip()) if isinstance(text, str) else None
+    """'2026-10' -> '2026-10' (also typed full-width: '２０２６－１０' -> '2026-10', NFKC). Refuses (ValueError,
+    one line) anything but YYYY-MM in 2000-01..2099-12."""
+    typed = unicodedata.normalize("NFKC", text).strip() if isinstance(text, str) else None
+    m = PERIOD_RE.match(typed) if typed is not None else None
     if not m or not 1 <= int(m.group(2)) <= 12:
         raise ValueError(f"period must look like 2026-10 (year-month), not {text!r}")
     if not MIN_YEAR <= int(m.group(1)) <= MAX_YEAR:
         raise ValueError(f"period {text!r} is out of range: the year must be {MIN_YEAR} to {MAX_YEAR}")
-    return text.strip()
+    return typed

@@ -298,15 +298,16 @@ class _CsvBook:
 def _csv_sheets(texts: dict[str, bytes], name: str, limits: Limits) -> dict[str, list[list]]:
     """CSV member name -> rows of text cells; the sheet title is the file's stem (customers, 客户...)."""
     sheets = {}
-    csv.field_size_limit(limits.text)
     for member, raw in texts.items():
         title = PurePosixPath(member).stem.strip()
         text = formats.decode_csv(raw, f"{name}: {member}")
+        # no cell can be longer than its file: a cell over limits.text is a rejected cell (_to_frame), as in a
+        # workbook, not a csv.Error that refuses the whole roster
+        csv.field_size_limit(max(limits.text, len(text)) + 1)
         try:
-            rows = list(csv.reader(io.StringIO(text, newline="")))
+            rows = _csv_rows(text, title, f"{name}: {member}")
         except csv.Error as exc:
-            raise InputError(f"{name}: {member}: not a readable CSV file ({exc}; a cell may hold more "
-                             f"than {limits.describe('text')} characters)") from None
+            raise InputError(f"{name}: {member}: not a readable CSV file ({exc})") from None
         if len(rows) > limits.rows:
             raise InputError(f"{name}: {member} has {len(rows)} rows (limit {limits.describe('rows')})")
         width = max((len(r) for r in rows), default=0)
@@ -316,6 +317,76 @@ def _csv_sheets(texts: dict[str, bytes], name: str, limits: Limits) -> dict[str,
             raise InputError(f"{name}: two files for the sheet '{title}'")
         sheets[title] = rows  # empty cells stay '', as calamine gives them
     return sheets
+
+
+STRAY_QUOTE_HELP = ('remove the stray quote ("), or write it twice ("") inside a quoted cell; a line break inside '
+                    'a quoted name or address is fine')
+
+
+def _csv_rows(text: str, title: str, where: str) -> list[list]:
+    """The rows of one CSV file, refusing (InputError, naming the lines) a stray quote that would join lines.
+
+    A quote (") opening a cell runs that cell on to the next quote, across line ends: that is how a
+    spreadsheet writes a cell holding a line break, and how a stray quote typed into a hand-edited file
+    swallows the customers after it. Those rows would be neither billed nor rejected, so the file is refused
+    when a cell runs across lines and
+    - its quote is never closed (the rest of the file would be one cell), or
+    - its closing quote is followed by more text (``"北京甲公司,...`` closed by a stray quote lines later), or
+    - one of its later lines looks like a row of the sheet (as many commas as the sheet's required columns
+      need; in the reseller sheet, a line starting with one of its keys).
+    A single-line cell with text after its closing quote (``"北京"甲公司``) is read as before (北京甲公司).
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows = list(reader)
+    role = next((c for c, aliases in SHEET_ALIASES.items() if _norm(title) in {_norm(a) for a in aliases}), None)
+    if not rows or '"' not in text or role is None:  # another CSV file in a zip is not read as a sheet
+        return rows
+    if reader.line_num == len(rows):  # every record is one line: only the last can hold an unclosed quote
+        end = len(text) - (2 if text.endswith("\r\n") else 1 if text.endswith(("\n", "\r")) else 0)
+        spans = [(len(rows), len(rows), text[max(text.rfind("\n", 0, end), text.rfind("\r", 0, end)) + 1:])]
+    else:  # a cell runs across lines (rare): read again, noting each row's lines
+        reader = csv.reader(io.StringIO(text, newline=""))
+        lines = list(io.StringIO(text, newline=""))
+        spans, rows, start = [], [], 1
+        for record in reader:
+            rows.append(record)
+            if reader.line_num > start or reader.line_num == len(lines):
+                spans.append((start, reader.line_num, "".join(lines[start - 1:reader.line_num])))
+            start = reader.line_num + 1
+    for first, last, source in spans:
+        lines_named = f"line {first}" if first == last else f"lines {first}-{last}"
+        strict = csv.reader(io.StringIO(source, newline=""), strict=True)
+        try:
+            records = list(strict)
+        except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise InputError(f"{where}: a quote (\") on line {first} opens a cell that is never closed, so "
+                                 f"every line after it would be read into that one cell; {STRAY_QUOTE_HELP}") \
+                    from None
+            if first == last:
+                continue
+            raise InputError(f"{where}: {lines_named} are read as one row: a quote (\") opens a cell there that "
+                             f"a quote on line {first + strict.line_num - 1} closes with more text after it; "
+                             f"{STRAY_QUOTE_HELP}") from None
+        if first == last:
+            continue
+        for cell in (c for record in records for c in record):
+            joined = _row_like_line(cell, role)
+            if joined is not None:
+                raise InputError(f"{where}: {lines_named} are read as one row: a quoted cell there holds a line "
+                                 f"that looks like a row of its own ({escape_controls(joined[:40])!r}); "
+                                 f"{STRAY_QUOTE_HELP}")
+    return rows
+
+
+def _row_like_line(cell: str, role: str) -> str | None:
+    """A line after the first of a multi-line cell that looks like a row of the ``role`` sheet, or None."""
+    later = re.split(r"\r\n|\r|\n", cell)[1:]
+    if role == "reseller":
+        keys = {_norm(a) for aliases in RESELLER_KEYS.values() for a in aliases}
+        return next((line for line in later if "," in line and _norm(line.split(",", 1)[0]) in keys), None)
+    commas = sum(1 for _aliases, required in COLUMNS[role].values() if required) - 1
+    return next((line for line in later if line.count(",") >= commas), None)
 
 
 def _header_row(rows: list[list], spec: dict) -> int | None:

@@ -93,6 +93,43 @@ def test_ratio_members_and_unpacked_limits():
     assert ok.texts == {"customers.csv": b"x" * 10}
 
 
+def _zip_named(members: list[tuple[bytes, bool, bytes]]) -> bytes:
+    """A zip whose member names are the given bytes, with the UTF-8 flag (bit 11) set or clear, as zip tools
+    write them (zipfile itself always writes a non-ASCII name as flagged UTF-8)."""
+    class ToolsName(zipfile.ZipInfo):
+        def _encodeFilenameFlags(self):  # the bytes as the tool wrote them
+            return self.raw, (self.flag_bits | 0x800 if self.utf8 else self.flag_bits & ~0x800)
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for raw, utf8, data in members:
+            info = ToolsName(raw.decode("utf-8" if utf8 else "cp437"))
+            info.compress_type, info.raw, info.utf8 = zipfile.ZIP_DEFLATED, raw, utf8
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("raw, utf8, shown", [
+    ("客户.csv".encode("gbk"), False, "客户.csv"),  # Windows' compressed folder on a Chinese Windows
+    ("roster/变更.csv".encode("gb18030"), False, "roster/变更.csv"),
+    ("客户.csv".encode("utf-8"), False, "客户.csv"),  # Info-ZIP on Linux/macOS: UTF-8, no flag
+    ("客户.csv".encode("utf-8"), True, "客户.csv"),
+    ("caf\x82.csv".encode("latin-1"), False, "caf\u00e9.csv"),  # cp437 meant (é), neither UTF-8 nor GB18030
+    (b"customers.csv", False, "customers.csv"),
+])
+def test_a_zip_member_name_is_read_in_the_encoding_its_tool_wrote(raw, utf8, shown):
+    data = _zip_named([(raw, utf8, b"x")])
+    assert formats.inspect_zip(data, "z.zip", "csvzip", Limits()).texts == {shown: b"x"}
+
+
+def test_two_members_whose_names_read_the_same_once_decoded_are_refused():
+    """客户.csv flagged UTF-8 and 客户.csv in GBK without the flag: two different names to zipfile, one name
+    to the clerk (the duplicate check runs on the decoded name)."""
+    data = _zip_named([("客户.csv".encode("utf-8"), True, b"a"), ("客户.csv".encode("gbk"), False, b"b")])
+    with pytest.raises(InputError, match="holds two files named '客户.csv'"):
+        formats.inspect_zip(data, "z.zip", "csvzip", Limits())
+
+
 def test_ods_scan_counts_repeats_and_finds_errors_and_formulas_without_values():
     content = (
         '<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" '

@@ -116,11 +116,25 @@ def test_missing_file_sheet_or_column_exit_2(tmp_path):
     ("Oct-2026", "error: period must look like 2026-10 (year-month), not 'Oct-2026'"),
     ("0000-01", "error: period '0000-01' is out of range: the year must be 2000 to 2099"),
     ("2100-01", "error: period '2100-01' is out of range: the year must be 2000 to 2099"),
+    # digits of another script: a bare \d took them and the date code raised (a traceback; test_review7)
+    ("٢٠٢٦-١٠", "error: period must look like 2026-10 (year-month), not "
+                                               "'٢٠٢٦-١٠'"),
+    ("２１００-０１", "error: period '２１００-０１' is out of "
+                                               "range: the year must be 2000 to 2099"),
 ])
 def test_bad_period_option_is_one_line_and_exit_2(tmp_path, period, line):
     for command in (["run", tmp_path / "x.xlsx", "--out", tmp_path], ["check", tmp_path / "x.xlsx"]):
         r = run_cli(*command, "--period", period)
         assert (r.returncode, r.stderr.splitlines()) == (2, [line])
+
+
+@pytest.mark.parametrize("typed", ["2026-10", " 2026-10 ", "２０２６-１０",
+                                   "２０２６－１０", "20２６-10"])
+def test_a_period_typed_full_width_is_read_as_ascii(typed):
+    """A clerk's Chinese input method types ２０２６-１０ or ２０２６－１０: read NFKC-normalised, like roster dates."""
+    from invoicer.limits import check_period
+
+    assert check_period(typed) == "2026-10"
 
 
 def test_check_prints_rejects_and_exit_code(tmp_path):

@@ -32,6 +32,9 @@ FAST = ["--settle", "0.1", "--rescan", "1", "--workers", "1"]
     ("roster-2026-10.xlsx", "2026-10"), ("202610.xlsx", "2026-10"), ("深圳 2026-09 名单.xlsx", "2026-09"),
     ("roster_202612_v2.xlsx", "2026-12"), ("2026-10-31 roster.xlsx", "2026-10"),
     ("roster.xlsx", None), ("20261031.xlsx", None), ("roster-2026-13.xlsx", None), ("v3-1202610.xlsx", None),
+    # an IME's full-width digits and hyphen are read NFKC-normalised; other scripts' digits are no period
+    ("roster-20２６-10.xlsx", "2026-10"), ("２０２６－１０.xlsx", "2026-10"),
+    ("roster-٢٠٢٦-10.xlsx", None), ("v3-1２０２６１０.xlsx", None),
 ])
 def test_period_comes_from_the_file_name(name, period):
     assert period_from_name(name) == period

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import os
 import re
+import unicodedata
 from pathlib import Path
 
 from ..errors import InputError
@@ -19,8 +20,10 @@ from ..limits import DROP_SUFFIXES as ROSTER_SUFFIXES  # noqa: F401 (the reader'
 # office lock files, editors' swap files, browsers' partial downloads, our own temporary files
 _IGNORED_PREFIXES = ("~$", ".", "~")
 _IGNORED_SUFFIXES = (".tmp", ".temp", ".part", ".partial", ".crdownload", ".download", ".swp", "~")
-# 2026-10 or 202610, not inside a longer run of digits (20261031 is a date, not a period)
-_PERIOD_IN_NAME = re.compile(r"(?<!\d)(20\d\d)-?(0[1-9]|1[0-2])(?!\d)")
+# 2026-10 or 202610, not inside a longer run of digits (20261031 is a date, not a period). ASCII digits only:
+# the name is NFKC-normalised first (an IME's full-width 20２６-10 is 2026-10), and other scripts' digits,
+# which a bare \d would take and the date code cannot read, are no period.
+_PERIOD_IN_NAME = re.compile(r"(?<!\d)(20\d\d)-?(0[1-9]|1[0-2])(?!\d)", re.ASCII)
 # the longest name we make beside a reseller's file (.error.txt, .rejects.txt): publish.atomic_write adds
 # about 15 bytes for its temporary file, and a name may have 255 bytes in all
 COMPANION_MAX = 200
@@ -35,9 +38,10 @@ def ignored(name: str) -> bool:
 
 
 def period_from_name(name: str) -> str | None:
-    """The billing period a file name holds (``roster-2026-10.xlsx``, ``202610.xlsx``), or None.
-    Two different periods in one name are refused (InputError)."""
-    found = {f"{y}-{m}" for y, m in _PERIOD_IN_NAME.findall(Path(name).stem)}
+    """The billing period a file name holds (``roster-2026-10.xlsx``, ``202610.xlsx``, full-width
+    ``roster-２０２６-１０.xlsx``: NFKC), or None. Two different periods in one name are refused (InputError)."""
+    stem = unicodedata.normalize("NFKC", Path(name).stem)
+    found = {f"{y}-{m}" for y, m in _PERIOD_IN_NAME.findall(stem)}
     if len(found) > 1:
         raise InputError(f"the file name holds more than one billing month ({', '.join(sorted(found))}); "
                          f"rename it so it holds one, e.g. roster-2026-10.xlsx")
