@@ -40,9 +40,11 @@ def _both(documents, accounts, rejects, monkeypatch) -> bytes:
     monkeypatch.setattr(summary, "RAW_ROWS", False)
     try:
         reference = summary.render_summary(copy.deepcopy(documents), list(accounts), list(rejects), WHEN)
-    except Exception as e:  # openpyxl refuses some text (control characters): so must the rows written here
+    except Exception:  # openpyxl refuses some values (control characters): so must the rows written here
+        # (refused, not necessarily for the same one: a row holding Decimal('sNaN') and '\x08' is refused by
+        # one way for the first, by the other for the second; no roster can make such a row)
         monkeypatch.setattr(summary, "RAW_ROWS", True)
-        with pytest.raises(type(e)):
+        with pytest.raises(Exception):
             summary.render_summary(copy.deepcopy(documents), list(accounts), list(rejects), WHEN)
         gc.collect()  # openpyxl's abandoned sheet writers complain as they go: here, not in a later test
         return b""
