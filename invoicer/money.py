@@ -5,9 +5,11 @@ money enters (price book, roster's legacy_rate) or leaves (workbook cells, print
 """
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 FEN = Decimal("0.01")
+AMOUNT_TEXT = re.compile(r"^\s*[+-]?(?:(?:\d+|\d{1,3}(?:,\d{3})+)(?:\.\d*)?|\.\d+)\s*$", re.ASCII)
 
 
 class MoneyError(ValueError):
@@ -26,11 +28,21 @@ def yuan_to_fen(value: str | int | Decimal) -> int:
     Traceback (most recent call last):
     ...
     invoicer.money.MoneyError: amount must have at most two decimals: '12.345'
+    >>> yuan_to_fen("9,99")  # a decimal comma is not read as 999 yuan
+    Traceback (most recent call last):
+    ...
+    invoicer.money.MoneyError: not an amount: '9,99'
     """
     if isinstance(value, float):  # a float never holds money; the caller must pass text
         raise MoneyError(f"money must not be a float: {value!r}")
+    if isinstance(value, str):
+        # commas only as thousands separators: "9,99" (a decimal comma) or "1.000,00" would otherwise be
+        # read as 999 or 1 yuan; no "1_000", exponents or other scripts' digits
+        if not AMOUNT_TEXT.match(value):
+            raise MoneyError(f"not an amount: {value!r}")
+        value = value.strip().replace(",", "")
     try:
-        d = Decimal(str(value).strip().replace(",", ""))
+        d = Decimal(str(value))
     except InvalidOperation as exc:
         raise MoneyError(f"not an amount: {value!r}") from exc
     if not d.is_finite() or d != d.quantize(FEN):

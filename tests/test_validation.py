@@ -317,3 +317,19 @@ def test_a_csv_pair_runs_and_verifies_clean(tmp_path):
     assert "2 new" in r.stdout and "2 row(s) rejected" in r.stdout
     v = run_cli("verify", tmp_path / "out")
     assert v.returncode == 0 and v.stdout.startswith("clean:"), v.stdout + v.stderr
+
+
+def test_a_legacy_rate_with_a_decimal_comma_is_rejected_not_read_as_a_hundred_times_more(priced):
+    """Commas are thousands separators only (1,000.50): "9,99" (a European decimal comma) was read as 999
+    yuan, "1.000,00" as 1 yuan and "1_000" as 1000. Each is now a rejected cell; proper grouping is read."""
+    p = priced([
+        cust("A", D(2008, 1, 1), 5, legacy_rate="9,99"),
+        cust("B", D(2008, 1, 1), 5, legacy_rate="1.000,00"),
+        cust("C", D(2008, 1, 1), 5, legacy_rate="1_000"),
+        cust("D", D(2008, 1, 1), 5, legacy_rate="1,000.50"),
+    ])
+    bad = {(r.row, r.column, r.value): r.reason for r in p.rejects}
+    amount = "legacy_rate must be a positive amount in yuan with at most two decimals"
+    assert bad == {(2, "legacy_rate", "9,99"): amount, (3, "legacy_rate", "1.000,00"): amount,
+                   (4, "legacy_rate", "1_000"): amount}
+    assert p.roster.customers.set_index("customer_id").at["D", "legacy_fen"] == 100050
