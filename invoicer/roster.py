@@ -104,13 +104,17 @@ class CellProblem:
         return self.value
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# invisible characters that change the order text is shown in (a "Trojan Source" spoof of a name on a bill)
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_CONTROL = re.compile(f"[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f{BIDI_CONTROLS}]")
 
 
 def escape_controls(text: str) -> str:
-    """Control characters shown as \\x0b: for sheet titles, headers and rejected values in messages and
-    in the summary (openpyxl refuses to write them)."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """Control characters shown as \\x0b (direction controls as \\u202e): for sheet titles, headers and
+    rejected values in messages and in the summary (openpyxl refuses to write the first; the second would
+    reorder what is shown around them)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                        else f"\\u{ord(m.group()):04x}", text)
 
 
 def _limits() -> Limits:

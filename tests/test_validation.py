@@ -333,3 +333,17 @@ def test_a_legacy_rate_with_a_decimal_comma_is_rejected_not_read_as_a_hundred_ti
     assert bad == {(2, "legacy_rate", "9,99"): amount, (3, "legacy_rate", "1.000,00"): amount,
                    (4, "legacy_rate", "1_000"): amount}
     assert p.roster.customers.set_index("customer_id").at["D", "legacy_fen"] == 100050
+
+
+def test_a_direction_control_in_a_name_is_rejected_and_shown_escaped(priced):
+    """U+202E (right-to-left override) and its kin are invisible and make a PDF or a spreadsheet show the
+    text after them in another order than the roster holds it ("Trojan Source"): a bill could show a
+    name that is not the customer's. Rejected like other control characters, shown escaped."""
+    p = priced([cust("A", D(2026, 10, 3), 5, name="深圳\u202e司公限有"),
+                cust("B", D(2026, 10, 3), 5, address="南山区\u2066科技园\u2069"),
+                cust("C", D(2026, 10, 3), 5, name="正常公司")])
+    got = reasons(p)
+    assert got[("customers", 2, "name", "深圳\\u202e司公限有")] == "contains a control character (\\u202e); remove it"
+    assert got[("customers", 3, "address", "南山区\\u2066科技园\\u2069")] == \
+        "contains a control character (\\u2066); remove it"
+    assert [d["customer"]["customer_id"] for d in p.invoices] == ["C"]
