@@ -43,7 +43,7 @@ from .roster import (
 
 ID_CHARS_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-QQ_RE = re.compile(r"^(400|800)\d{7}$")
+QQ_RE = re.compile(r"^(400|800)\d{7}$", re.ASCII)  # ASCII digits: what the platform and QQ take
 PREFIX_RE = re.compile(r"^[A-Za-z0-9]{1,12}$")
 # tab, line feed, return are text; invisible direction controls (U+202E...) could make a bill show a name
 # or an address in another order than the roster holds it
@@ -155,7 +155,7 @@ def parse_whole(v: object) -> int | None:
         return v
     if isinstance(v, float):
         return int(v) if v.is_integer() else None
-    if isinstance(v, str) and re.fullmatch(r"\s*\d+(\.0+)?\s*", v):
+    if isinstance(v, str) and re.fullmatch(r"\s*[0-9]+(\.0+)?\s*", v):  # not other scripts' digits (٣)
         return int(v.strip().split(".")[0])
     return None
 

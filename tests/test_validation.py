@@ -347,3 +347,13 @@ def test_a_direction_control_in_a_name_is_rejected_and_shown_escaped(priced):
     assert got[("customers", 3, "address", "南山区\\u2066科技园\\u2069")] == \
         "contains a control character (\\u2066); remove it"
     assert [d["customer"]["customer_id"] for d in p.invoices] == ["C"]
+
+
+def test_digits_of_other_scripts_are_not_read_as_numbers(priced):
+    """Full-width digits are NFKC-normalised to ASCII; Arabic-Indic digits (٣) are not, and Python's int()
+    and regex \\d would take them: seats and QQ numbers are ASCII digits or rejected."""
+    p = priced([cust("A", D(2026, 10, 3), "٥"), cust("B", D(2026, 10, 3), 5, qq_number="٤٠٠٦٨٨١٢٣٤"),
+                cust("C", D(2026, 10, 3), "５", qq_number="４００６８８１２３４")])
+    got = {(r.row, r.column) for r in p.rejects}
+    assert got == {(2, "seats"), (3, "qq_number")}, p.rejects
+    assert [(d["customer"]["customer_id"], d["customer"]["qq_number"]) for d in p.invoices] == [("C", "4006881234")]
