@@ -100,14 +100,16 @@ class Plan:
     unchanged: list[IssuedRef] = field(default_factory=list)
     changed: list[tuple[dict, Issued]] = field(default_factory=list)
     withdrawn: list[Issued] = field(default_factory=list)
+    held: dict[str, str] = field(default_factory=dict)  # customer id -> why its invoice is held (a rejected row)
 
     def differences(self) -> list[str]:
         out = []
         for new, old in self.changed:
             out.append(f"{old.customer_id}: invoice {old.number} " + "; ".join(describe_change(old.content, new)))
         for old in self.withdrawn:
+            why = self.held.get(old.customer_id)
             out.append(f"{old.customer_id}: invoice {old.number} would no longer be issued "
-                       f"(no billable line now, or the customer has a rejected row)")
+                       + (f"({why}: fix that row, or amend to cancel it)" if why else "(no billable line now)"))
         return out
 
 
@@ -159,6 +161,7 @@ class Priced:
     input_bytes: bytes
     input_name: str
     issue_date: str = ""  # the period's issue date (ISO): the last day of the month
+    held: dict[str, str] = field(default_factory=dict)  # customer id -> "held: SHEET row N rejected (COLUMN)"
 
 
 def price_roster_bytes(data: bytes, name: str, book: pricebook_mod.PriceBook, period: str) -> Priced:
@@ -185,10 +188,11 @@ def _price(raw, book, period) -> Priced:
     accounts = result.accounts.copy()
     names = roster.customers.drop_duplicates("customer_id").set_index("customer_id")["name"]
     accounts["customer_name"] = accounts["customer_id"].map(names)
-    held = {r.customer_id: f"held: {r.sheet} row {r.row} rejected ({r.column})" for r in reversed(rejects)}
+    held = {r.customer_id: f"held: {r.sheet} row {r.row} rejected ({r.column})" for r in reversed(rejects)
+            if r.customer_id}
     accounts["invoice_held"] = [held.get(c, "") for c in accounts["customer_id"]]
     return Priced(roster, invoices, notices, accounts, rejects, roster.reseller["invoice_prefix"], raw.sha256,
-                  raw.data, Path(raw.path).name, issue_date.isoformat())
+                  raw.data, Path(raw.path).name, issue_date.isoformat(), held)
 
 
 def plan_against(ledger: Ledger, prefix: str, period: str, invoices) -> Plan:
@@ -336,6 +340,7 @@ def _issue(opts: RunOptions, pool, priced: Priced, book, owner: str, out: Path, 
             ledger.check_prefix(priced.prefix, owner)  # refused before reading its series
             owner_then = ledger.prefix_owner(priced.prefix)
             plan = plan_against(ledger, priced.prefix, opts.period, priced.invoices)
+            plan.held = priced.held
             if opts.dry_run:
                 ledger.rollback()
                 ledger.close()  # a long-lived caller (the watcher, tests) keeps no handle on the ledger

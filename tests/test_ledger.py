@@ -402,3 +402,18 @@ def test_the_pdf_stub_gives_a_real_process_the_same_bytes_as_this_one(tmp_path):
     name = "invoices/QQ-2026-000001.pdf"
     mine = (tmp_path / "here" / name).read_bytes()
     assert pdfstub.is_stub(mine) and (tmp_path / "child" / name).read_bytes() == mine
+
+
+def test_a_withdrawn_invoice_says_whether_a_rejected_row_holds_it(tmp_path, stub_render):
+    """Exit 3 lists each issued invoice the input would withdraw, and why: a rejected row of the customer
+    (which one: fix it rather than cancel the bill) or no billable line any more."""
+    out = tmp_path / "out"
+    first = write_roster(tmp_path / "r1.xlsx", [cust("A", D(2026, 10, 3), 5), cust("B", D(2026, 10, 8), 3)])
+    assert run_cli("run", first, "--period", "2026-10", "--out", out).returncode == 0
+    # A's QQ number is now mistyped (an optional column, but a rejected row holds the whole customer); B is gone
+    second = write_roster(tmp_path / "r2.xlsx", [cust("A", D(2026, 10, 3), 5, qq_number="12345")])
+    r = run_cli("run", second, "--period", "2026-10", "--out", out)
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert ("A: invoice QQ-2026-000001 would no longer be issued (held: customers row 2 rejected (qq_number): "
+            "fix that row, or amend to cancel it)") in r.stderr
+    assert "B: invoice QQ-2026-000002 would no longer be issued (no billable line now)" in r.stderr
