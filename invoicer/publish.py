@@ -477,7 +477,9 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
         "tool": "qq-invoicer", "tool_version": tool_version(), "period": period, "invoice_prefix": prefix,
         "pricebook": {"version": book.version, "sha256": book.sha256, "source": Path(book.source).name},
         "input": {"name": priced.input_name, "sha256": priced.input_sha256},
-        "ledger": str(Path(opts.ledger).resolve()) if opts.ledger else LEDGER_NAME,
+        # relative to the folder (as ../ledger.sqlite for the watcher's folders): an archive copied with its
+        # ledger is audited against its own copy, never the live ledger at an absolute path
+        "ledger": os.path.relpath(Path(opts.ledger).resolve(), out.resolve()) if opts.ledger else LEDGER_NAME,
         **ledger.anchor(prefix, period),  # ledger_id, chain_head, chain_link: which ledger, as of when
         "counts": {"invoices": sum(1 for r in listed_refs if r.kind == "invoice" and r.number not in cancelled),
                    "credit_notes": sum(1 for r in listed_refs if r.kind == "credit_note"),

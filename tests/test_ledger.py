@@ -417,3 +417,26 @@ def test_a_withdrawn_invoice_says_whether_a_rejected_row_holds_it(tmp_path, stub
     assert ("A: invoice QQ-2026-000001 would no longer be issued (held: customers row 2 rejected (qq_number): "
             "fix that row, or amend to cancel it)") in r.stderr
     assert "B: invoice QQ-2026-000002 would no longer be issued (no billable line now)" in r.stderr
+
+
+def test_an_archive_copied_with_its_ledger_is_audited_against_its_own_copy(tmp_path, roster, stub_render):
+    """The manifest names a --ledger relative to the folder: verify of an archive (the folder and its ledger
+    copied elsewhere, as the watcher lays them out) audits the archive's ledger, not the live one, even
+    after the live ledger is gone or has moved on."""
+    import shutil
+
+    live = tmp_path / "live"
+    out = live / "SZ" / "2026-10"
+    assert run_cli("run", roster(), "--period", "2026-10", "--out", out, "--ledger", live / "ledger.sqlite"
+                   ).returncode == 0
+    assert json.loads((out / "manifest.json").read_text(encoding="utf-8"))["ledger"] == "../../ledger.sqlite"
+    archive = tmp_path / "archive-2026"
+    shutil.copytree(live, archive)
+    shutil.rmtree(live)
+    assert run_cli("verify", archive / "SZ" / "2026-10").returncode == 0
+    db = sqlite3.connect(archive / "ledger.sqlite")  # the archive's own ledger is the one audited
+    db.execute("DROP TRIGGER documents_undeletable")
+    db.commit()
+    db.close()
+    r = run_cli("verify", archive / "SZ" / "2026-10")
+    assert r.returncode == 1 and "documents_undeletable" in r.stdout, r.stdout
