@@ -105,7 +105,7 @@ def test_rows_spliced_in_are_the_bytes_openpyxl_writes_cell_by_cell(hostile_bill
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # openpyxl's, after a refusal
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.lists(st.one_of(st.none(), st.text(), st.sampled_from(HOSTILE + ODD), st.booleans(),
                                    st.integers(), st.floats(), st.decimals(), st.dates(), st.datetimes()),
                          min_size=6, max_size=6), max_size=6))
