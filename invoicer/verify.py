@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
 import sqlite3
+import stat
 import sys
 from array import array
 from collections import defaultdict
@@ -72,13 +75,25 @@ def verify(outdir: Path, ledger_path: Path | None = None, head: str | None = Non
         if isinstance(manifest["files"], dict):
             manifest["files"] = files  # one copy of a list as long as the folder
         manifest.pop("file_stats", None)  # never read: verify hashes every file whatever its inode says
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InvoicerError(f"{manifest_path}: cannot read the manifest ({exc})") from None
+    # what the audit is of: without a prefix and a period there is nothing to compare the ledger with
+    if not isinstance(prefix, str) or not prefix:
+        raise InvoicerError(f"{manifest_path}: cannot read the manifest (its invoice_prefix {prefix!r} is not a "
+                            f"prefix)")
+    if not isinstance(period, str) or not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", period):
+        raise InvoicerError(f"{manifest_path}: cannot read the manifest (its period {period!r} is not a month "
+                            f"like 2026-10)")
+    if not all(isinstance(k, str) for k in files):
+        raise InvoicerError(f"{manifest_path}: cannot read the manifest (its files are not named by text)")
     _check_manifest_files(outdir, files, audit)
     audit.problems += _temporary_files(outdir)
     if ledger_path is None:
         recorded = Path(str(manifest.get("ledger") or "ledger.sqlite"))
         ledger_path = recorded if recorded.is_absolute() else outdir / recorded
+    scan = _scan_folder(outdir, ledger_path)
+    audit.problems += scan.problems
+    audit.notes += scan.notes
     try:
         ledger = LedgerReader(ledger_path)
     except NotALedger as exc:
@@ -153,16 +168,110 @@ def _digests(invoices) -> dict[str, tuple[str, int]]:
 
 
 def _document_file_names(outdir: Path) -> list[str]:
-    """The files of invoices/, credit_notes/ and notices/ (not hidden), as names relative to the folder, in
-    the order they are audited."""
+    """The regular files of invoices/, credit_notes/ and notices/ (a temporary file of an interrupted write
+    aside: _temporary_files names it), as names relative to the folder, in the order they are audited. A
+    link is never followed (_scan_folder names it)."""
     names = []
     for folder in DOCUMENT_FOLDERS:
-        if not (outdir / folder).is_dir():
-            continue
-        for path in sorted((outdir / folder).rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                names.append(path.relative_to(outdir).as_posix())
+        for name, kind in _entries(outdir, folder):
+            if kind == "file" and not _TEMPORARY.fullmatch(PurePosixPath(name).name):
+                names.append(name)
     return names
+
+
+_TEMPORARY = re.compile(r"\..*\.tmp")  # publish.atomic_write's temporary files (publish sweeps them)
+_LEDGER_SUFFIXES = ("", "-wal", "-shm", "-journal")
+_DESKTOP_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}  # written by file browsers into any folder they show
+
+
+def _lstat(path: Path):
+    """The entry itself (a link is not followed), or None when there is none (or it cannot be looked at:
+    a name too long, a folder that cannot be read)."""
+    try:
+        return os.lstat(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _regular(path: Path) -> bool:
+    st = _lstat(path)
+    return st is not None and stat.S_ISREG(st.st_mode)
+
+
+def _entries(outdir: Path, under: str = ""):
+    """(name relative to the folder, kind) of every entry below ``under`` in sorted order, kind "file",
+    "link" or "other" (a FIFO, a socket, a device); folders are entered, links to folders never."""
+    try:
+        with os.scandir(outdir / under if under else outdir) as it:
+            items = sorted(it, key=lambda e: e.name)
+    except (OSError, ValueError):
+        return
+    for e in items:
+        name = f"{under}/{e.name}" if under else e.name
+        try:
+            if e.is_symlink():
+                yield name, "link"
+            elif e.is_dir(follow_symlinks=False):
+                yield from _entries(outdir, name)
+            elif e.is_file(follow_symlinks=False):
+                yield name, "file"
+            else:
+                yield name, "other"
+        except OSError:
+            yield name, "other"
+
+
+def _scan_folder(outdir: Path, ledger_path: Path) -> SimpleNamespace:
+    """Every entry of the folder that a run does not write there (the document folders' files and fapiao/'s
+    are audited against the ledger elsewhere): a forged bill put anywhere else (the top level, Invoices/,
+    credit_notes_old/) is named, and so is every link (never followed: its target can change without
+    touching the folder, and publish refuses to write through one) and every file that is not a regular
+    file. A run's staging folder and a file browser's own files are notes."""
+    problems, notes = [], []
+    ledger_names = {"ledger.sqlite" + s for s in _LEDGER_SUFFIXES}
+    try:
+        if Path(ledger_path).parent.resolve() == outdir.resolve():
+            ledger_names |= {Path(ledger_path).name + s for s in _LEDGER_SUFFIXES}
+    except (OSError, RuntimeError, ValueError):
+        pass
+    staging = set()
+    for name, kind in _entries(outdir):
+        parts = PurePosixPath(name).parts
+        base = parts[-1]
+        if parts[0].startswith(".staging-") and len(parts) > 1:
+            if parts[0] not in staging:
+                staging.add(parts[0])
+                notes.append(f"{parts[0]}/: the staging folder of a run (in progress, or one that died: the next "
+                             f"run removes it); its files are not part of the output")
+            continue
+        if kind == "link":
+            try:
+                target = os.readlink(outdir / name)
+            except OSError:
+                target = "?"
+            problems.append(f"{name}: a symbolic link (to {target}), not a file: verify never follows links "
+                            f"(whoever controls the target can change it without touching the folder)")
+            continue
+        if kind == "other":
+            problems.append(f"{name}: not a regular file")
+            continue
+        if base in _DESKTOP_FILES:
+            notes.append(f"{name}: a file browser's own file, not part of the output")
+            continue
+        if parts[0] in DOCUMENT_FOLDERS and len(parts) > 1:
+            continue  # audited against the ledger (a temporary file there: _temporary_files)
+        if len(parts) == 1 and (name in ("manifest.json", "summary.xlsx") or name in ledger_names or
+                                _TEMPORARY.fullmatch(name)):
+            continue
+        if len(parts) == 2 and parts[0] == "fapiao":
+            if _TEMPORARY.fullmatch(base):
+                problems.append(f"{name}: a temporary file left by an interrupted write (the next run of this "
+                                f"folder removes it)")
+            continue  # rebuilt from the ledger (_check_fapiao)
+        problems.append(f"{name}: not a file a run writes in this folder (not a document of the ledger's "
+                        f"folders invoices/, credit_notes/, notices/, nor the summary, the e-fapiao exports "
+                        f"or the manifest)")
+    return SimpleNamespace(problems=problems, notes=notes)
 
 
 class _Bills:
@@ -229,6 +338,7 @@ class _Walk:
                 self.slot.setdefault(name, len(self.slot))
         self.flags = bytearray(len(self.slot))
         self.notice_hashes: dict[int, list[str]] = {}
+        self.foreign: dict[int, str] = {}  # slot -> the other prefix and period a document of that name is of
         self._latest_notice: dict[str, tuple[int, str, bool, str]] = {}
         self._priced: dict = dict(known)  # (roster, book, period, prefix) -> customer id -> (hash, total)
         self._evictable: list = []  # keys priced during the walk, oldest first
@@ -251,20 +361,26 @@ class _Walk:
     def _locate(self, row_id: int, d: Issued) -> None:
         name = d.file_name
         i = self.slot.get(name)
-        if i is not None:
-            self.flags[i] |= _ISSUED
-            if name in self.files and self.files[name] == d.file_sha256:
-                self.flags[i] |= _MANIFEST_HASH
-            if d.kind == "notice":
-                self.notice_hashes.setdefault(i, []).append(d.file_sha256)
+        # a folder holds one prefix and one period (pipeline._one_series_per_folder): on a ledger shared by
+        # several folders (resellers, months), a document of another prefix or period is never this folder's,
+        # even under the same name (notices/N-renewal.pdf of two resellers' customers N)
         mine = d.prefix == self.prefix and d.period == self.period
+        if i is not None:
+            if mine:
+                self.flags[i] |= _ISSUED
+                if name in self.files and self.files[name] == d.file_sha256:
+                    self.flags[i] |= _MANIFEST_HASH
+                if d.kind == "notice":
+                    self.notice_hashes.setdefault(i, []).append(d.file_sha256)
+            else:
+                self.foreign.setdefault(i, f"{d.prefix} {d.period} ({d.number or d.kind})")
         if d.kind == "notice":
-            if d.period == self.period:  # only the newest notice under a name can be in force
+            if mine:  # only the folder's newest notice under a name can be in force
                 self._latest_notice[name] = (row_id, d.file_sha256, mine, d.number or d.kind)
             return
         if mine:
             self.bills.add(row_id, d)
-        self._compare(row_id, name, d.file_sha256, mine, d.number or d.kind)
+            self._compare(row_id, name, d.file_sha256, mine, d.number or d.kind)
 
     def notices_in_force(self) -> None:
         """The newest notice of the period under each name is compared when the manifest lists it or the
@@ -277,8 +393,9 @@ class _Walk:
 
     def _compare(self, row_id: int, name: str, file_sha256: str, mine: bool, what: str) -> None:
         path = self.outdir / name
-        if not path.is_file():
-            if mine:
+        st = _lstat(path)
+        if st is None or not stat.S_ISREG(st.st_mode):
+            if mine and st is None:  # (a link or a folder in its place is named by _scan_folder)
                 self.to_folder.append((row_id, f"{name}: issued ({what}) but missing from {self.outdir}"))
             return
         self.checked += 1
@@ -391,7 +508,12 @@ def _folder_to_ledger(outdir: Path, walk: _Walk, files: dict[str, str], audit: A
         flags = walk.flags[walk.slot[name]]
         if not flags & _ISSUED:
             listed = "listed in the manifest" if name in files else "not in the manifest"
-            audit.problems.append(f"{name}: not a document this ledger issued ({listed})")
+            other = walk.foreign.get(walk.slot[name])
+            if other is not None:
+                audit.problems.append(f"{name}: a document this ledger issued for {other}, not one of this "
+                                      f"folder's {walk.prefix} {walk.period} ({listed})")
+            else:
+                audit.problems.append(f"{name}: not a document this ledger issued ({listed})")
         elif not flags & _COMPARED and \
                 _hash_file(outdir / name) not in walk.notice_hashes.get(walk.slot[name], ()):
             audit.problems.append(f"{name}: differs from every document this ledger issued under that name")
@@ -401,7 +523,7 @@ def _folder_to_ledger(outdir: Path, walk: _Walk, files: dict[str, str], audit: A
         audit.checked += 1
         flags = walk.flags[walk.slot[name]]
         if not flags & _ISSUED:
-            if not (outdir / name).is_file():
+            if _lstat(outdir / name) is None:
                 audit.problems.append(f"{name}: listed in the manifest, but this ledger never issued it")
         elif not flags & _MANIFEST_HASH:
             audit.problems.append(f"{name}: the manifest's SHA-256 is not the one the ledger issued it with")
@@ -439,8 +561,13 @@ def _check_manifest_files(outdir: Path, files: dict[str, str], audit: Audit) -> 
             audit.problems.append(f"{name}: the manifest lists a path outside the folder")
             continue
         path = outdir / name
-        if not path.is_file():
+        st = _lstat(path)
+        if st is None:
             audit.problems.append(f"{name}: listed in the manifest but missing")
+        elif not stat.S_ISREG(st.st_mode):
+            if stat.S_ISLNK(st.st_mode) or PurePosixPath(name).parts[0] in DOCUMENT_FOLDERS + ("fapiao",):
+                continue  # a link, or a folder where a file should be: named by _scan_folder
+            audit.problems.append(f"{name}: listed in the manifest but not a file")
         elif _hash_file(path) != expected:
             audit.problems.append(f"{name}: changed since it was written (SHA-256 differs from the manifest)")
 
@@ -448,7 +575,8 @@ def _check_manifest_files(outdir: Path, files: dict[str, str], audit: Audit) -> 
 def _temporary_files(outdir: Path) -> list[str]:
     problems = []
     for folder in (outdir, *(outdir / f for f in DOCUMENT_FOLDERS)):
-        if folder.is_dir():
+        st = _lstat(folder)
+        if st is not None and stat.S_ISDIR(st.st_mode):
             for tmp in sorted(folder.glob(".*.tmp")):
                 problems.append(f"{tmp.relative_to(outdir).as_posix()}: a temporary file left by an interrupted "
                                 f"write (the next run of this folder removes it)")
@@ -464,6 +592,9 @@ def _check_counts(bills: _Bills, manifest: dict, prefix: str, period: str, audit
                      "credit_notes": sum(1 for k in bills.kinds if k == "credit_note")}
     counts = manifest.get("counts") or {}
     audit.checked += 1
+    if not isinstance(counts, dict):
+        audit.problems.append(f"manifest: its counts are not a table of counts ({counts!r:.80})")
+        counts = {}
     for key, value in ledger_counts.items():
         if key in counts and counts[key] != value:
             audit.problems.append(f"manifest: {counts[key]} {key.replace('_', ' ')}, the ledger issued {value} "
@@ -606,8 +737,8 @@ def _check_fapiao(outdir: Path, ledger: LedgerReader, bills: _Bills, manifest: d
     except (InvoicerError, KeyError, TypeError, ValueError) as exc:
         audit.problems.append(f"fapiao/: the e-fapiao exports cannot be rebuilt from the ledger ({exc})")
         return
-    on_disk = {f"{FOLDER}/{p.name}" for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")} \
-        if folder.is_dir() else set()
+    on_disk = {name for name, kind in _entries(outdir, FOLDER) if kind == "file" and name.count("/") == 1
+               and not _TEMPORARY.fullmatch(PurePosixPath(name).name)}
     for name, data in sorted(expected.items()):
         audit.checked += 1
         if name not in on_disk:
@@ -678,8 +809,10 @@ def verify_pdf(path: Path, ledger_path: Path, head: str | None = None) -> tuple[
                 found.append(f"{path.name}: NOT IN FORCE: {row['number']} was cancelled by credit note "
                              f"{credit['number']} (issued {credit['issue_date']})")
         else:
+            # the same name in another prefix or period is another reseller's (or month's) notice
             newer = ledger.db.execute("SELECT 1 FROM documents WHERE kind = 'notice' AND file_name = ? AND "
-                                      "id > ? LIMIT 1", (row["file_name"], row["id"])).fetchone()
+                                      "prefix = ? AND period = ? AND id > ? LIMIT 1",
+                                      (row["file_name"], row["prefix"], row["period"], row["id"])).fetchone()
             if newer is not None:
                 found.append(f"{path.name}: superseded: a newer {row['file_name']} was issued since")
         return [], found
@@ -715,11 +848,22 @@ def _row_problems(ledger: LedgerReader, row: sqlite3.Row, head: str | None) -> l
 
 
 def _hash_file(path: Path) -> str | None:
+    """The SHA-256 of a regular file, read without following a link (None for a link or no file)."""
     try:
-        return sha256(path.read_bytes())
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except (OSError, ValueError):
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        with os.fdopen(fd, "rb") as f:
+            fd = None
+            return sha256(f.read())
     except OSError:
         return None
-
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _gapless(ledger: LedgerReader) -> list[str]:
