@@ -637,6 +637,19 @@ class LedgerReader:
         return problems
 
 
+    def latest_run(self, prefix: str, period: str) -> sqlite3.Row | None:
+        """The newest run of a prefix and period (what it priced: its input and price book), or None."""
+        return self.db.execute("SELECT * FROM runs WHERE prefix = ? AND period = ? ORDER BY id DESC LIMIT 1",
+                               (prefix, period)).fetchone()
+
+    def numbered_per_run(self) -> list[tuple[sqlite3.Row, int]]:
+        """Each run with the count of numbered documents (invoices, credit notes) the ledger holds of it, in
+        one pass over the documents."""
+        held = dict(self.db.execute("SELECT run_id, COUNT(*) FROM documents WHERE seq IS NOT NULL "
+                                    "GROUP BY run_id").fetchall())
+        return [(r, held.get(r["id"], 0)) for r in self.db.execute("SELECT * FROM runs ORDER BY id")]
+
+
 def _label(table: str, row) -> str:
     if table == "documents":
         return row["number"] or row["file_name"]

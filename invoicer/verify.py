@@ -124,14 +124,25 @@ def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dic
     problems are listed in the order of the checks, each check's in id order, as when they ran one by one."""
     ledger.begin_read()  # one snapshot for every read below, however many queries the walk takes
     chain = _identity_and_chain(ledger, manifest, head, audit)
-    # the notices in force: those the folder's roster gives (priced again from the ledger's copy), so a notice
-    # deleted together with its manifest entry is still missed; without that roster, the manifest's list
-    repriced = _priced_from_manifest(ledger, manifest, prefix, period)
+    # the folder's roster: the one the ledger's latest run of the prefix and period priced (the runs table
+    # is chained; the manifest is not, and may name an earlier roster of the period), priced again from the
+    # ledger's copy. The notices in force are those it gives, so a notice deleted together with its manifest
+    # entry is still missed; every customer it bills must have an invoice in force
+    run = ledger.latest_run(prefix, period)
+    sources = manifest
+    if run is not None:
+        sources = {"input": {"sha256": run["input_sha256"]}, "pricebook": {"sha256": run["pricebook_sha256"]}}
+        said = manifest.get("input") if isinstance(manifest.get("input"), dict) else {}
+        if said.get("sha256") != run["input_sha256"]:
+            audit.problems.append(f"manifest: input {said.get('sha256')!r:.80}, the ledger's latest run of {prefix} "
+                                  f"{period} (run {run['id']}) priced {run['input_sha256']}")
+    repriced = _priced_from_manifest(ledger, sources, prefix, period)
     priced = repriced[0]
     current = {file_name_for(n) for n in priced.notices} if priced is not None else set()
     # the folder's own roster was priced just above: its invoices are not priced a second time
     known = {} if priced is None else {
-        (manifest["input"]["sha256"], manifest["pricebook"]["sha256"], period, prefix): _digests(priced.invoices)}
+        (sources["input"]["sha256"], sources["pricebook"]["sha256"], period, prefix): _digests(priced.invoices)}
+    billed = set(next(iter(known.values()))) if known else set()
     if priced is not None:  # only its roster is read again (the e-fapiao's buyers): its frames are let go
         repriced = (SimpleNamespace(roster=priced.roster), *repriced[1:])
         del priced
@@ -142,10 +153,14 @@ def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dic
     except sqlite3.Error:  # a damaged page: what was found before it is listed (verify says where it stopped)
         audit.problems += walk.unreadable
         raise
-    walk.notices_in_force()
+    given = walk.notices_in_force()
     audit.problems += walk.unreadable
     audit.problems += [p for _, p in sorted(walk.to_folder, key=lambda x: x[0])]
     audit.checked += walk.checked
+    if run is not None and repriced[0] is not None:
+        audit.problems += _run_to_ledger(run, billed, current - given, walk.bills, prefix, period)
+        audit.checked += 1
+    del billed
     _folder_to_ledger(outdir, walk, files, audit)
     _check_counts(walk.bills, manifest, prefix, period, audit)
     _check_summary(outdir / "summary.xlsx", walk.bills, prefix, period, audit)
@@ -158,8 +173,33 @@ def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dic
         audit.checked += walk.kept
     audit.problems += _gapless(ledger)
     audit.problems += ledger.series_problems()
+    audit.problems += _numbered_as_recorded(ledger, chain)
     audit.problems += ledger.trigger_problems()
     audit.checked += 3
+
+
+def _run_to_ledger(run, billed: set, not_held: set, bills: _Bills, prefix: str, period: str) -> list[str]:
+    """What the ledger's latest run of the folder's prefix and period issued or kept, by its recorded roster
+    priced again, is still in the ledger: an invoice in force for every customer it bills, a notice of the
+    period for every notice it gives (documents deleted from the ledger, even with the chain's tail cut
+    after them and no head kept apart, are missed here)."""
+    active = {c for c, k, n in zip(bills.customers, bills.kinds, bills.numbers)
+              if k == "invoice" and n not in bills.cancelled}
+    what = f"the ledger's latest run of {prefix} {period} (run {run['id']})"
+    problems = [f"{cid}: {what} bills {cid} from its recorded roster, but the ledger holds no invoice in force "
+                f"for {cid} (deleted from the ledger)" for cid in sorted(billed - active)]
+    problems += [f"{name}: {what} gives this notice from its recorded roster, but the ledger holds none of "
+                 f"{prefix} {period} under that name (deleted from the ledger)" for name in sorted(not_held)]
+    return problems
+
+
+def _numbered_as_recorded(ledger: LedgerReader, chain) -> list[str]:
+    """Each chained run's record says how many numbers it issued: the ledger still holds that many of its
+    documents (the last documents deleted with the chain's tail and the series records after them leave
+    the run's own chained record behind)."""
+    return [f"run {r['id']} ({r['prefix']} {r['period']}): issued {r['issued']} number(s), the ledger holds {held} "
+            f"of them (documents deleted or added)"
+            for r, held in ledger.numbered_per_run() if chain.covers("runs", r["id"]) and held != r["issued"]]
 
 
 def _digests(invoices) -> dict[str, tuple[str, int]]:
@@ -289,6 +329,11 @@ class _Bills:
         self.totals: list = []
         self.sort_keys: list = []  # the snapshot's number (what the e-fapiao rebuild sorts by)
         self.cancelled: set = set()  # the numbers the credit notes cancel
+        # the invoices sheet's other columns, as the summary writes them from the snapshot
+        self.others: list[tuple] = []
+        self.vat_era = False  # a bill carries the VAT split: issued by a version that writes the e-fapiao exports
+        self.sums = None  # the totals sheet's sums (render.summary.Totals), None if a snapshot cannot be summed
+        self._totals_ok = True
         self._same: dict = {}
 
     def add(self, row_id: int, d: Issued) -> None:
@@ -304,6 +349,21 @@ class _Bills:
         self.sort_keys.append(d.number if key == d.number and type(key) is type(d.number) else key)
         if d.kind == "credit_note":
             self.cancelled.add(d.cancels)
+        customer = c.get("customer") if isinstance(c.get("customer"), dict) else {}
+        net, tax = c.get("net_total_fen"), c.get("tax_total_fen")
+        self.vat_era = self.vat_era or net is not None
+        self.others.append(tuple(self._same.setdefault(v, v) if isinstance(v, (str, int)) else v for v in (
+            customer.get("name"), c.get("kind"), c.get("cancels") or None, c.get("period"), c.get("total_words"),
+            net, tax, (c.get("vat") or {}).get("rate") if isinstance(c.get("vat"), dict) else None)))
+        if self._totals_ok:
+            from .render.summary import Totals
+
+            if self.sums is None:
+                self.sums = Totals()
+            try:
+                self.sums.add(c)
+            except (KeyError, TypeError, AttributeError):
+                self._totals_ok, self.sums = False, None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -382,14 +442,17 @@ class _Walk:
             self.bills.add(row_id, d)
             self._compare(row_id, name, d.file_sha256, mine, d.number or d.kind)
 
-    def notices_in_force(self) -> None:
+    def notices_in_force(self) -> set[str]:
         """The newest notice of the period under each name is compared when the manifest lists it or the
-        folder's roster gives it (after the walk: a later notice may supersede one)."""
+        folder's roster gives it (after the walk: a later notice may supersede one). Returns the names the
+        folder's notices were issued under."""
+        held = set(self._latest_notice)
         for name, (row_id, file_sha256, mine, what) in self._latest_notice.items():
             if name not in self.files and not (mine and name in self.current):
                 continue
             self._compare(row_id, name, file_sha256, mine, what)
         self._latest_notice = {}
+        return held
 
     def _compare(self, row_id: int, name: str, file_sha256: str, mine: bool, what: str) -> None:
         path = self.outdir / name
@@ -607,12 +670,38 @@ def _check_counts(bills: _Bills, manifest: dict, prefix: str, period: str, audit
                               f"{plain_yuan(total)}")
 
 
+# the invoices sheet's columns besides number, customer, date, total and status, as _Bills.others holds them
+# (money columns in fen); a column an older summary lacks is not compared
+SUMMARY_OTHER_COLUMNS = ("customer_name", "document", "cancels", "period", "total_in_words", "net_total",
+                         "tax_total", "vat_rate")
+_MONEY_COLUMNS = ("net_total", "tax_total")
+
+
+def _cell_value(value):
+    """A cell as read back, comparable with what the summary wrote: numbers as Decimal, "" as blank."""
+    from decimal import Decimal
+
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return Decimal(str(value))
+    return None if value == "" else value
+
+
 def _check_summary(path: Path, bills: _Bills, prefix: str, period: str, audit: Audit) -> None:
-    """The summary's invoices sheet lists exactly the ledger's invoices and credit notes of the period, with
-    their customer, issue date, total and status (a summary rewritten with its manifest hash is caught).
-    The sheet is read a row at a time; what a row should say is made when the row is read."""
-    if not path.is_file():
+    """The summary's invoices sheet lists exactly the ledger's invoices and credit notes of the period, once
+    each, with their customer, issue date, total and status, and what else the sheet says of them (the
+    buyer's name, the VAT split, ...); the totals sheet's sums are the bills' (a summary rewritten with its
+    manifest hash is caught). Every run writes a summary: a folder without one has lost it. The sheets are
+    read a row at a time; what a row should say is made when the row is read."""
+    st = _lstat(path)
+    if st is None:
+        audit.checked += 1
+        audit.problems.append(f"summary.xlsx: missing (every run writes it: the ledger's bills of {prefix} "
+                              f"{period} are listed nowhere)")
         return
+    if not stat.S_ISREG(st.st_mode):
+        return  # a link or a folder: named by _scan_folder
     from decimal import Decimal
 
     from openpyxl import load_workbook
@@ -627,9 +716,16 @@ def _check_summary(path: Path, bills: _Bills, prefix: str, period: str, audit: A
         return (bills.customers[i], bills.issue_dates[i], fen_to_decimal(bills.totals[i]),
                 bill_status(bills.kinds[i], number, cancelled))
 
+    def want_other(i: int, k: int, column: str):
+        value = bills.others[i][k]
+        if column in _MONEY_COLUMNS:
+            return fen_to_decimal(value) if isinstance(value, int) and not isinstance(value, bool) else value
+        return _cell_value(value)
+
     audit.checked += 1
     seen = bytearray(len(bills))
     problems = []
+    totals_rows = None
     try:
         wb = load_workbook(path, read_only=True, data_only=True)
         try:
@@ -640,12 +736,18 @@ def _check_summary(path: Path, bills: _Bills, prefix: str, period: str, audit: A
                 at = {c: header.index(c) for c in ("invoice_number", "customer_id", "issue_date", "total", "status")}
             except ValueError:
                 at = None
+            others = [(k, c, header.index(c)) for k, c in enumerate(SUMMARY_OTHER_COLUMNS) if c in header]
+            width = len(header)
             for row in rows if at is not None else ():
+                row = tuple(row) + (None,) * (width - len(row))
                 number = row[at["invoice_number"]]
                 i = at_bill.get(number)
                 if i is None:
                     problems.append(f"summary.xlsx: lists {number}, which this ledger did not issue for {prefix} "
                                     f"{period}")
+                    continue
+                if seen[i]:
+                    problems.append(f"summary.xlsx: lists {number} more than once (the ledger issued it once)")
                     continue
                 seen[i] = 1
                 when = row[at["issue_date"]]
@@ -657,6 +759,13 @@ def _check_summary(path: Path, bills: _Bills, prefix: str, period: str, audit: A
                     problems.append(f"summary.xlsx: {number} says customer {got[0]}, {got[1]}, total {got[2]}, "
                                     f"{got[3]}; the ledger: customer {expected[0]}, {expected[1]}, total "
                                     f"{expected[2]}, {expected[3]}")
+                for k, column, j in others:
+                    said, should = _cell_value(row[j]), want_other(i, k, column)
+                    if said != should:
+                        problems.append(f"summary.xlsx: {number} says {column} {_say(said)}; the ledger: "
+                                        f"{_say(should)}")
+            if "totals" in wb.sheetnames and bills.sums is not None:
+                totals_rows = [tuple(_cell_value(v) for v in r) for r in wb["totals"].iter_rows(values_only=True)]
         finally:
             wb.close()
     except Exception as exc:  # a damaged or foreign file: openpyxl raises many kinds
@@ -668,6 +777,28 @@ def _check_summary(path: Path, bills: _Bills, prefix: str, period: str, audit: A
     audit.problems += problems
     for number in sorted(n for n, i in at_bill.items() if not seen[i]):
         audit.problems.append(f"summary.xlsx: does not list {number}")
+    if totals_rows is not None:
+        audit.checked += 1
+        made = [tuple(_cell_value(v) for v in r) for r in bills.sums.rows()] if len(bills) else None
+        said = [r for r in totals_rows[1:] if any(v is not None for v in r)]
+        if made is not None and said != made:
+            if len(said) == len(made) and all(a[:2] == b[:2] for a, b in zip(said, made)):
+                for a, b in zip(said, made):
+                    if a != b:
+                        audit.problems.append(f"summary.xlsx: the totals sheet's {a[0]} {a[1]} says "
+                                              f"{_rows_text([a[2:]])}; the ledger's bills of {prefix} {period}: "
+                                              f"{_rows_text([b[2:]])}")
+            else:
+                audit.problems.append(f"summary.xlsx: the totals sheet says {_rows_text(said)}; the ledger's bills "
+                                      f"of {prefix} {period} sum to {_rows_text(made)}")
+
+
+def _say(value) -> str:
+    return "blank" if value is None else str(value)
+
+
+def _rows_text(rows: list[tuple]) -> str:
+    return "; ".join(" ".join(_say(v) for v in r) for r in rows) or "nothing"
 
 
 COLUMN_OF_CONTENT = (("kind", "kind"), ("number", "number"), ("period", "period"), ("issue_date", "issue_date"),
@@ -720,7 +851,12 @@ def _check_fapiao(outdir: Path, ledger: LedgerReader, bills: _Bills, manifest: d
     from .publish_fapiao import FOLDER, expected_exports
 
     folder = outdir / FOLDER
-    if not folder.is_dir() and not any(str(n).startswith(FOLDER + "/") for n in manifest.get("files", {})):
+    # which folders must hold the exports, decided from the ledger (the manifest is not chained): the
+    # exports came with the VAT split (issue #12), so a period whose bills carry it was published by a
+    # version that writes them; a folder of bills issued before (no VAT split in any snapshot) need not hold
+    # them unless it does, or its manifest lists them (a later run of such a period writes them)
+    if not bills.vat_era and _lstat(folder) is None and \
+            not any(str(n).startswith(FOLDER + "/") for n in manifest.get("files", {})):
         return  # a folder published before the exports existed
     priced, book, why = repriced
     if priced is None:
