@@ -15,9 +15,16 @@ For a folder, both directions:
 3. Every document of the ledger for the folder's prefix and period is in the folder with the SHA-256 it
    was issued with; every file of invoices/, credit_notes/ and notices/, and every file the manifest lists,
    is a document of this ledger (with the hash the ledger recorded); the manifest's counts and total are
-   the ledger's; no temporary file of an interrupted write is left.
+   the ledger's; no temporary file of an interrupted write is left. A folder holds one prefix and one
+   period: another's document (on a shared ledger) is not its. Every other file, and every link (never
+   followed), is a problem; the summary lists each bill once with what its snapshot says, and its totals
+   sheet sums them; a missing summary, or missing e-fapiao exports of bills that carry the VAT split, are
+   problems.
 4. Every invoice is recomputed from the roster and price-book bytes the ledger kept, and must say exactly
    what was issued; every credit note must negate the invoice it cancels; numbers are gapless.
+5. What was issued is still there: the roster of the ledger's latest run of the prefix and period (chained)
+   bills customers that each have an invoice in force and gives notices the ledger holds, and each chained
+   run holds as many numbered documents as it recorded issuing (a chain's tail cut without ``--head``).
 
 What it cannot prove: a ledger rewritten wholesale by someone holding every file (chain recomputed,
 manifest rewritten) is consistent. The answer is a head kept apart: ``--head HASH`` checks that the chain
@@ -163,7 +170,7 @@ def _audit_ledger(ledger: LedgerReader, outdir: Path, manifest: dict, files: dic
     del billed
     _folder_to_ledger(outdir, walk, files, audit)
     _check_counts(walk.bills, manifest, prefix, period, audit)
-    _check_summary(outdir / "summary.xlsx", walk.bills, prefix, period, audit)
+    _check_summary(outdir / "summary.xlsx", ledger, walk.bills, prefix, period, audit)
     try:
         _check_fapiao(outdir, ledger, walk.bills, manifest, prefix, period, repriced, audit)  # reads bills again
     finally:  # (even if that read fails, the checks made during the walk are listed)
@@ -214,7 +221,8 @@ def _document_file_names(outdir: Path) -> list[str]:
     names = []
     for folder in DOCUMENT_FOLDERS:
         for name, kind in _entries(outdir, folder):
-            if kind == "file" and not _TEMPORARY.fullmatch(PurePosixPath(name).name):
+            base = PurePosixPath(name).name
+            if kind == "file" and not _TEMPORARY.fullmatch(base) and base not in _DESKTOP_FILES:
                 names.append(name)
     return names
 
@@ -296,7 +304,7 @@ def _scan_folder(outdir: Path, ledger_path: Path) -> SimpleNamespace:
             problems.append(f"{name}: not a regular file")
             continue
         if base in _DESKTOP_FILES:
-            notes.append(f"{name}: a file browser's own file, not part of the output")
+            notes.append(f"{name}: a file browser's own file, not part of the output (not audited)")
             continue
         if parts[0] in DOCUMENT_FOLDERS and len(parts) > 1:
             continue  # audited against the ledger (a temporary file there: _temporary_files)
@@ -312,6 +320,42 @@ def _scan_folder(outdir: Path, ledger_path: Path) -> SimpleNamespace:
                         f"folders invoices/, credit_notes/, notices/, nor the summary, the e-fapiao exports "
                         f"or the manifest)")
     return SimpleNamespace(problems=problems, notes=notes)
+
+
+# the invoices sheet's columns besides number, customer, date, total and status (render.summary's inv_rows),
+# as _other_values gives them from a snapshot (money in fen); a column an older summary lacks is not compared
+SUMMARY_OTHER_COLUMNS = ("customer_name", "document", "cancels", "period", "total_in_words", "net_total",
+                         "tax_total", "vat_rate")
+_MONEY_COLUMNS = ("net_total", "tax_total")
+
+
+def _other_values(c: dict) -> tuple:
+    customer = c.get("customer") if isinstance(c.get("customer"), dict) else {}
+    vat = c.get("vat") if isinstance(c.get("vat"), dict) else {}
+    return (customer.get("name"), c.get("kind"), c.get("cancels") or None, c.get("period"), c.get("total_words"),
+            c.get("net_total_fen"), c.get("tax_total_fen"), vat.get("rate"))
+
+
+def _value_hash(value) -> int:
+    try:
+        return hash((type(value).__name__ if isinstance(value, str) or value is None else "n", value))
+    except TypeError:  # an unhashable value in a snapshot: its text stands for it
+        return hash(("r", repr(value)))
+
+
+def _sheet_value(value, column: str):
+    """A cell of the invoices sheet in _other_values' terms: blank as None, money in fen."""
+    from decimal import Decimal, InvalidOperation
+
+    value = _cell_value(value)
+    if column in _MONEY_COLUMNS and isinstance(value, Decimal):
+        try:
+            fen = value * 100
+            if fen == fen.to_integral_value():
+                return int(fen)
+        except InvalidOperation:
+            pass
+    return value
 
 
 class _Bills:
@@ -330,7 +374,7 @@ class _Bills:
         self.sort_keys: list = []  # the snapshot's number (what the e-fapiao rebuild sorts by)
         self.cancelled: set = set()  # the numbers the credit notes cancel
         # the invoices sheet's other columns, as the summary writes them from the snapshot
-        self.others: list[tuple] = []
+        self.others = [array("q") for _ in SUMMARY_OTHER_COLUMNS]  # per column, a hash of each bill's value
         self.vat_era = False  # a bill carries the VAT split: issued by a version that writes the e-fapiao exports
         self.sums = None  # the totals sheet's sums (render.summary.Totals), None if a snapshot cannot be summed
         self._totals_ok = True
@@ -349,12 +393,9 @@ class _Bills:
         self.sort_keys.append(d.number if key == d.number and type(key) is type(d.number) else key)
         if d.kind == "credit_note":
             self.cancelled.add(d.cancels)
-        customer = c.get("customer") if isinstance(c.get("customer"), dict) else {}
-        net, tax = c.get("net_total_fen"), c.get("tax_total_fen")
-        self.vat_era = self.vat_era or net is not None
-        self.others.append(tuple(self._same.setdefault(v, v) if isinstance(v, (str, int)) else v for v in (
-            customer.get("name"), c.get("kind"), c.get("cancels") or None, c.get("period"), c.get("total_words"),
-            net, tax, (c.get("vat") or {}).get("rate") if isinstance(c.get("vat"), dict) else None)))
+        self.vat_era = self.vat_era or c.get("net_total_fen") is not None
+        for k, value in enumerate(_other_values(c)):  # 8 bytes a column, not the values themselves
+            self.others[k].append(_value_hash(value))
         if self._totals_ok:
             from .render.summary import Totals
 
@@ -670,13 +711,6 @@ def _check_counts(bills: _Bills, manifest: dict, prefix: str, period: str, audit
                               f"{plain_yuan(total)}")
 
 
-# the invoices sheet's columns besides number, customer, date, total and status, as _Bills.others holds them
-# (money columns in fen); a column an older summary lacks is not compared
-SUMMARY_OTHER_COLUMNS = ("customer_name", "document", "cancels", "period", "total_in_words", "net_total",
-                         "tax_total", "vat_rate")
-_MONEY_COLUMNS = ("net_total", "tax_total")
-
-
 def _cell_value(value):
     """A cell as read back, comparable with what the summary wrote: numbers as Decimal, "" as blank."""
     from decimal import Decimal
@@ -688,7 +722,8 @@ def _cell_value(value):
     return None if value == "" else value
 
 
-def _check_summary(path: Path, bills: _Bills, prefix: str, period: str, audit: Audit) -> None:
+def _check_summary(path: Path, ledger: LedgerReader, bills: _Bills, prefix: str, period: str,
+                   audit: Audit) -> None:
     """The summary's invoices sheet lists exactly the ledger's invoices and credit notes of the period, once
     each, with their customer, issue date, total and status, and what else the sheet says of them (the
     buyer's name, the VAT split, ...); the totals sheet's sums are the bills' (a summary rewritten with its
@@ -716,11 +751,10 @@ def _check_summary(path: Path, bills: _Bills, prefix: str, period: str, audit: A
         return (bills.customers[i], bills.issue_dates[i], fen_to_decimal(bills.totals[i]),
                 bill_status(bills.kinds[i], number, cancelled))
 
-    def want_other(i: int, k: int, column: str):
-        value = bills.others[i][k]
-        if column in _MONEY_COLUMNS:
-            return fen_to_decimal(value) if isinstance(value, int) and not isinstance(value, bool) else value
-        return _cell_value(value)
+    def shown(value, column: str):
+        if column in _MONEY_COLUMNS and isinstance(value, int) and not isinstance(value, bool):
+            return _say(fen_to_decimal(value))
+        return _say(value)
 
     audit.checked += 1
     seen = bytearray(len(bills))
@@ -759,11 +793,14 @@ def _check_summary(path: Path, bills: _Bills, prefix: str, period: str, audit: A
                     problems.append(f"summary.xlsx: {number} says customer {got[0]}, {got[1]}, total {got[2]}, "
                                     f"{got[3]}; the ledger: customer {expected[0]}, {expected[1]}, total "
                                     f"{expected[2]}, {expected[3]}")
-                for k, column, j in others:
-                    said, should = _cell_value(row[j]), want_other(i, k, column)
-                    if said != should:
-                        problems.append(f"summary.xlsx: {number} says {column} {_say(said)}; the ledger: "
-                                        f"{_say(should)}")
+                differ = [(k, column, _sheet_value(row[j], column)) for k, column, j in others
+                          if _value_hash(_sheet_value(row[j], column)) != bills.others[k][i]]
+                if differ:  # what the ledger says: that bill's snapshot read again (only for a bill that differs)
+                    should = _other_values(ledger.issued_by_id([bills.ids[i]])[0].content)
+                    for k, column, said in differ:
+                        if said != should[k]:
+                            problems.append(f"summary.xlsx: {number} says {column} {shown(said, column)}; the "
+                                            f"ledger: {shown(should[k], column)}")
             if "totals" in wb.sheetnames and bills.sums is not None:
                 totals_rows = [tuple(_cell_value(v) for v in r) for r in wb["totals"].iter_rows(values_only=True)]
         finally:
@@ -874,7 +911,8 @@ def _check_fapiao(outdir: Path, ledger: LedgerReader, bills: _Bills, manifest: d
         audit.problems.append(f"fapiao/: the e-fapiao exports cannot be rebuilt from the ledger ({exc})")
         return
     on_disk = {name for name, kind in _entries(outdir, FOLDER) if kind == "file" and name.count("/") == 1
-               and not _TEMPORARY.fullmatch(PurePosixPath(name).name)}
+               and not _TEMPORARY.fullmatch(PurePosixPath(name).name)
+               and PurePosixPath(name).name not in _DESKTOP_FILES}
     for name, data in sorted(expected.items()):
         audit.checked += 1
         if name not in on_disk:

@@ -1,0 +1,111 @@
+"""verify and the folder around the documents: what it reports beside the ledger's documents (files no run
+writes, links, a manifest that is not what a run writes) and what it only notes (a file browser's files, a
+run's staging folder). The attacks themselves are in tests/test_review7.py; these pin the lines verify says
+and the things it must not call a problem. Folders are rendered without layout (tests/pdfstub.py)."""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from invoicer.cli import main
+
+from .conftest import cust, stubbed_render, write_roster
+
+D = dt.date
+PERIOD = "2026-10"
+pytestmark = pytest.mark.usefixtures("stub_render")
+
+
+def cli(*args):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    base = tmp_path_factory.mktemp("verify_folder")
+    roster = write_roster(base / "r.xlsx", [cust("A", D(2026, 10, 8), 3), cust("B", D(2026, 10, 9), 4),
+                                            cust("N", D(2025, 11, 15), 3, paid_through=D(2026, 11, 14))])
+    with stubbed_render():
+        r = cli("run", roster, "--period", PERIOD, "--out", base / "out", "--workers", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return base / "out"
+
+
+@pytest.fixture
+def folder(built, tmp_path):
+    copy = tmp_path / "out"
+    shutil.copytree(built, copy)
+    return copy
+
+
+def _manifest(folder: Path, edit) -> None:
+    m = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    edit(m)
+    (folder / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
+
+
+def test_a_file_browsers_files_and_a_runs_staging_folder_are_notes_not_problems(folder):
+    for name in (".DS_Store", "invoices/.DS_Store", "notices/Thumbs.db", "fapiao/desktop.ini"):
+        (folder / name).write_bytes(b"x")
+    (folder / ".staging-0123abcd").mkdir()
+    (folder / ".staging-0123abcd" / "lock").write_bytes(b"")
+    r = cli("verify", folder)
+    assert r.returncode == 0, r.stdout
+    assert "note: invoices/.DS_Store: a file browser's own file" in r.stdout
+    assert "note: .staging-0123abcd/: the staging folder of a run" in r.stdout
+
+
+def test_an_extra_file_anywhere_and_a_link_to_a_file_inside_are_problems(folder):
+    (folder / "notes.txt").write_text("not ours")
+    (folder / "fapiao" / "old").mkdir()
+    (folder / "fapiao" / "old" / "QQ-2026-10.xlsx").write_bytes(b"x")
+    shutil.copy(folder / "summary.xlsx", folder / "summary-copy.xlsx")
+    (folder / "summary.xlsx").unlink()
+    (folder / "summary.xlsx").symlink_to("summary-copy.xlsx")  # a link inside the folder: still not followed
+    r = cli("verify", folder)
+    assert r.returncode == 1
+    out = r.stdout
+    assert "MISMATCH: notes.txt: not a file a run writes in this folder" in out, out
+    assert "MISMATCH: fapiao/old/QQ-2026-10.xlsx: not a file a run writes" in out, out
+    assert "MISMATCH: summary.xlsx: a symbolic link (to summary-copy.xlsx)" in out, out
+    assert "summary.xlsx: missing" not in out, out  # the link is named once, as a link
+
+
+def test_manifest_counts_that_are_not_counts_are_named(folder):
+    _manifest(folder, lambda m: m.update(counts=["invoices"]))
+    r = cli("verify", folder)
+    assert r.returncode == 1 and "MISMATCH: manifest: its counts are not a table of counts" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize("period", ["2026-13", "２０２６-１０", "", None, ["2026-10"]])
+def test_a_manifest_period_that_is_not_a_month_is_one_line(folder, period):
+    _manifest(folder, lambda m: m.update(period=period))
+    r = cli("verify", folder)
+    assert r.returncode == 2 and "is not a month like 2026-10" in r.stderr, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_manifest_naming_another_roster_than_the_latest_run_is_named(folder):
+    _manifest(folder, lambda m: m["input"].update(sha256="0" * 64))
+    r = cli("verify", folder)
+    assert r.returncode == 1
+    assert "MISMATCH: manifest: input '" + "0" * 64 + "', the ledger's latest run of QQ 2026-10 (run 1) priced" \
+        in r.stdout, r.stdout
+
+
+def test_an_untouched_folder_whose_ledger_sits_in_it_under_another_name_is_clean(built, tmp_path):
+    folder = tmp_path / "out"
+    shutil.copytree(built, folder)
+    (folder / "ledger.sqlite").rename(folder / "books.sqlite")
+    r = cli("verify", folder, "--ledger", folder / "books.sqlite")
+    assert r.returncode == 0, r.stdout
