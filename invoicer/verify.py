@@ -193,8 +193,8 @@ def _run_to_ledger(run, billed: set, not_held: set, bills: _Bills, prefix: str, 
     active = {c for c, k, n in zip(bills.customers, bills.kinds, bills.numbers)
               if k == "invoice" and n not in bills.cancelled}
     what = f"the ledger's latest run of {prefix} {period} (run {run['id']})"
-    problems = [f"{cid}: {what} bills {cid} from its recorded roster, but the ledger holds no invoice in force "
-                f"for {cid} (deleted from the ledger)" for cid in sorted(billed - active)]
+    problems = [f"{cid}: {what} bills {cid} from its recorded roster, but the ledger holds no readable invoice "
+                f"in force for {cid} (deleted from the ledger)" for cid in sorted(billed - active)]
     problems += [f"{name}: {what} gives this notice from its recorded roster, but the ledger holds none of "
                  f"{prefix} {period} under that name (deleted from the ledger)" for name in sorted(not_held)]
     return problems
@@ -207,6 +207,22 @@ def _numbered_as_recorded(ledger: LedgerReader, chain) -> list[str]:
     return [f"run {r['id']} ({r['prefix']} {r['period']}): issued {r['issued']} number(s), the ledger holds {held} "
             f"of them (documents deleted or added)"
             for r, held in ledger.numbered_per_run() if chain.covers("runs", r["id"]) and held != r["issued"]]
+
+
+def _shape_problem(c) -> str | None:
+    """Why a parsed snapshot is not the shape every document's checks read (None when it is): an object with
+    a customer object, an integer total and a list of line objects with integer amounts."""
+    if not isinstance(c, dict):
+        return f"JSON {type(c).__name__ if c is not None else 'null'}, not an object"
+    if not isinstance(c.get("customer", {}), dict):
+        return "its customer is not an object"
+    if "total_fen" in c and (type(c["total_fen"]) is not int):
+        return f"its total_fen is {c['total_fen']!r:.40}, not a whole number of fen"
+    lines = c.get("lines", [])
+    if not isinstance(lines, list) or not all(isinstance(x, dict) and type(x.get("amount_fen", 0)) is int
+                                              for x in lines):
+        return "its lines are not a list of lines with whole amounts in fen"
+    return None
 
 
 def _digests(invoices) -> dict[str, tuple[str, int]]:
@@ -448,9 +464,16 @@ class _Walk:
         pairs = []
         for r in rows:
             try:
-                pairs.append((r, self.ledger._issued(r)))
+                d = self.ledger._issued(r)
             except (ValueError, TypeError):
                 self.unreadable.append(f"{r['number'] or r['file_name']}: its recorded content is not readable JSON")
+                continue
+            why = _shape_problem(d.content)
+            if why is not None:  # edited behind the triggers into JSON of another shape: named, like unreadable
+                self.unreadable.append(f"{r['number'] or r['file_name']}: its recorded content is not a document "
+                                       f"({why})")
+                continue
+            pairs.append((r, d))
         self.checked += len(pairs)
         for r, d in pairs:
             self._locate(r["id"], d)
@@ -525,8 +548,11 @@ class _Walk:
             if d.kind == "credit_note":
                 cancels = d.content.get("cancels")
                 original = by_number.get(cancels) if isinstance(cancels, str) else None
-                if original is None or original.content["total_fen"] != -d.content["total_fen"] or \
-                        [x["amount_fen"] for x in original.content["lines"]] != [-x["amount_fen"] for x in d.content["lines"]]:
+                if original is not None and _shape_problem(original.content) is not None:
+                    original = None  # (named where its own row is read)
+                if original is None or original.content.get("total_fen", 0) != -d.content.get("total_fen", 0) or \
+                        [x.get("amount_fen", 0) for x in original.content.get("lines", [])] != \
+                        [-x.get("amount_fen", 0) for x in d.content.get("lines", [])]:
                     problems.append(f"{d.number}: credit note does not negate the invoice it cancels")
                 continue
             if d.kind != "invoice":
@@ -1003,9 +1029,13 @@ def _row_problems(ledger: LedgerReader, row: sqlite3.Row, head: str | None) -> l
         doc = ledger._issued(row)
     except (ValueError, TypeError):
         return ["its recorded content is not readable"]
-    if doc.content_sha256 != docs_mod.content_hash(doc.content):
+    why = _shape_problem(doc.content)
+    if why is not None:
+        problems.append(f"its recorded content is not a document ({why})")
+    elif doc.content_sha256 != docs_mod.content_hash(doc.content):
         problems.append("its recorded content does not match its recorded hash")
-    problems += _columns_match_content([(row, doc)])
+    if why is None:
+        problems += _columns_match_content([(row, doc)])
     if row["recorded_at"] is None:
         problems.append(f"the run that issued it (run {row['run_id']}) is missing")
     chain = ledger.check_chain()
@@ -1042,9 +1072,13 @@ def _hash_file(path: Path) -> str | None:
 
 def _gapless(ledger: LedgerReader) -> list[str]:
     seqs = defaultdict(list)
-    for row in ledger.db.execute("SELECT prefix, year, seq FROM documents WHERE seq IS NOT NULL"):
-        seqs[(row[0], row[1])].append(row[2])
     problems = []
+    for row in ledger.db.execute("SELECT prefix, year, seq, number, file_name FROM documents WHERE seq IS NOT NULL"):
+        if type(row[2]) is not int:  # edited behind the triggers (SQLite keeps text in an INTEGER column)
+            problems.append(f"{row[3] or row[4]}: its seq column says {row[2]!r:.40}, not a number (edited behind "
+                            f"the ledger's back)")
+            continue
+        seqs[(row[0], row[1])].append(row[2])
     for (prefix, year), s in seqs.items():
         if sorted(s) != list(range(1, len(s) + 1)):
             problems.append(f"numbers {prefix}-{year}: not gapless ({len(s)} documents, highest {max(s)})")
