@@ -238,7 +238,7 @@ def _document_file_names(outdir: Path) -> list[str]:
     for folder in DOCUMENT_FOLDERS:
         for name, kind in _entries(outdir, folder):
             base = PurePosixPath(name).name
-            if kind == "file" and not _TEMPORARY.fullmatch(base) and base not in _DESKTOP_FILES:
+            if kind == "file" and not _TEMPORARY.fullmatch(base) and not _not_audited(base):
                 names.append(name)
     return names
 
@@ -246,6 +246,11 @@ def _document_file_names(outdir: Path) -> list[str]:
 _TEMPORARY = re.compile(r"\..*\.tmp")  # publish.atomic_write's temporary files (publish sweeps them)
 _LEDGER_SUFFIXES = ("", "-wal", "-shm", "-journal")
 _DESKTOP_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}  # written by file browsers into any folder they show
+
+
+def _not_audited(base: str) -> bool:
+    """A file browser's file or an office program's lock file: noted by _scan_folder, never a document."""
+    return base in _DESKTOP_FILES or base.startswith("~$") or base.startswith(".~lock.")
 
 
 def _lstat(path: Path):
@@ -319,8 +324,12 @@ def _scan_folder(outdir: Path, ledger_path: Path) -> SimpleNamespace:
         if kind == "other":
             problems.append(f"{name}: not a regular file")
             continue
-        if base in _DESKTOP_FILES:
+        if kind == "file" and base in _DESKTOP_FILES:
             notes.append(f"{name}: a file browser's own file, not part of the output (not audited)")
+            continue
+        if kind == "file" and (base.startswith("~$") or base.startswith(".~lock.")):
+            notes.append(f"{name}: an office program's lock file (someone has a file of the folder open), not "
+                         f"part of the output (not audited)")
             continue
         if parts[0] in DOCUMENT_FOLDERS and len(parts) > 1:
             continue  # audited against the ledger (a temporary file there: _temporary_files)
@@ -938,7 +947,7 @@ def _check_fapiao(outdir: Path, ledger: LedgerReader, bills: _Bills, manifest: d
         return
     on_disk = {name for name, kind in _entries(outdir, FOLDER) if kind == "file" and name.count("/") == 1
                and not _TEMPORARY.fullmatch(PurePosixPath(name).name)
-               and PurePosixPath(name).name not in _DESKTOP_FILES}
+               and not _not_audited(PurePosixPath(name).name)}
     for name, data in sorted(expected.items()):
         audit.checked += 1
         if name not in on_disk:

@@ -55,7 +55,8 @@ def _manifest(folder: Path, edit) -> None:
 
 
 def test_a_file_browsers_files_and_a_runs_staging_folder_are_notes_not_problems(folder):
-    for name in (".DS_Store", "invoices/.DS_Store", "notices/Thumbs.db", "fapiao/desktop.ini"):
+    for name in (".DS_Store", "invoices/.DS_Store", "notices/Thumbs.db", "fapiao/desktop.ini", "~$summary.xlsx",
+                 "fapiao/.~lock.QQ-2026-10.xlsx#"):
         (folder / name).write_bytes(b"x")
     (folder / ".staging-0123abcd").mkdir()
     (folder / ".staging-0123abcd" / "lock").write_bytes(b"")
@@ -63,6 +64,8 @@ def test_a_file_browsers_files_and_a_runs_staging_folder_are_notes_not_problems(
     assert r.returncode == 0, r.stdout
     assert "note: invoices/.DS_Store: a file browser's own file" in r.stdout
     assert "note: .staging-0123abcd/: the staging folder of a run" in r.stdout
+    assert "note: ~$summary.xlsx: an office program's lock file" in r.stdout
+    assert "note: fapiao/.~lock.QQ-2026-10.xlsx#: an office program's lock file" in r.stdout
 
 
 def test_an_extra_file_anywhere_and_a_link_to_a_file_inside_are_problems(folder):
