@@ -262,11 +262,6 @@ def _lstat(path: Path):
         return None
 
 
-def _regular(path: Path) -> bool:
-    st = _lstat(path)
-    return st is not None and stat.S_ISREG(st.st_mode)
-
-
 def _entries(outdir: Path, under: str = ""):
     """(name relative to the folder, kind) of every entry below ``under`` in sorted order, kind "file",
     "link" or "other" (a FIFO, a socket, a device); folders are entered, links to folders never."""
@@ -401,8 +396,9 @@ class _Bills:
         # the invoices sheet's other columns, as the summary writes them from the snapshot
         self.others = [array("q") for _ in SUMMARY_OTHER_COLUMNS]  # per column, a hash of each bill's value
         self.vat_era = False  # a bill carries the VAT split: issued by a version that writes the e-fapiao exports
-        self.sums = None  # the totals sheet's sums (render.summary.Totals), None if a snapshot cannot be summed
-        self._totals_ok = True
+        from .render.summary import Totals
+
+        self.sums = Totals()  # the totals sheet's sums, None once a snapshot cannot be summed
         self._same: dict = {}
 
     def add(self, row_id: int, d: Issued) -> None:
@@ -421,15 +417,11 @@ class _Bills:
         self.vat_era = self.vat_era or c.get("net_total_fen") is not None
         for k, value in enumerate(_other_values(c)):  # 8 bytes a column, not the values themselves
             self.others[k].append(_value_hash(value))
-        if self._totals_ok:
-            from .render.summary import Totals
-
-            if self.sums is None:
-                self.sums = Totals()
+        if self.sums is not None:
             try:
                 self.sums.add(c)
             except (KeyError, TypeError, AttributeError):
-                self._totals_ok, self.sums = False, None
+                self.sums = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -851,9 +843,9 @@ def _check_summary(path: Path, ledger: LedgerReader, bills: _Bills, prefix: str,
         audit.problems.append(f"summary.xlsx: does not list {number}")
     if totals_rows is not None:
         audit.checked += 1
-        made = [tuple(_cell_value(v) for v in r) for r in bills.sums.rows()] if len(bills) else None
+        made = [tuple(_cell_value(v) for v in r) for r in bills.sums.rows()]
         said = [r for r in totals_rows[1:] if any(v is not None for v in r)]
-        if made is not None and said != made:
+        if said != made:
             if len(said) == len(made) and all(a[:2] == b[:2] for a, b in zip(said, made)):
                 for a, b in zip(said, made):
                     if a != b:
