@@ -262,9 +262,11 @@ def _lstat(path: Path):
         return None
 
 
-def _entries(outdir: Path, under: str = ""):
+def _entries(outdir: Path, under: str = "", nested: bool = False):
     """(name relative to the folder, kind) of every entry below ``under`` in sorted order, kind "file",
-    "link" or "other" (a FIFO, a socket, a device); folders are entered, links to folders never."""
+    "link" or "other" (a FIFO, a socket, a device); folders are entered, links to folders never. With
+    ``nested``, a sub-folder outside the document folders that holds its own manifest.json is not entered:
+    it is given as kind "output" (another output folder kept inside this one)."""
     try:
         with os.scandir(outdir / under if under else outdir) as it:
             items = sorted(it, key=lambda e: e.name)
@@ -276,7 +278,11 @@ def _entries(outdir: Path, under: str = ""):
             if e.is_symlink():
                 yield name, "link"
             elif e.is_dir(follow_symlinks=False):
-                yield from _entries(outdir, name)
+                if nested and name.split("/")[0] not in DOCUMENT_FOLDERS + ("fapiao",) and \
+                        _lstat(outdir / name / "manifest.json") is not None:
+                    yield name, "output"
+                else:
+                    yield from _entries(outdir, name, nested)
             elif e.is_file(follow_symlinks=False):
                 yield name, "file"
             else:
@@ -299,9 +305,13 @@ def _scan_folder(outdir: Path, ledger_path: Path) -> SimpleNamespace:
     except (OSError, RuntimeError, ValueError):
         pass
     staging = set()
-    for name, kind in _entries(outdir):
+    for name, kind in _entries(outdir, nested=True):
         parts = PurePosixPath(name).parts
         base = parts[-1]
+        if kind == "output":  # e.g. out/ billed one month, then out/2026-11/ with --ledger out/ledger.sqlite
+            notes.append(f"{name}/: another output folder (it has its own manifest.json), not part of this one: "
+                         f"verify it on its own")
+            continue
         if parts[0].startswith(".staging-") and len(parts) > 1:
             if parts[0] not in staging:
                 staging.add(parts[0])

@@ -112,3 +112,23 @@ def test_an_untouched_folder_whose_ledger_sits_in_it_under_another_name_is_clean
     (folder / "ledger.sqlite").rename(folder / "books.sqlite")
     r = cli("verify", folder, "--ledger", folder / "books.sqlite")
     assert r.returncode == 0, r.stdout
+
+
+def test_an_output_folder_kept_inside_this_one_is_a_note_and_audited_on_its_own(built, tmp_path):
+    """out/ billed one month with its ledger inside; the next month billed into out/2026-11 with --ledger
+    out/ledger.sqlite (README Outputs): verifying out/ names the inner folder once, as a note, not each of its
+    files as a stray one; a stray file beside it is still a problem."""
+    folder = tmp_path / "out"
+    shutil.copytree(built, folder)
+    roster = write_roster(tmp_path / "r11.xlsx", [cust("A", D(2026, 10, 8), 3)])
+    r = cli("run", roster, "--period", "2026-11", "--out", folder / "2026-11", "--ledger", folder / "ledger.sqlite",
+            "--workers", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = cli("verify", folder)
+    assert r.returncode == 0, r.stdout
+    assert "note: 2026-11/: another output folder" in r.stdout
+    assert cli("verify", folder / "2026-11").returncode == 0
+    (folder / "2026-12").mkdir()
+    (folder / "2026-12" / "QQ-2026-000009.pdf").write_bytes(b"%PDF-1.7")
+    r = cli("verify", folder)
+    assert r.returncode == 1 and "MISMATCH: 2026-12/QQ-2026-000009.pdf: not a file a run writes" in r.stdout
