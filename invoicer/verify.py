@@ -840,6 +840,9 @@ def _check_summary(path: Path, ledger: LedgerReader, bills: _Bills, prefix: str,
                                             f"ledger: {shown(should[k], column)}")
             if "totals" in wb.sheetnames and bills.sums is not None:
                 totals_rows = [tuple(_cell_value(v) for v in r) for r in wb["totals"].iter_rows(values_only=True)]
+            if at is not None and "lines" in wb.sheetnames:
+                problems += _check_summary_lines(wb["lines"], bills, at_bill, prefix, period)
+                audit.checked += 1
         finally:
             wb.close()
     except Exception as exc:  # a damaged or foreign file: openpyxl raises many kinds
@@ -865,6 +868,47 @@ def _check_summary(path: Path, ledger: LedgerReader, bills: _Bills, prefix: str,
             else:
                 audit.problems.append(f"summary.xlsx: the totals sheet says {_rows_text(said)}; the ledger's bills "
                                       f"of {prefix} {period} sum to {_rows_text(made)}")
+
+
+def _check_summary_lines(ws, bills: _Bills, at_bill: dict, prefix: str, period: str) -> list[str]:
+    """The lines sheet, a row at a time: each line belongs to a bill of the period, and each bill's lines
+    sum to its total (SPEC 5: the sum of the lines is the invoice total), so an amount forged in the lines
+    sheet is caught. (What else a line says is vouched for by the manifest's hash only.)"""
+    from .money import fen_to_decimal
+
+    rows = ws.iter_rows(values_only=True)
+    first = next(rows, None)
+    header = list(first) if first is not None else []
+    if "invoice_number" not in header or "amount" not in header:
+        return ["summary.xlsx: the lines sheet lacks its columns"]
+    at_number, at_amount = header.index("invoice_number"), header.index("amount")
+    width = max(at_number, at_amount) + 1
+    sums = array("q", bytes(8 * len(bills)))
+    unsummed = set()  # bills with an amount that is not a sum of fen
+    problems, strangers = [], {}
+    for row in rows:
+        row = tuple(row) + (None,) * (width - len(row))
+        number, amount = row[at_number], _sheet_value(row[at_amount], "net_total")
+        if number is None and amount is None:
+            continue
+        i = at_bill.get(number)
+        if i is None:
+            strangers.setdefault(number, None)
+            continue
+        if type(amount) is int and -(1 << 62) < sums[i] + amount < (1 << 62):
+            sums[i] += amount
+        else:
+            unsummed.add(i)
+    for number in strangers:
+        problems.append(f"summary.xlsx: the lines sheet lists lines of {number}, which this ledger did not issue "
+                        f"for {prefix} {period}")
+    for i, number in enumerate(bills.numbers):
+        if i in unsummed:
+            problems.append(f"summary.xlsx: the lines sheet's lines of {number} hold an amount that is not money")
+        elif sums[i] != bills.totals[i]:
+            problems.append(f"summary.xlsx: the lines sheet's lines of {number} sum to {fen_to_decimal(sums[i])}; "
+                            f"the ledger's {number} totals {fen_to_decimal(bills.totals[i])}")
+    return problems
 
 
 def _say(value) -> str:

@@ -132,3 +132,24 @@ def test_an_output_folder_kept_inside_this_one_is_a_note_and_audited_on_its_own(
     (folder / "2026-12" / "QQ-2026-000009.pdf").write_bytes(b"%PDF-1.7")
     r = cli("verify", folder)
     assert r.returncode == 1 and "MISMATCH: 2026-12/QQ-2026-000009.pdf: not a file a run writes" in r.stdout
+
+
+def test_a_line_amount_forged_in_the_summary_is_caught(folder):
+    """The lines sheet's amounts of each bill sum to the bill's total in the ledger: a line lowered in the
+    summary (its manifest hash rewritten) is named; a line of a bill never issued is named too."""
+    import hashlib
+
+    import openpyxl
+
+    wb = openpyxl.load_workbook(folder / "summary.xlsx")
+    ws = wb["lines"]
+    header = [c.value for c in ws[1]]
+    ws.cell(2, header.index("amount") + 1).value = 1
+    ws.append(["QQ-2026-999999", "Z", *[None] * (len(header) - 2)])
+    wb.save(folder / "summary.xlsx")
+    digest = hashlib.sha256((folder / "summary.xlsx").read_bytes()).hexdigest()
+    _manifest(folder, lambda m: m["files"].update({"summary.xlsx": digest}))
+    r = cli("verify", folder)
+    assert r.returncode == 1
+    assert "MISMATCH: summary.xlsx: the lines sheet's lines of QQ-2026-000001 sum to " in r.stdout, r.stdout
+    assert "the lines sheet lists lines of QQ-2026-999999, which this ledger did not issue" in r.stdout, r.stdout
