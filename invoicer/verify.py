@@ -17,8 +17,8 @@ For a folder, both directions:
    is a document of this ledger (with the hash the ledger recorded); the manifest's counts and total are
    the ledger's; no temporary file of an interrupted write is left. A folder holds one prefix and one
    period: another's document (on a shared ledger) is not its. Every other file, and every link (never
-   followed), is a problem; the summary lists each bill once with what its snapshot says, and its totals
-   sheet sums them; a missing summary, or missing e-fapiao exports of bills that carry the VAT split, are
+   followed), is a problem; the summary lists each bill once with what its snapshot says, its lines
+   sheet's lines of each bill sum to the bill's total, and its totals sheet sums the bills; a missing summary, or missing e-fapiao exports of bills that carry the VAT split, are
    problems.
 4. Every invoice is recomputed from the roster and price-book bytes the ledger kept, and must say exactly
    what was issued; every credit note must negate the invoice it cancels; numbers are gapless.
