@@ -18,8 +18,8 @@ For a folder, both directions:
    the ledger's; no temporary file of an interrupted write is left. A folder holds one prefix and one
    period: another's document (on a shared ledger) is not its. Every other file, and every link (never
    followed), is a problem; the summary lists each bill once with what its snapshot says, its lines
-   sheet's lines of each bill sum to the bill's total, and its totals sheet sums the bills; a missing summary, or missing e-fapiao exports of bills that carry the VAT split, are
-   problems.
+   sheet's lines of each bill sum to the bill's total, and its totals sheet sums the bills; a missing
+   summary, or missing e-fapiao exports of bills that carry the VAT split, are problems.
 4. Every invoice is recomputed from the roster and price-book bytes the ledger kept, and must say exactly
    what was issued; every credit note must negate the invoice it cancels; numbers are gapless.
 5. What was issued is still there: the roster of the ledger's latest run of the prefix and period (chained)
