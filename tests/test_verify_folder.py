@@ -153,3 +153,25 @@ def test_a_line_amount_forged_in_the_summary_is_caught(folder):
     assert r.returncode == 1
     assert "MISMATCH: summary.xlsx: the lines sheet's lines of QQ-2026-000001 sum to " in r.stdout, r.stdout
     assert "the lines sheet lists lines of QQ-2026-999999, which this ledger did not issue" in r.stdout, r.stdout
+
+
+def test_only_bills_that_carry_the_vat_split_require_the_e_fapiao_exports(folder):
+    """The rule (docs/decisions.md): the exports came with the VAT split, so a period whose bills carry it
+    must have them, and a period of older bills (none carries it) need not, unless the folder has fapiao/ or
+    its manifest lists an export. Checked on _check_fapiao itself: a ledger of bills issued before the VAT
+    split cannot be made by this version."""
+    from invoicer import verify as verify_mod
+    from invoicer.ledger import LedgerReader
+
+    shutil.rmtree(folder / "fapiao")
+    _manifest(folder, lambda m: [m["files"].pop(n) for n in list(m["files"]) if n.startswith("fapiao/")])
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    reader = LedgerReader(folder / "ledger.sqlite")
+    try:
+        for vat_era, expected in ((False, []), (True, ["fapiao/: the e-fapiao exports cannot be checked (why)"])):
+            bills, audit = verify_mod._Bills(), verify_mod.Audit()
+            bills.vat_era = vat_era
+            verify_mod._check_fapiao(folder, reader, bills, manifest, "QQ", PERIOD, (None, None, "why"), audit)
+            assert audit.problems == expected
+    finally:
+        reader.close()
