@@ -8,7 +8,6 @@ folders are rendered without layout (tests/pdfstub.py).
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -21,9 +20,7 @@ from types import SimpleNamespace
 import openpyxl
 import pytest
 
-from invoicer.cli import main
-
-from .conftest import change, cust, stubbed_render, write_roster
+from .conftest import change, cust, run_cli, stubbed_render, write_roster
 
 D = dt.date
 TAX_A = "91350100M000100Y43"  # a valid 统一社会信用代码 (tests/test_fapiao.py): bills go into the fapiao export
@@ -31,12 +28,7 @@ PERIOD = "2026-10"
 pytestmark = pytest.mark.usefixtures("stub_render")
 
 
-def cli(*args):
-    """The CLI in-process: (returncode, stdout, stderr). An exception propagates (a traceback to the user)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+cli = run_cli  # the CLI in-process: returncode, stdout, stderr; an exception propagates (a traceback)
 
 
 def sha(path: Path) -> str:

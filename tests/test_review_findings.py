@@ -4,7 +4,6 @@ two prefixes in one folder, a cancelled invoice certified as in force, a deleted
 a duplicated zip member, a reseller folder named like the ledger)."""
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import io
@@ -14,14 +13,11 @@ import subprocess
 import warnings
 import zipfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import openpyxl
 import pytest
 
-from invoicer.cli import main
-
-from .conftest import SAMPLE, cust, write_roster
+from .conftest import SAMPLE, cust, run_cli, write_roster
 
 D = dt.date
 # no assertion here reads what a PDF shows: PDFs without layout (tests/pdfstub.py); the shared sample run
@@ -29,11 +25,7 @@ D = dt.date
 pytestmark = pytest.mark.usefixtures("stub_render")
 
 
-def cli(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+cli = run_cli  # the CLI in-process
 
 
 def _sha(path: Path) -> str:

@@ -4,30 +4,21 @@ run's staging folder). The attacks themselves are in tests/test_review7.py; thes
 and the things it must not call a problem. Folders are rendered without layout (tests/pdfstub.py)."""
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import io
 import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from invoicer.cli import main
-
-from .conftest import cust, stubbed_render, write_roster
+from .conftest import cust, run_cli, stubbed_render, write_roster
 
 D = dt.date
 PERIOD = "2026-10"
 pytestmark = pytest.mark.usefixtures("stub_render")
 
 
-def cli(*args):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+cli = run_cli  # the CLI in-process
 
 
 @pytest.fixture(scope="module")
