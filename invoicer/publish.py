@@ -399,6 +399,9 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
     from .render.summary import write_summary
 
     prefix, period = priced.prefix, opts.period
+    for sub in ("invoices", "credit_notes", "notices", "fapiao"):
+        if (out / sub).is_symlink():  # never followed (nor swept): removed, made again, its files restored below
+            (out / sub).unlink()
     for folder in (out, out / "invoices", out / "credit_notes", out / "notices", out / "fapiao"):
         # left by a run killed inside an atomic write; whatever their age, since this run holds the ledger's
         # write lock and every run of this ledger writes its folder only while holding it

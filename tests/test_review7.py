@@ -784,3 +784,19 @@ def test_verify_of_a_number_edited_to_text_is_a_mismatch(folder):
     db.close()
     r = cli("verify", folder)
     assert r.returncode == 1 and "QQ-2026" in mismatches(r), r.stdout
+
+
+def test_a_rerun_replaces_a_document_folder_that_is_a_link(built, folder, tmp_path):
+    """The folder twin of the link test above: invoices/ replaced by a link to a copy elsewhere made every
+    re-run fail (exit 5, 'refusing a path outside') and the sweep of temporary files would have followed it.
+    The link is removed (never followed), the folder made again and its bills restored from the ledger."""
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(folder / "invoices", outside)
+    (outside / ".keep.pdf.1234.tmp").write_bytes(b"not ours")  # what a sweep through the link would delete
+    shutil.rmtree(folder / "invoices")
+    (folder / "invoices").symlink_to(outside, target_is_directory=True)
+    r = cli("run", built.roster, "--period", PERIOD, "--out", folder, "--workers", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (folder / "invoices").is_symlink() and len(list((folder / "invoices").glob("*.pdf"))) == 3
+    assert (outside / ".keep.pdf.1234.tmp").exists() and len(list(outside.glob("*.pdf"))) == 3
+    assert cli("verify", folder).returncode == 0
