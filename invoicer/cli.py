@@ -117,6 +117,15 @@ def cmd_template(args) -> int:
     return EXIT_OK
 
 
+def _one_line(text: str) -> str:
+    """A finding as one line of plain text: a file name in it (whatever the folder holds) cannot start a
+    line that reads like verify's verdict, nor send the terminal an escape sequence (\x1b[8m hides
+    everything after it); control and direction characters are shown escaped."""
+    from .roster import escape_controls
+
+    return escape_controls(text).replace("\n", "\\x0a").replace("\r", "\\x0d")
+
+
 def cmd_verify(args) -> int:
     """Audit an output folder, reading its ledger strictly read-only: the ledger is this folder's and intact
     (hash chain, series counts, triggers); every issued document of the period is in the folder unchanged,
@@ -138,17 +147,17 @@ def cmd_verify(args) -> int:
             raise InvoicerError(f"{target} is a file: pass --ledger to say which ledger issued it")
         problems, findings = verify_pdf(target, Path(args.ledger), head)
         for line in findings:
-            print(line)
+            print(_one_line(line))
         for p in problems:
-            print(f"MISMATCH: {p}")
+            print(f"MISMATCH: {_one_line(p)}")
         return EXIT_REJECTS if problems else EXIT_OK
     if not target.is_dir():
         raise InvoicerError(f"{target}: no such folder or file")
     audit = verify(target, Path(args.ledger) if args.ledger else None, head)
     for note in audit.notes:
-        print(f"note: {note}")
+        print(f"note: {_one_line(note)}")
     for p in audit.problems:
-        print(f"MISMATCH: {p}")
+        print(f"MISMATCH: {_one_line(p)}")
     if audit.problems:
         print(f"{len(audit.problems)} problem(s) found ({audit.checked} checks)")
         return EXIT_REJECTS

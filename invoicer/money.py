@@ -9,7 +9,8 @@ import re
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 FEN = Decimal("0.01")
-AMOUNT_TEXT = re.compile(r"^\s*[+-]?(?:(?:\d+|\d{1,3}(?:,\d{3})+)(?:\.\d*)?|\.\d+)\s*$", re.ASCII)
+# digits, or thousands groups led by 1-999 (so "0,990", a decimal comma, is no 990), then decimals
+AMOUNT_TEXT = re.compile(r"^\s*[+-]?(?:(?:\d+|[1-9]\d{0,2}(?:,\d{3})+)(?:\.\d*)?|\.\d+)\s*$", re.ASCII)
 
 
 class MoneyError(ValueError):

@@ -38,6 +38,7 @@ from .publish import (  # noqa: F401  (file_name_for, tool_version, LEDGER_NAME:
     LEDGER_NAME,
     StagedFile,
     Staging,
+    claim_folder,
     file_name_for,
     publish_period,
     sha256,
@@ -314,6 +315,9 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     out = Path(opts.out)
     _usable_out(out)
     ledger_path = Path(opts.ledger) if opts.ledger else out / LEDGER_NAME
+    if not opts.ledger and ledger_path.is_symlink():  # never followed: it would write the ledger elsewhere
+        raise InvoicerError(f"{ledger_path} is a link, not the folder's own ledger: nothing done; give the "
+                            f"ledger's real path with --ledger, or put the file itself there")
     if opts.dry_run and not ledger_path.exists():
         plan = Plan(new=[NewInvoice(cid, total) for cid, total in priced.invoices.totals()])  # nothing built
         return _report(opts, priced, plan, [], [])
@@ -384,6 +388,7 @@ def _issue(opts: RunOptions, pool, priced: Priced, book, owner: str, out: Path, 
             if len(issue):  # a prefix is bound when the run records documents in it (kept only if this run commits)
                 ledger.claim_prefix(priced.prefix, owner)
             fresh, numbers = _record(ledger, priced, book, opts, issue, rendered)
+            claim_folder(out, priced.prefix, opts.period, opts)
             _fault_point("before_commit")
             ledger.commit()
             _fault_point("after_commit")
@@ -459,7 +464,10 @@ def _folder_lock(out: Path, wait_s: float, dry_run: bool):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
-            except BlockingIOError:
+            except OSError as exc:
+                if not isinstance(exc, BlockingIOError):  # a file system without locks (ENOLCK)
+                    raise InvoicerError(f"{out}: the folder cannot be locked ({exc.strerror}); runs into one "
+                                        f"--out must take turns: use a local folder") from None
                 if time.monotonic() >= deadline:
                     raise LedgerBusy(f"{out}: another run is writing this folder (waited {wait_s:g} s); try "
                                      f"again when it has finished") from None

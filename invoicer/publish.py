@@ -480,9 +480,7 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
         "tool": "qq-invoicer", "tool_version": tool_version(), "period": period, "invoice_prefix": prefix,
         "pricebook": {"version": book.version, "sha256": book.sha256, "source": Path(book.source).name},
         "input": {"name": priced.input_name, "sha256": priced.input_sha256},
-        # relative to the folder (as ../ledger.sqlite for the watcher's folders): an archive copied with its
-        # ledger is audited against its own copy, never the live ledger at an absolute path
-        "ledger": os.path.relpath(Path(opts.ledger).resolve(), out.resolve()) if opts.ledger else LEDGER_NAME,
+        "ledger": _ledger_entry(opts, out),
         **ledger.anchor(prefix, period),  # ledger_id, chain_head, chain_link: which ledger, as of when
         "counts": {"invoices": sum(1 for r in listed_refs if r.kind == "invoice" and r.number not in cancelled),
                    "credit_notes": sum(1 for r in listed_refs if r.kind == "credit_note"),
@@ -499,6 +497,27 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
     written.append("manifest.json")
     return written
 
+
+
+def claim_folder(out: Path, prefix: str, period: str, opts) -> None:
+    """Before a run commits its first documents for a folder without a manifest, a manifest that names only
+    the prefix and period (and says it is incomplete) claims the folder: a run of another month is refused
+    there even if this run's publishing then fails (exit 5) before its full manifest; verify reports the
+    folder incomplete until a re-run writes it. Written before the commit, so a full disk stops the run
+    before anything is issued."""
+    if _previous_manifest(out):
+        return
+    write_json(out / "manifest.json", {
+        "tool": "qq-invoicer", "tool_version": tool_version(), "period": period, "invoice_prefix": prefix,
+        "ledger": _ledger_entry(opts, out), "files": {},
+        "incomplete": "publishing did not finish: re-run the same command to publish the rest"})
+
+
+def _ledger_entry(opts, out: Path) -> str:
+    """The manifest's ledger: relative to the folder (../../ledger.sqlite for the watcher's folders), so an
+    archive copied with its ledger is audited against its own copy, never the live ledger at an absolute
+    path; as the paths are written, links in them kept (resolving them would climb the physical tree)."""
+    return os.path.relpath(os.path.abspath(opts.ledger), os.path.abspath(out)) if opts.ledger else LEDGER_NAME
 
 
 class PeriodBills:

@@ -105,7 +105,8 @@ class CellProblem:
 
 
 # invisible characters that change the order text is shown in (a "Trojan Source" spoof of a name on a bill)
-BIDI_CONTROLS = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+# and the two noncharacters XML cannot hold (U+FFFE, U+FFFF: a summary holding one is not well-formed)
+BIDI_CONTROLS = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufffe\uffff"
 _CONTROL = re.compile(f"[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f{BIDI_CONTROLS}]")
 
 

@@ -69,6 +69,17 @@ class Audit:
         return iter((self.problems, self.checked))
 
 
+def _beside(outdir: Path, recorded: Path) -> Path:
+    """The ledger a manifest names relative to its folder (``../../ledger.sqlite``): the path as written,
+    its ``..`` taken lexically (a run writes it from the paths as given, links in them kept), else the path
+    the file system resolves (the folder given by another route than the run's)."""
+    import os
+
+    lexical = Path(os.path.normpath(os.path.abspath(outdir / recorded)))
+    physical = outdir / recorded
+    return lexical if lexical.exists() or not physical.exists() else physical
+
+
 def verify(outdir: Path, ledger_path: Path | None = None, head: str | None = None) -> Audit:
     """Audit an output folder against its ledger (by default the one the manifest names). ``head``: a chain
     head the auditor kept; the ledger must still contain it. Returns an Audit; raises InvoicerError (exit 2)
@@ -97,7 +108,7 @@ def verify(outdir: Path, ledger_path: Path | None = None, head: str | None = Non
     audit.problems += _temporary_files(outdir)
     if ledger_path is None:
         recorded = Path(str(manifest.get("ledger") or "ledger.sqlite"))
-        ledger_path = recorded if recorded.is_absolute() else outdir / recorded
+        ledger_path = recorded if recorded.is_absolute() else _beside(outdir, recorded)
     scan = _scan_folder(outdir, ledger_path)
     audit.problems += scan.problems
     audit.notes += scan.notes
@@ -249,8 +260,9 @@ _DESKTOP_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}  # written by file br
 
 
 def _not_audited(base: str) -> bool:
-    """A file browser's file or an office program's lock file: noted by _scan_folder, never a document."""
-    return base in _DESKTOP_FILES or base.startswith("~$") or base.startswith(".~lock.")
+    """A file browser's file (a Mac's AppleDouble ``._NAME`` too) or an office program's lock file: noted by
+    _scan_folder, never a document."""
+    return base in _DESKTOP_FILES or base.startswith("._") or base.startswith("~$") or base.startswith(".~lock.")
 
 
 def _lstat(path: Path):
@@ -299,9 +311,9 @@ def _scan_folder(outdir: Path, ledger_path: Path) -> SimpleNamespace:
     file. A run's staging folder and a file browser's own files are notes."""
     problems, notes = [], []
     ledger_names = {"ledger.sqlite" + s for s in _LEDGER_SUFFIXES}
-    try:
-        if Path(ledger_path).parent.resolve() == outdir.resolve():
-            ledger_names |= {Path(ledger_path).name + s for s in _LEDGER_SUFFIXES}
+    try:  # the ledger this folder names, wherever inside the folder the run kept it (db/ledger.sqlite)
+        inside = Path(ledger_path).resolve().relative_to(outdir.resolve()).as_posix()
+        ledger_names |= {inside + s for s in _LEDGER_SUFFIXES}
     except (OSError, RuntimeError, ValueError):
         pass
     staging = set()
@@ -329,7 +341,7 @@ def _scan_folder(outdir: Path, ledger_path: Path) -> SimpleNamespace:
         if kind == "other":
             problems.append(f"{name}: not a regular file")
             continue
-        if kind == "file" and base in _DESKTOP_FILES:
+        if kind == "file" and (base in _DESKTOP_FILES or base.startswith("._")):  # ._NAME: a Mac's AppleDouble
             notes.append(f"{name}: a file browser's own file, not part of the output (not audited)")
             continue
         if kind == "file" and (base.startswith("~$") or base.startswith(".~lock.")):
@@ -338,8 +350,8 @@ def _scan_folder(outdir: Path, ledger_path: Path) -> SimpleNamespace:
             continue
         if parts[0] in DOCUMENT_FOLDERS and len(parts) > 1:
             continue  # audited against the ledger (a temporary file there: _temporary_files)
-        if len(parts) == 1 and (name in ("manifest.json", "summary.xlsx") or name in ledger_names or
-                                _TEMPORARY.fullmatch(name)):
+        if name in ledger_names or (len(parts) == 1 and (name in ("manifest.json", "summary.xlsx") or
+                                                         _TEMPORARY.fullmatch(name))):
             continue
         if len(parts) == 2 and parts[0] == "fapiao":
             if _TEMPORARY.fullmatch(base):
@@ -759,6 +771,58 @@ def _cell_value(value):
     return None if value == "" else value
 
 
+# what the summary's cells are shown through: General, the money format (built-in 4) and the date format
+_SUMMARY_FORMATS = {"General", "#,##0.00", "yyyy-mm-dd"}
+_BUILTIN_FORMATS = {0: "General", 4: "#,##0.00"}
+_HIDDEN = re.compile(rb"""\shidden\s*=\s*["'](?:1|true)["']""")
+
+
+def _summary_display_problems(path: Path) -> list[str]:
+    """What would make the summary show other than it holds, the values left alone: a number format the
+    tool never writes ('"9,999.00"' shows that whatever the amount), one given by conditional formatting,
+    a hidden row or column (a bill no reader sees). The styles part is parsed (small); the sheets are
+    scanned a block at a time."""
+    import xml.etree.ElementTree as ET
+    import zipfile
+
+    ns = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+    problems = []
+    try:
+        with zipfile.ZipFile(path) as z:
+            info = z.getinfo("xl/styles.xml")
+            if info.file_size > 4 << 20:
+                return ["summary.xlsx: its styles part is far larger than the tool writes"]
+            styles = ET.fromstring(z.read(info))
+            custom = {int(f.get("numFmtId", -1)): f.get("formatCode", "")
+                      for f in styles.iter(f"{ns}numFmt")}
+            xfs = styles.find(f"{ns}cellXfs")
+            for xf in (xfs if xfs is not None else ()):
+                fid = int(xf.get("numFmtId", 0))
+                code = custom.get(fid, _BUILTIN_FORMATS.get(fid))
+                if code not in _SUMMARY_FORMATS:
+                    problems.append(f"summary.xlsx: a cell style shows numbers through the format "
+                                    f"{code if code is not None else f'number {fid}'!r}, which the tool never "
+                                    f"writes (a cell can then show another amount or date than it holds)")
+            dxfs = styles.find(f"{ns}dxfs")
+            if dxfs is not None and dxfs.find(f".//{ns}numFmt") is not None:
+                problems.append("summary.xlsx: conditional formatting changes how numbers are shown (the tool "
+                                "never writes any)")
+            for name in z.namelist():
+                if not (name.startswith("xl/worksheets/") and name.endswith(".xml")):
+                    continue
+                with z.open(name) as sheet:
+                    tail = b""
+                    for block in iter(lambda: sheet.read(1 << 20), b""):
+                        if _HIDDEN.search(tail + block):
+                            problems.append(f"summary.xlsx: {PurePosixPath(name).name} hides rows or columns "
+                                            f"(the tool hides none: a bill there is listed but not shown)")
+                            break
+                        tail = block[-32:]
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile, ET.ParseError) as exc:
+        problems.append(f"summary.xlsx: its styles cannot be read ({type(exc).__name__}: {exc})")
+    return problems
+
+
 def _check_summary(path: Path, ledger: LedgerReader, bills: _Bills, prefix: str, period: str,
                    audit: Audit) -> None:
     """The summary's invoices sheet lists exactly the ledger's invoices and credit notes of the period, once
@@ -795,7 +859,7 @@ def _check_summary(path: Path, ledger: LedgerReader, bills: _Bills, prefix: str,
 
     audit.checked += 1
     seen = bytearray(len(bills))
-    problems = []
+    problems = _summary_display_problems(path)
     totals_rows = None
     try:
         wb = load_workbook(path, read_only=True, data_only=True)

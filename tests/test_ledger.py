@@ -352,7 +352,15 @@ def test_a_full_disk_after_commit_says_issued_and_a_rerun_publishes_the_rest(tmp
     def no_space(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "fsync", no_space)  # publishing's first durable write fails
+    from invoicer import pipeline
+
+    real_publish = pipeline.publish_period
+
+    def publish_on_a_full_disk(*a, **kw):  # the disk fills after the commit: publishing's first write fails
+        monkeypatch.setattr(os, "fsync", no_space)
+        return real_publish(*a, **kw)
+
+    monkeypatch.setattr(pipeline, "publish_period", publish_on_a_full_disk)
     r = cli("run", roster(), "--period", "2026-10", "--out", out, "--workers", 1)
     monkeypatch.undo()
     assert r.returncode == 5, r.stderr
@@ -440,3 +448,20 @@ def test_an_archive_copied_with_its_ledger_is_audited_against_its_own_copy(tmp_p
     db.close()
     r = run_cli("verify", archive / "SZ" / "2026-10")
     assert r.returncode == 1 and "documents_undeletable" in r.stdout, r.stdout
+
+
+def test_a_disk_full_before_the_commit_issues_nothing(tmp_path, roster, monkeypatch, stub_render):
+    """The folder's claim (a manifest naming only the prefix and period) is written before the commit: a
+    disk already full stops the run there, one line, exit 2, nothing numbered; the next run issues all."""
+    out = tmp_path / "out"
+
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    r = cli("run", roster(), "--period", "2026-10", "--out", out, "--workers", 1)
+    monkeypatch.undo()
+    assert r.returncode == 2 and "the disk is full" in r.stderr, r.stdout + r.stderr
+    assert numbers(out / "ledger.sqlite") == [] and not (out / "manifest.json").exists()
+    assert cli("run", roster(), "--period", "2026-10", "--out", out, "--workers", 1).returncode == 0
+    assert len(numbers(out / "ledger.sqlite")) == 2 and cli("verify", out).returncode == 0

@@ -392,7 +392,9 @@ def test_a_roster_issued_but_not_published_stays_claimed_until_a_pass_publishes_
                  {"invoice_prefix": "SZ"})
     real_write_json = publish.write_json
 
-    def disk_full(path, obj):
+    def disk_full(path, obj):  # the disk fills after the commit: the claim written before it went through
+        if not obj.get("files"):
+            return real_write_json(path, obj)
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     def serve() -> tuple[int, list[dict]]:

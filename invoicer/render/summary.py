@@ -73,6 +73,7 @@ def _date(s: str):
 # writes every cell itself (tests set this False to compare both ways byte for byte)
 RAW_ROWS = not LXML
 _MAX_EXACT_INT = 2 ** 53  # "%.16g" (openpyxl's safe_string) writes every integer below this exactly
+_MAX_DECIMAL = Decimal("1e300")  # a Decimal far inside float range ("%.16g" of one beyond it is 'inf'; openpyxl's own)
 assert DATE_FORMAT == numbers.FORMAT_DATE_YYYYMMDD2  # the format openpyxl gives a date by itself
 
 
@@ -165,7 +166,8 @@ class _SheetRows:
                 elif v is None:  # openpyxl skips an empty cell without a style
                     if formats.get(j):
                         chunk.append(f'<c r="{refs[j]}{n}"{style(j)} t="n" />')
-                elif (t is int and -_MAX_EXACT_INT < v < _MAX_EXACT_INT) or (t is Decimal and v.is_finite()):
+                elif (t is int and -_MAX_EXACT_INT < v < _MAX_EXACT_INT) or \
+                        (t is Decimal and v.is_finite() and -_MAX_DECIMAL < v < _MAX_DECIMAL):
                     chunk.append(f'<c r="{refs[j]}{n}"{style(j)} t="n"><v>{"%.16g" % v}</v></c>')
                 elif t is dt.date and formats.get(j) == DATE_FORMAT and not iso:
                     chunk.append(f'<c r="{refs[j]}{n}"{style(j)} t="n"><v>{self._date(v)}</v></c>')
