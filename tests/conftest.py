@@ -33,8 +33,8 @@ CHANGE_HEADERS = ["customer_id", "date", "type", "seats", "reference"]
 # cores: watch ~40 s, scale and ledger ~35-40 s, template_trust ~30 s, corpus and watch_hostile ~25-30 s,
 # review_findings with golden ~20 s, pdf ~17 s, review_session5 ~10-15 s, properties ~10 s.
 SLOW_FIRST = ("test_watch.py", "test_scale.py", "test_ledger.py", "test_template_trust.py", "test_corpus.py",
-              "test_watch_hostile.py", "test_review_findings.py", "test_review7.py", "test_review8.py", "test_golden.py", "test_pdf.py",
-              "test_review_session5.py", "test_properties.py")
+              "test_watch_hostile.py", "test_review_findings.py", "test_review7.py", "test_review8.py",
+              "test_golden.py", "test_pdf.py", "test_review_session5.py", "test_properties.py")
 
 
 def pytest_collection_modifyitems(items):
