@@ -527,7 +527,6 @@ class Renderer:
     (exit 2) when style.css is missing or unsafe."""
 
     def __init__(self, templates_dir: str | Path | None = None, time_limit: float = DEFAULT_TIME_LIMIT_S):
-        from weasyprint import CSS
         from weasyprint.text.fonts import FontConfiguration
 
         self.root = _template_folder(templates_dir)
@@ -535,10 +534,20 @@ class Renderer:
         self.env = make_environment(self.root)
         self.fonts = FontConfiguration()
         self.fetcher = make_url_fetcher(self.root)
-        css = read_in_folder(self.root, "style.css")
-        # bytes and the file's own URL, as CSS(filename=...) reads it: the same parsed stylesheet
-        self.css = CSS(string=css, base_url=str(self.root / "style.css"), font_config=self.fonts,
-                       url_fetcher=self.fetcher)
+        self._css_text = read_in_folder(self.root, "style.css")  # checked now (a regular file of the folder)
+        self._css = None
+
+    @property
+    def css(self):
+        """The parsed stylesheet, made at the first layout (30 ms: a renderer that only makes HTML, or whose
+        documents were all rendered before, never parses it): the bytes and the file's own URL, as
+        CSS(filename=...) reads it, with this renderer's fonts and fetcher."""
+        from weasyprint import CSS
+
+        if self._css is None:
+            self._css = CSS(string=self._css_text, base_url=str(self.root / "style.css"), font_config=self.fonts,
+                            url_fetcher=self.fetcher)
+        return self._css
 
     def html(self, doc: Document) -> str:
         """The document's HTML, from its page template (within the time limit)."""
