@@ -104,6 +104,9 @@ def verify(outdir: Path, ledger_path: Path | None = None, head: str | None = Non
                             f"like 2026-10)")
     if not all(isinstance(k, str) for k in files):
         raise InvoicerError(f"{manifest_path}: cannot read the manifest (its files are not named by text)")
+    if manifest.get("incomplete"):  # the claim a run writes before its commit (publish.claim_folder)
+        audit.problems.append(f"manifest.json: publishing of {prefix} {period} did not finish (a run was "
+                              f"stopped or failed after issuing): re-run the same command to publish the rest")
     _check_manifest_files(outdir, files, audit)
     audit.problems += _temporary_files(outdir)
     if ledger_path is None:

@@ -281,6 +281,8 @@ def test_another_month_is_refused_in_a_folder_an_unfinished_run_left_without_its
     # the bill is there, the manifest only the claim written before the commit (publish.claim_folder)
     claim = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert (out / "invoices" / "QQ-2026-000001.pdf").is_file() and claim.get("incomplete")
+    unfinished = cli("verify", out)
+    assert unfinished.returncode == 1 and "publishing of QQ 2026-10 did not finish" in unfinished.stdout
     may = cli("run", roster, "--period", "2026-05", "--out", out, "--workers", "1")
     assert may.returncode == 2, may.stdout + may.stderr
     assert run(roster, out).returncode == 0 and cli("verify", out).returncode == 0
