@@ -200,3 +200,25 @@ def lines_of(p, cid=None) -> list[dict]:
         if cid is None or inv["customer"]["customer_id"] == cid:
             out += inv["lines"]
     return out
+
+
+def issued_month(base: Path, customers, changes=(), period: str = "2026-10"):
+    """A month issued into ``base/out`` from a roster of these rows (PDFs without layout), as the review
+    tests' module-scoped folders are made: (base, out, roster)."""
+    from types import SimpleNamespace
+
+    roster = write_roster(base / "r.xlsx", customers, changes)
+    out = base / "out"
+    with stubbed_render():  # module-scoped callers: made before a test's own stub_render
+        r = run_cli("run", roster, "--period", period, "--out", out, "--workers", "1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return SimpleNamespace(base=base, out=out, roster=roster)
+
+
+def copy_of(folder: Path, tmp_path: Path) -> Path:
+    """A test's own copy of a module's issued folder (to tamper with)."""
+    import shutil
+
+    copy = tmp_path / "out"
+    shutil.copytree(folder, copy)
+    return copy

@@ -20,7 +20,15 @@ from types import SimpleNamespace
 import openpyxl
 import pytest
 
-from .conftest import change, cust, run_cli, stubbed_render, write_roster
+from .conftest import (
+    change,
+    copy_of,
+    cust,
+    issued_month,
+    run_cli,
+    stubbed_render,
+    write_roster,
+)
 
 D = dt.date
 TAX_A = "91350100M000100Y43"  # a valid 统一社会信用代码 (tests/test_fapiao.py): bills go into the fapiao export
@@ -63,24 +71,16 @@ def mismatches(r) -> str:
 # -- one folder: three bills with tax ids (so the e-fapiao export has rows), a renewal notice ---------------
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    base = tmp_path_factory.mktemp("review7")
-    roster = write_roster(base / "r.xlsx",
-                          [cust("A", D(2026, 5, 1), 5, tax_id=TAX_A), cust("B", D(2026, 10, 8), 3, tax_id=TAX_A),
-                           cust("C", D(2026, 10, 20), 4, tax_id=TAX_A),
-                           cust("N", D(2025, 11, 15), 3, paid_through=D(2026, 11, 14))],
-                          [change("A", D(2026, 10, 1), "add", 2)])
-    out = base / "out"
-    with stubbed_render():  # module-scoped: made before the tests' own stub_render
-        r = cli("run", roster, "--period", PERIOD, "--out", out, "--workers", "1")
-    assert r.returncode == 0, r.stdout + r.stderr
-    return SimpleNamespace(base=base, out=out, roster=roster)
+    return issued_month(tmp_path_factory.mktemp("review7"),
+                        [cust("A", D(2026, 5, 1), 5, tax_id=TAX_A), cust("B", D(2026, 10, 8), 3, tax_id=TAX_A),
+                         cust("C", D(2026, 10, 20), 4, tax_id=TAX_A),
+                         cust("N", D(2025, 11, 15), 3, paid_through=D(2026, 11, 14))],
+                        [change("A", D(2026, 10, 1), "add", 2)], PERIOD)
 
 
 @pytest.fixture
 def folder(built, tmp_path):
-    copy = tmp_path / "out"
-    shutil.copytree(built.out, copy)
-    return copy
+    return copy_of(built.out, tmp_path)
 
 
 def test_the_folder_as_built_is_clean_and_holds_what_the_attacks_assume(built):

@@ -17,14 +17,13 @@ import shutil
 import zipfile
 from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
 
 import openpyxl
 import pytest
 
 from invoicer.errors import Reject
 
-from .conftest import cust, run_cli, stubbed_render, write_roster
+from .conftest import copy_of, cust, issued_month, run_cli, write_roster
 
 D = dt.date
 TAX_A = "91350100M000100Y43"  # a valid 统一社会信用代码: bills go into the e-fapiao export
@@ -56,22 +55,14 @@ def csv_roster(folder: Path, customers: str) -> Path:
 # -- one folder: two bills with tax ids, a renewal notice, a rejected row -----------------------------------
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    base = tmp_path_factory.mktemp("review8")
-    roster = write_roster(base / "r.xlsx",
-                          [cust("A", D(2026, 10, 3), 5, tax_id=TAX_A), cust("B", D(2026, 10, 8), 3, tax_id=TAX_A),
-                           cust("N", D(2025, 11, 15), 3, paid_through=D(2026, 11, 14))])
-    out = base / "out"
-    with stubbed_render():
-        r = run(roster, out)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return SimpleNamespace(base=base, out=out, roster=roster)
+    return issued_month(tmp_path_factory.mktemp("review8"),
+                        [cust("A", D(2026, 10, 3), 5, tax_id=TAX_A), cust("B", D(2026, 10, 8), 3, tax_id=TAX_A),
+                         cust("N", D(2025, 11, 15), 3, paid_through=D(2026, 11, 14))], (), PERIOD)
 
 
 @pytest.fixture
 def folder(built, tmp_path):
-    copy = tmp_path / "out"
-    shutil.copytree(built.out, copy)
-    return copy
+    return copy_of(built.out, tmp_path)
 
 
 def _forge_summary(folder: Path, sheet: str, edit) -> None:
