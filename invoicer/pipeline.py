@@ -489,8 +489,11 @@ def _one_series_per_folder(out: Path, prefix: str, period: str) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         return
     if held != (prefix, period):
-        raise InvoicerError(f"{out} holds {held[0]} {held[1]} (its manifest.json); this run bills {prefix} "
-                            f"{period}: give each prefix and month its own --out (they can share one --ledger)")
+        unfinished = ("; that month's publishing did not finish: re-run it to publish the rest"
+                      if isinstance(previous, dict) and previous.get("incomplete") else "")
+        raise InvoicerError(f"{out} holds {held[0]} {held[1]} (its manifest.json{unfinished}); this run bills "
+                            f"{prefix} {period}: give each prefix and month its own --out (they can share one "
+                            f"--ledger)")
 
 def _usable_out(out: Path) -> None:
     """--out must be a folder, or a path whose nearest existing ancestor is one (refused before anything is

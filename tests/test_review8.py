@@ -276,6 +276,7 @@ def test_another_month_is_refused_in_a_folder_an_unfinished_run_left_without_its
     assert unfinished.returncode == 1 and "publishing of QQ 2026-10 did not finish" in unfinished.stdout
     may = cli("run", roster, "--period", "2026-05", "--out", out, "--workers", "1")
     assert may.returncode == 2, may.stdout + may.stderr
+    assert "that month's publishing did not finish: re-run it" in may.stderr
     assert run(roster, out).returncode == 0 and cli("verify", out).returncode == 0
 
 
