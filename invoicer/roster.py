@@ -104,17 +104,19 @@ class CellProblem:
         return self.value
 
 
-# invisible characters that change the order text is shown in (a "Trojan Source" spoof of a name on a bill)
-# and the two noncharacters XML cannot hold (U+FFFE, U+FFFF: a summary holding one is not well-formed)
-BIDI_CONTROLS = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufffe\uffff"
-_CONTROL = re.compile(f"[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f{BIDI_CONTROLS}]")
+# Control characters (tab, line feed and return are text), the invisible characters that change the order
+# text is shown in (a "Trojan Source" spoof of a name on a bill) and the two noncharacters XML cannot hold
+# (U+FFFE, U+FFFF: a summary holding one is not well-formed). validate rejects a cell holding one; messages
+# and the summary show them escaped (escape_controls).
+CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+                        "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069\ufffe\uffff]")
 
 
 def escape_controls(text: str) -> str:
     """Control characters shown as \\x0b (direction controls as \\u202e): for sheet titles, headers and
     rejected values in messages and in the summary (openpyxl refuses to write the first; the second would
     reorder what is shown around them)."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+    return CONTROL_RE.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
                         else f"\\u{ord(m.group()):04x}", text)
 
 

@@ -32,22 +32,12 @@ from .money import MoneyError, yuan_to_fen
 from .pricebook import PriceBook
 from .pricing.dates import term_index_of_end
 from .pricing.rules import opened_before_cutoff
-from .roster import (
-    BIDI_CONTROLS,
-    ROW,
-    CellProblem,
-    RawRoster,
-    escape_controls,
-    is_blank,
-)
+from .roster import CONTROL_RE, ROW, CellProblem, RawRoster, escape_controls, is_blank
 
 ID_CHARS_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 QQ_RE = re.compile(r"^(400|800)\d{7}$", re.ASCII)  # ASCII digits: what the platform and QQ take
 PREFIX_RE = re.compile(r"^[A-Za-z0-9]{1,12}$")
-# tab, line feed, return are text; invisible direction controls (U+202E...) could make a bill show a name
-# or an address in another order than the roster holds it
-CONTROL_RE = re.compile(f"[\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f{BIDI_CONTROLS}]")
 TYPE_WORDS = {
     "add": "add", "加工号": "add", "加": "add",
     "remove": "remove", "减工号": "remove", "减": "remove",

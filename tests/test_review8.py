@@ -91,11 +91,11 @@ def test_a_name_holding_an_xml_noncharacter_never_makes_an_unreadable_summary(tm
     """Promise (render/summary.py, README Outputs; the brief's claim 5): the summary's rows never break the
     XML; bad input is a rejected row, never a broken output. Attack: a CSV roster whose customer name holds
     U+FFFF (or U+FFFE), which UTF-8 holds but XML 1.0 forbids (not a Char). Expected: the row rejected (as
-    a control character is, validate.CONTROL_RE) or the character escaped, and summary.xlsx readable.
+    a control character is, roster.CONTROL_RE) or the character escaped, and summary.xlsx readable.
     Actual: exit 0, the bill issued, and summary.xlsx unreadable by any XML reader (openpyxl: ParseError
     'not well-formed (invalid token)'; Excel repairs the file by dropping the sheet's data); verify then
-    reports 'summary.xlsx: cannot be read as the summary' for every re-run. Where: validate.CONTROL_RE
-    (BIDI_CONTROLS and C0/C1 only) lets the noncharacters through; _SheetRows.write (and openpyxl's own
+    reports 'summary.xlsx: cannot be read as the summary' for every re-run. Where: roster.CONTROL_RE
+    (direction controls and C0/C1 only) let the noncharacters through; _SheetRows.write (and openpyxl's own
     writer, ILLEGAL_CHARACTERS_RE) write them raw."""
     roster = csv_roster(tmp_path / "in", f"customer_id,name,opened_on,seats\nA,甲{char}公司,2026-10-08,3\n")
     out = tmp_path / "out"
