@@ -73,8 +73,6 @@ def _beside(outdir: Path, recorded: Path) -> Path:
     """The ledger a manifest names relative to its folder (``../../ledger.sqlite``): the path as written,
     its ``..`` taken lexically (a run writes it from the paths as given, links in them kept), else the path
     the file system resolves (the folder given by another route than the run's)."""
-    import os
-
     lexical = Path(os.path.normpath(os.path.abspath(outdir / recorded)))
     physical = outdir / recorded
     return lexical if lexical.exists() or not physical.exists() else physical
@@ -265,7 +263,17 @@ _DESKTOP_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}  # written by file br
 def _not_audited(base: str) -> bool:
     """A file browser's file (a Mac's AppleDouble ``._NAME`` too) or an office program's lock file: noted by
     _scan_folder, never a document."""
-    return base in _DESKTOP_FILES or base.startswith("._") or base.startswith("~$") or base.startswith(".~lock.")
+    return _browser_file(base) or _lock_file(base)
+
+
+def _browser_file(base: str) -> bool:
+    """A file a file browser writes into any folder it shows (a Mac's AppleDouble ``._NAME`` too)."""
+    return base in _DESKTOP_FILES or base.startswith("._")
+
+
+def _lock_file(base: str) -> bool:
+    """An office program's lock file beside a file it has open (Excel/WPS ``~$``, LibreOffice ``.~lock.``)."""
+    return base.startswith("~$") or base.startswith(".~lock.")
 
 
 def _lstat(path: Path):
@@ -344,10 +352,10 @@ def _scan_folder(outdir: Path, ledger_path: Path) -> SimpleNamespace:
         if kind == "other":
             problems.append(f"{name}: not a regular file")
             continue
-        if kind == "file" and (base in _DESKTOP_FILES or base.startswith("._")):  # ._NAME: a Mac's AppleDouble
+        if kind == "file" and _browser_file(base):
             notes.append(f"{name}: a file browser's own file, not part of the output (not audited)")
             continue
-        if kind == "file" and (base.startswith("~$") or base.startswith(".~lock.")):
+        if kind == "file" and _lock_file(base):
             notes.append(f"{name}: an office program's lock file (someone has a file of the folder open), not "
                          f"part of the output (not audited)")
             continue
