@@ -324,12 +324,15 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
     with _folder_lock(out, opts.wait_s, opts.dry_run):
         # checked holding the folder: a run of another month into it is either done (this one sees its
         # manifest) or waits for this one to finish (then it sees this one's)
-        _one_series_per_folder(out, priced.prefix, opts.period)
-        return _issue(opts, pool, priced, book, owner, out, ledger_path)
+        claimed = _one_series_per_folder(out, priced.prefix, opts.period)
+        return _issue(opts, pool, priced, book, owner, out, ledger_path, claimed)
 
 
-def _issue(opts: RunOptions, pool, priced: Priced, book, owner: str, out: Path, ledger_path: Path) -> RunReport:
-    """``run`` from the plan on, holding the output folder (see ``run``)."""
+def _issue(opts: RunOptions, pool, priced: Priced, book, owner: str, out: Path, ledger_path: Path,
+           claimed: bool) -> RunReport:
+    """``run`` from the plan on, holding the output folder (see ``run``); ``claimed``: the folder's manifest
+    names this prefix and period already (as read by the check, which nothing can change while the run holds
+    the folder)."""
     from .render.executor import LocalExecutor, make_executor
     from .render.pdf import progress_bar
 
@@ -388,7 +391,8 @@ def _issue(opts: RunOptions, pool, priced: Priced, book, owner: str, out: Path, 
             if len(issue):  # a prefix is bound when the run records documents in it (kept only if this run commits)
                 ledger.claim_prefix(priced.prefix, owner)
             fresh, numbers = _record(ledger, priced, book, opts, issue, rendered)
-            claim_folder(out, priced.prefix, opts.period, opts)
+            if not claimed:
+                claim_folder(out, priced.prefix, opts.period, opts)
             _fault_point("before_commit")
             ledger.commit()
             _fault_point("after_commit")
@@ -477,23 +481,26 @@ def _folder_lock(out: Path, wait_s: float, dry_run: bool):
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def _one_series_per_folder(out: Path, prefix: str, period: str) -> None:
+def _one_series_per_folder(out: Path, prefix: str, period: str) -> bool:
     """An output folder holds one prefix and one period (its summary, manifest and fapiao export describe
     them): billing another into it would drop the first from those files. Refused before anything is
-    numbered, naming what the folder holds; a folder without a readable manifest is taken as new."""
+    numbered, naming what the folder holds; a folder without a readable manifest is taken as new. True when
+    the folder's manifest names this prefix and period (it is claimed already: publish.claim_folder)."""
     import json
 
     try:
         previous = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
         held = (previous["invoice_prefix"], previous["period"])
     except (OSError, ValueError, KeyError, TypeError):
-        return
+        return False
     if held != (prefix, period):
         unfinished = ("; that month's publishing did not finish: re-run it to publish the rest"
-                      if isinstance(previous, dict) and previous.get("incomplete") else "")
+                      if previous.get("incomplete") else "")
         raise InvoicerError(f"{out} holds {held[0]} {held[1]} (its manifest.json{unfinished}); this run bills "
                             f"{prefix} {period}: give each prefix and month its own --out (they can share one "
                             f"--ledger)")
+    return True
+
 
 def _usable_out(out: Path) -> None:
     """--out must be a folder, or a path whose nearest existing ancestor is one (refused before anything is

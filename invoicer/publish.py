@@ -399,10 +399,11 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
     from .render.summary import write_summary
 
     prefix, period = priced.prefix, opts.period
-    for sub in ("invoices", "credit_notes", "notices", "fapiao"):
-        if (out / sub).is_symlink():  # never followed (nor swept): removed, made again, its files restored below
-            (out / sub).unlink()
-    for folder in (out, out / "invoices", out / "credit_notes", out / "notices", out / "fapiao"):
+    subfolders = [out / sub for sub in ("invoices", "credit_notes", "notices", "fapiao")]
+    for folder in subfolders:
+        if folder.is_symlink():  # never followed (nor swept): removed, made again, its files restored below
+            folder.unlink()
+    for folder in (out, *subfolders):
         # left by a run killed inside an atomic write; whatever their age, since this run holds the ledger's
         # write lock and every run of this ledger writes its folder only while holding it
         sweep_stale_temporaries(folder, older_than_s=0)
@@ -500,13 +501,12 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
 
 
 def claim_folder(out: Path, prefix: str, period: str, opts) -> None:
-    """Before a run commits its first documents for a folder without a manifest, a manifest that names only
-    the prefix and period (and says it is incomplete) claims the folder: a run of another month is refused
-    there even if this run's publishing then fails (exit 5) before its full manifest; verify reports the
-    folder incomplete until a re-run writes it. Written before the commit, so a full disk stops the run
-    before anything is issued."""
-    if _previous_manifest(out):
-        return
+    """Before a run commits its first documents for a folder without a (readable) manifest, a manifest that
+    names only the prefix and period (and says it is incomplete) claims the folder: a run of another month
+    is refused there even if this run's publishing then fails (exit 5) before its full manifest; verify
+    reports the folder incomplete until a re-run writes it. Written before the commit, so a full disk stops
+    the run before anything is issued. The caller knows the folder has no manifest of its month
+    (pipeline._one_series_per_folder, read while it holds the folder)."""
     write_json(out / "manifest.json", {
         "tool": "qq-invoicer", "tool_version": tool_version(), "period": period, "invoice_prefix": prefix,
         "ledger": _ledger_entry(opts, out), "files": {},

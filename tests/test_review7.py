@@ -635,10 +635,11 @@ def test_two_months_started_at_once_into_one_folder_cannot_both_publish_there(tm
             return exc.exit_code
 
     def check_then_start_the_other_run(folder, prefix, period):
-        original(folder, prefix, period)
+        claimed = original(folder, prefix, period)
         if period == "2026-10" and not started:
             started.append(threading.Thread(target=lambda: codes.append(month("2026-05"))))
             started[0].start()
+        return claimed
 
     monkeypatch.setattr(pipeline, "_one_series_per_folder", check_then_start_the_other_run)
     codes.append(month("2026-10"))
