@@ -154,10 +154,7 @@ def write_made_if_different(path: Path, make) -> tuple[bool, str]:
         make(f)
         f.flush()
         f.seek(0)
-        h = hashlib.sha256()
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-        digest = h.hexdigest()
+        digest = _stream_sha256(f)
         return not (holds_regular(path) and file_sha256(path) == digest)
 
     return _replace_atomically(path, fill), digest
@@ -295,10 +292,15 @@ def place_staged(staged: StagedFile, path: Path) -> bool:
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+        return _stream_sha256(f)
+
+
+def _stream_sha256(f) -> str:
+    """The SHA-256 of the rest of an open binary file, read a block at a time."""
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
     return h.hexdigest()
 
 
