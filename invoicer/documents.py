@@ -12,6 +12,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -232,56 +233,105 @@ def build_invoices(lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[st
     return docs
 
 
-class InvoiceSet(Sequence):
-    """A run's invoices, built from the priced frames a chunk of customers at a time whenever they are read:
-    the same documents as ``build_invoices`` (in customer id order), but never all in memory at once, so a
-    month of 100,000 customers is planned, rendered and recorded in a few chunks' worth of memory. Each pass
-    (iteration) builds them again (deterministic: equal documents every time); ``len`` and ``total_fen``
-    come from the frames without building any."""
+@dataclass
+class PricedPart:
+    """What pricing keeps of one partition of customers (stage.py) for the run's later passes: its billable
+    lines (no blocked customer; sorted by customer id), each customer's first valid roster row
+    (``first_valid_rows``: documents' snapshots, e-fapiao columns), its accounts at the period's end (with
+    the summary's name and held columns) and its blocked ids."""
+
+    lines: pd.DataFrame
+    by_id: pd.DataFrame
+    accounts: pd.DataFrame
+    blocked: set[str]
+
+
+@dataclass(frozen=True)
+class PartCounts:
+    invoices: int
+    total_fen: int
+    notices: int
+    accounts: int
+
+
+def part_counts(part: PricedPart) -> PartCounts:
+    due = part.accounts["status"].isin(["renewal_due", "grace"]) & ~part.accounts["customer_id"].isin(part.blocked)
+    return PartCounts(int(part.lines["customer_id"].nunique()), int(part.lines["amount_fen"].sum()), int(due.sum()),
+                      len(part.accounts))
+
+
+class Parts:
+    """A run's priced partitions, in customer id order: ``get(i)`` reads one (from the stage, or a list held in
+    memory), ``counts`` says what each holds without reading it."""
+
+    def __init__(self, get, counts: list[PartCounts]):
+        self.get, self.counts = get, counts
+
+    @classmethod
+    def held(cls, parts: list[PricedPart]) -> Parts:
+        return cls(parts.__getitem__, [part_counts(p) for p in parts])
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+
+class _PartDocuments(Sequence):
+    """Documents built from the priced partitions a chunk of customers at a time whenever they are read: never
+    all in memory at once, so a month of 100,000 customers is planned, rendered and recorded in a few
+    chunks' worth of memory. Each pass (iteration) builds them again (deterministic: equal documents every
+    time); ``len`` comes from the partitions' counts without building any."""
 
     CHUNK = 2000  # customers per chunk
 
-    def __init__(self, lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[str], seller: dict,
-                 book: PriceBook, period: str, issue_date: dt.date):
-        self._lines = lines.loc[~lines["customer_id"].isin(blocked)].sort_values("customer_id", kind="stable")
-        self._starts = customer_bounds(self._lines)
-        self.customer_ids: list[str] = self._lines["customer_id"].iloc[self._starts[:-1]].tolist()
-        self.total_fen = int(self._lines["amount_fen"].sum())
-        self._customers, self._by_id = customers, first_valid_rows(customers)
+    def __init__(self, parts: Parts, seller: dict, book: PriceBook, period: str, issue_date: dt.date):
+        self._parts = parts
         self._args = (seller, book, period, issue_date)
-        self._cached: tuple[int, list[Invoice]] | None = None
+        self._chunks: list[tuple[int, int, int]] = []  # (part, first, end) within the part's documents
+        for i, n in enumerate(self._sizes()):
+            self._chunks += [(i, a, min(a + self.CHUNK, n)) for a in range(0, n, self.CHUNK)]
+        self._len = sum(b - a for _, a, b in self._chunks)
+        self._part: tuple[int, object] | None = None
+        self._cached: tuple[int, list] | None = None
+
+    def _sizes(self) -> list[int]:
+        raise NotImplementedError
+
+    def _prepare(self, part: PricedPart) -> object:
+        return part
+
+    def _build(self, prepared, first: int, end: int) -> list:
+        raise NotImplementedError
 
     def __len__(self) -> int:
-        return len(self.customer_ids)
+        return self._len
 
     def release(self) -> None:
-        """Let go of the frames (a run does once its invoices are recorded: publishing reads them from the
-        ledger); ``len``, ``customer_ids`` and ``total_fen`` stay, building a document is refused."""
-        self._lines = self._customers = self._by_id = None
-        self._cached = None
+        """Let go of the partitions (a run does once its invoices are recorded: publishing reads them from the
+        ledger); ``len`` and ``total_fen`` stay, building a document is refused."""
+        self._parts = None
+        self._part = self._cached = None
 
-    def totals(self) -> list[tuple[str, int]]:
-        """(customer id, invoice total in fen) of each invoice, in order, from the frame (no document built):
-        each equals the built invoice's ``total_fen``."""
-        sums = self._lines.groupby("customer_id", sort=True)["amount_fen"].sum()
-        return list(zip(self.customer_ids, (int(v) for v in sums.loc[self.customer_ids].tolist())))
+    def _prepared(self, i: int):
+        if self._part is None or self._part[0] != i:
+            if self._parts is None:
+                raise RuntimeError("the documents were released (recorded): read them from the ledger")
+            self._part = (i, self._prepare(self._parts.get(i)))
+        return self._part[1]
 
-    def _chunk(self, k: int) -> list[Invoice]:
+    def _chunk(self, k: int) -> list:
         if self._cached is not None and self._cached[0] == k:
             return self._cached[1]
-        if self._lines is None:
-            raise RuntimeError("the invoices were released (recorded): read them from the ledger")
-        first, last = k * self.CHUNK, min((k + 1) * self.CHUNK, len(self))
-        rows = self._lines.iloc[self._starts[first]:self._starts[last]]
-        docs = build_invoices(rows, self._customers, set(), *self._args, by_id=self._by_id)
+        i, first, end = self._chunks[k]
+        docs = self._build(self._prepared(i), first, end)
         self._cached = (k, docs)
         return docs
 
     def __iter__(self):
-        for k in range(0, (len(self) + self.CHUNK - 1) // self.CHUNK):
+        for k in range(len(self._chunks)):
             docs = self._chunk(k)
             self._cached = None  # a pass keeps one chunk alive, not the last one after it ends
             yield from docs
+        self._part = None
 
     def __getitem__(self, i):
         if isinstance(i, slice):
@@ -290,12 +340,80 @@ class InvoiceSet(Sequence):
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(i)
-        return self._chunk(i // self.CHUNK)[i % self.CHUNK]
+        for k, (_, first, end) in enumerate(self._chunks):
+            if i < end - first:
+                return self._chunk(k)[i]
+            i -= end - first
+        raise IndexError(i)
 
     def __eq__(self, other) -> bool:
         return list(self) == list(other) if isinstance(other, (list, Sequence)) else NotImplemented
 
     __hash__ = None
+
+
+class InvoiceSet(_PartDocuments):
+    """A run's invoices: the same documents as ``build_invoices`` over the whole roster (customers in id
+    order), built from the priced partitions a chunk at a time (see _PartDocuments); ``total_fen`` from the
+    partitions' counts."""
+
+    def __init__(self, parts: Parts, seller: dict, book: PriceBook, period: str, issue_date: dt.date):
+        super().__init__(parts, seller, book, period, issue_date)
+        self.total_fen = sum(c.total_fen for c in parts.counts)
+
+    def _sizes(self) -> list[int]:
+        return [c.invoices for c in self._parts.counts]
+
+    def _prepare(self, part: PricedPart):
+        return part, customer_bounds(part.lines)
+
+    def _build(self, prepared, first: int, end: int) -> list[Invoice]:
+        part, starts = prepared
+        rows = part.lines.iloc[starts[first]:starts[end]]
+        return build_invoices(rows, None, set(), *self._args, by_id=part.by_id)
+
+    def totals(self) -> list[tuple[str, int]]:
+        """(customer id, invoice total in fen) of each invoice, in order, from the frames (no document built):
+        each equals the built invoice's ``total_fen``."""
+        out = []
+        for i in range(len(self._parts)):
+            sums = self._parts.get(i).lines.groupby("customer_id", sort=True)["amount_fen"].sum()
+            out += zip(sums.index.tolist(), (int(v) for v in sums.tolist()))
+        return out
+
+
+class NoticeSet(_PartDocuments):
+    """A run's renewal and overdue notices: the same documents as ``build_notices`` over the whole roster (in
+    customer id order), built from the priced partitions a chunk at a time (see _PartDocuments)."""
+
+    def _sizes(self) -> list[int]:
+        return [c.notices for c in self._parts.counts]
+
+    def _prepare(self, part: PricedPart):
+        return build_notices(part.accounts, None, part.blocked, *self._args, by_id=part.by_id)
+
+    def _build(self, prepared, first: int, end: int) -> list[Notice]:
+        return prepared[first:end]
+
+
+class AccountSet:
+    """A run's accounts at the period's end, partition by partition (customer id order across them)."""
+
+    def __init__(self, parts: Parts):
+        self._parts = parts
+        self._len = sum(c.accounts for c in parts.counts)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def frames(self):
+        for i in range(len(self._parts)):
+            yield self._parts.get(i).accounts
+
+    def frame(self) -> pd.DataFrame:
+        """Every partition's accounts in one frame (for tests and small rosters)."""
+        frames = list(self.frames())
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
 def credit_note_for(invoice: Invoice, issue_date: dt.date) -> CreditNote:
@@ -328,8 +446,8 @@ def credit_note_for(invoice: Invoice, issue_date: dt.date) -> CreditNote:
     return doc
 
 
-def build_notices(accounts: pd.DataFrame, customers: pd.DataFrame, blocked: set[str], seller: dict,
-                  book: PriceBook, period: str, issue_date: dt.date) -> list[Notice]:
+def build_notices(accounts: pd.DataFrame, customers: pd.DataFrame | None, blocked: set[str], seller: dict,
+                  book: PriceBook, period: str, issue_date: dt.date, by_id: pd.DataFrame | None = None) -> list[Notice]:
     """A renewal notice for each account due for renewal at the end of the period, an overdue notice for
     each account in grace (not invoices, not numbered as invoices); in customer id order."""
     due = accounts.loc[accounts["status"].isin(["renewal_due", "grace"]) & ~accounts["customer_id"].isin(blocked)]
@@ -343,7 +461,7 @@ def build_notices(accounts: pd.DataFrame, customers: pd.DataFrame, blocked: set[
     cols = [due[k].tolist() for k in ("status", "seats", "quote_unit_fen", "quote_fen", "quote_tier")]
     rules, issued_on, seller = rules_note(book), issue_date.isoformat(), dict(seller)  # shared, as for invoices
     out = []
-    for i, (snapshot, (status, seats, unit, quote, tier)) in enumerate(zip(customer_snapshots(customers, ids),
+    for i, (snapshot, (status, seats, unit, quote, tier)) in enumerate(zip(customer_snapshots(customers, ids, by_id),
                                                                           zip(*cols))):
         notice = {
             "notice_kind": "renewal" if status == "renewal_due" else "overdue", "seats": int(seats),

@@ -45,7 +45,7 @@ from .publish import (  # noqa: F401  (file_name_for, tool_version, LEDGER_NAME:
     tool_version,
 )
 from .roster import read_roster
-from .validate import Roster, validate
+from .validate import validate
 
 if TYPE_CHECKING:
     from .render.pdf import RenderPool
@@ -149,13 +149,36 @@ class RunReport:
 
 
 @dataclass
-class Priced:
-    """Everything computed from one roster for one period, before the ledger is involved."""
+class PricedRoster:
+    """What a run keeps of its validated roster as a whole: the reseller block, the warnings (the e-fapiao
+    export adds its own), and the e-fapiao columns of its valid customers (``buyers``: looked up one
+    customer at a time in the stage)."""
 
-    roster: Roster
+    reseller: dict[str, str]
+    warnings: list[str]
+    buyers: object
+    stage: object
+
+    @property
+    def customers(self) -> pd.DataFrame:
+        """validate's typed customers frame, whole (every partition read back: for tests and small rosters)."""
+        return self.stage.typed(0)
+
+    @property
+    def changes(self) -> pd.DataFrame:
+        return self.stage.typed(1)
+
+
+@dataclass
+class Priced:
+    """Everything computed from one roster for one period, before the ledger is involved. The roster was
+    validated and priced a partition of customers at a time (stage.py); the documents and accounts are read
+    back from the partitions kept on disk whenever they are passed over."""
+
+    roster: PricedRoster
     invoices: docs_mod.InvoiceSet  # built a chunk at a time whenever read (a sequence of invoice dicts)
-    notices: list[dict]
-    accounts: pd.DataFrame
+    notices: docs_mod.NoticeSet
+    accounts: docs_mod.AccountSet
     rejects: list[Reject]
     prefix: str
     input_sha256: str
@@ -163,6 +186,12 @@ class Priced:
     input_name: str
     issue_date: str = ""  # the period's issue date (ISO): the last day of the month
     held: dict[str, str] = field(default_factory=dict)  # customer id -> "held: SHEET row N rejected (COLUMN)"
+    stage: object = None  # the roster's stage (closed by ``close``)
+
+    def close(self) -> None:
+        """Delete the stage (its temporary file): nothing of the roster is read after this."""
+        if self.stage is not None:
+            self.stage.close()
 
 
 def price_roster_bytes(data: bytes, name: str, book: pricebook_mod.PriceBook, period: str) -> Priced:
@@ -175,25 +204,60 @@ def price_roster(path: Path, book: pricebook_mod.PriceBook, period: str) -> Pric
     return _price(read_roster(path), book, period)
 
 
-def _price(raw, book, period) -> Priced:
-    roster = validate(raw, book)
-    sheets = (raw.sheet_titles["customers"], raw.sheet_titles["changes"])
-    result = price_period(roster.customers, roster.changes, book, period, sheets)
-    rejects = sorted(roster.rejects + result.rejects, key=lambda r: (r.sheet != sheets[0], r.sheet, r.row))
-    blocked = roster.blocked | {r.customer_id for r in result.rejects if r.customer_id}
-    issue_date = result.period_end
-    invoices = docs_mod.InvoiceSet(result.lines, roster.customers, blocked, roster.reseller, book, period,
-                                   issue_date)
-    notices = docs_mod.build_notices(result.accounts, roster.customers, blocked, roster.reseller, book, period,
-                                     issue_date)
-    accounts = result.accounts.copy()
-    names = roster.customers.drop_duplicates("customer_id").set_index("customer_id")["name"]
-    accounts["customer_name"] = accounts["customer_id"].map(names)
-    held = {r.customer_id: f"held: {r.sheet} row {r.row} rejected ({r.column})" for r in reversed(rejects)
+def _reject_order(sheets: tuple[str, str]):
+    return lambda r: (r.sheet != sheets[0], r.sheet, r.row)
+
+
+def _price(raw, book, period, partition_rows: int | None = None) -> Priced:
+    """Validate and price the roster a partition of customers at a time (stage.py: every rule compares rows
+    of one customer only, so the result is the whole roster's), keeping each partition's priced frames in
+    the stage for the later passes."""
+    from .publish_fapiao import BUYER_COLUMNS, StagedBuyers
+
+    try:
+        sheets = (raw.sheet_titles["customers"], raw.sheet_titles["changes"])
+        order = _reject_order(sheets)
+        rejects: list[Reject] = []
+        counts = []
+        roster = issue_date = None
+        for p, part in enumerate(raw.partitions(partition_rows)):
+            roster = validate(part, book)
+            result = price_period(roster.customers, roster.changes, book, period, sheets)
+            issue_date = result.period_end
+            part_rejects = sorted(roster.rejects + result.rejects, key=order)
+            rejects += part_rejects
+            blocked = roster.blocked | {r.customer_id for r in result.rejects if r.customer_id}
+            lines = result.lines
+            lines = lines.loc[~lines["customer_id"].isin(blocked)].sort_values("customer_id", kind="stable")
+            by_id = docs_mod.first_valid_rows(roster.customers, (*docs_mod.SNAPSHOT_KEYS[1:], *BUYER_COLUMNS))
+            accounts = result.accounts.copy()
+            names = roster.customers.drop_duplicates("customer_id").set_index("customer_id")["name"]
+            accounts["customer_name"] = accounts["customer_id"].map(names)
+            held = _held(part_rejects)
+            accounts["invoice_held"] = [held.get(c, "") for c in accounts["customer_id"]]
+            priced_part = docs_mod.PricedPart(lines.reset_index(drop=True), by_id, accounts, blocked)
+            raw.stage.put_part(p, priced_part)
+            raw.stage.put_typed(p, 0, roster.customers)
+            raw.stage.put_typed(p, 1, roster.changes)
+            raw.stage.put_buyers(zip(by_id.index.tolist(), zip(*(by_id[k].tolist() for k in BUYER_COLUMNS))))
+            counts.append(docs_mod.part_counts(priced_part))
+        rejects.sort(key=order)
+        stage = raw.stage
+        parts = docs_mod.Parts(stage.part, counts)
+        args = (roster.reseller, book, period, issue_date)
+        return Priced(PricedRoster(roster.reseller, raw.warnings + roster.warnings, StagedBuyers(stage), stage),
+                      docs_mod.InvoiceSet(parts, *args), docs_mod.NoticeSet(parts, *args), docs_mod.AccountSet(parts),
+                      rejects, roster.reseller["invoice_prefix"], raw.sha256, raw.data, Path(raw.path).name,
+                      issue_date.isoformat(), _held(rejects), stage)
+    except BaseException:
+        raw.stage.close()
+        raise
+
+
+def _held(rejects: list[Reject]) -> dict[str, str]:
+    """customer id -> why its invoice is held: its first rejected row (``rejects`` in sheet and row order)."""
+    return {r.customer_id: f"held: {r.sheet} row {r.row} rejected ({r.column})" for r in reversed(rejects)
             if r.customer_id}
-    accounts["invoice_held"] = [held.get(c, "") for c in accounts["customer_id"]]
-    return Priced(roster, invoices, notices, accounts, rejects, roster.reseller["invoice_prefix"], raw.sha256,
-                  raw.data, Path(raw.path).name, issue_date.isoformat(), held)
 
 
 def plan_against(ledger: Ledger, prefix: str, period: str, invoices) -> Plan:
@@ -310,6 +374,13 @@ def run(opts: RunOptions, pool: RenderPool | None = None) -> RunReport:
                                     opts.period)
     else:
         priced = price_roster(opts.roster, book, opts.period)
+    try:
+        return _run_priced(opts, pool, priced, book)
+    finally:
+        priced.close()
+
+
+def _run_priced(opts: RunOptions, pool, priced: Priced, book) -> RunReport:
     owner = OPERATOR if opts.owner is None else opts.owner
     # -- end drop folder --
     out = Path(opts.out)

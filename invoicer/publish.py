@@ -553,8 +553,12 @@ def account_records(accounts, chunk: int = 2000):
     """The priced accounts frame -> the summary's account rows (sorted by customer id), generated as the
     sheet streams out, a chunk of rows at a time (a month's accounts are not copied into Python objects at
     once)."""
-    from .documents import _d
+    from .documents import AccountSet, _d
 
+    if isinstance(accounts, AccountSet):  # partition by partition: their customer ids follow one another
+        for frame in accounts.frames():
+            yield from account_records(frame, chunk)
+        return
     order = accounts["customer_id"].reset_index(drop=True).sort_values().index.to_numpy()
     columns = ["customer_id", "seats", "paid_through", "status", "next_action_on", "window_opens_on",
                "reclaim_on", "quote_fen"]

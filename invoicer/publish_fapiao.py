@@ -29,7 +29,7 @@ def expected_exports(prefix: str, period: str, listed: list[dict], book, roster,
     from .render.fapiao import build_exports
 
     main_name, red_name = fapiao_file_names(prefix, period)
-    exports = build_exports(listed, book.vat.snapshot(), BuyerColumns(roster.customers), created)
+    exports = build_exports(listed, book.vat.snapshot(), buyers_of(roster), created)
     files = {main_name: exports.main}
     files.update((part_name(prefix, period, n), data) for n, data in enumerate(exports.more, 2))
     if exports.red is not None:
@@ -64,6 +64,24 @@ class BuyerColumns:
         except KeyError:
             return default
         return {k: column[i] for k, column in self.columns.items()}
+
+
+class StagedBuyers:
+    """customer_id -> the fapiao columns of a valid customer, as ``BuyerColumns`` gives them, looked up in
+    the roster's stage (stage.py: kept there by pricing, partition by partition)."""
+
+    def __init__(self, stage):
+        self.stage = stage
+
+    def get(self, customer_id: str, default=None):
+        values = self.stage.buyer(customer_id)
+        return default if values is None else dict(zip(BUYER_COLUMNS, values))
+
+
+def buyers_of(roster):
+    """A priced run's staged buyers, or the columns of a validated roster's customers frame."""
+    buyers = getattr(roster, "buyers", None)
+    return buyers if buyers is not None else BuyerColumns(roster.customers)
 
 
 def write_fapiao_exports(out: Path, prefix: str, period: str, listed: list[dict], book, roster,

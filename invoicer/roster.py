@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import os
 import re
 import zipfile
@@ -22,6 +23,7 @@ from . import formats
 from . import limits as limits_mod
 from .errors import InputError
 from .limits import CSV_SUFFIXES, Limits
+from .stage import CHANGES, CUSTOMERS, RosterStage
 
 SHEET_ALIASES = {
     "customers": ("customers", "客户"),
@@ -73,9 +75,36 @@ ROW = "_row"  # the spreadsheet's own row number (1-based, as Excel shows it)
 
 @dataclass
 class RawRoster:
+    """A roster as read: its bytes, the reseller block, the sheet titles, the reader's warnings, and the
+    customers and changes sheets' data rows staged on disk by customer (``stage``), read back a partition
+    at a time (``partitions``) or, for a small roster or a test, whole (``customers``, ``changes``)."""
+
     path: str
     sha256: str
     data: bytes
+    stage: RosterStage
+    reseller: dict[str, str]
+    sheet_titles: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def customers(self) -> pd.DataFrame:
+        return self.stage.frame(CUSTOMERS)
+
+    @property
+    def changes(self) -> pd.DataFrame:
+        return self.stage.frame(CHANGES)
+
+    def partitions(self, size: int | None = None):
+        """Each partition of whole customers as a ``RosterPart`` validate takes like a roster (see stage.py)."""
+        for customers, changes in self.stage.partitions(size):
+            yield RosterPart(customers, changes, self.reseller, self.sheet_titles)
+
+
+@dataclass
+class RosterPart:
+    """Some customers of a roster (their rows of both sheets), with the roster's reseller block and titles."""
+
     customers: pd.DataFrame
     changes: pd.DataFrame
     reseller: dict[str, str]
@@ -225,10 +254,14 @@ def read_roster_bytes(data: bytes, name: str, limits: Limits | None = None) -> R
         titles = role_titles or _roles(wb.sheet_names, name)
         book = _CalamineBook(wb, scans)
     warnings: list[str] = []
-    frames = {}
-    for sheet in ("customers", "changes"):
-        rows = book.rows(titles[sheet], name, limits)
-        frames[sheet] = _to_frame(rows, sheet, escape_controls(titles[sheet]), name, warnings, limits)
+    stage = RosterStage({CUSTOMERS: list(COLUMNS["customers"]), CHANGES: list(COLUMNS["changes"])})
+    try:
+        for sheet, number in (("customers", CUSTOMERS), ("changes", CHANGES)):
+            rows = book.rows(titles[sheet], name, limits)
+            stage.add(number, _data_rows(rows, sheet, escape_controls(titles[sheet]), name, warnings, limits))
+    except BaseException:
+        stage.close()
+        raise
     reseller = {}
     if "reseller" in titles:
         reseller = _reseller(book.rows(titles["reseller"], name, limits), escape_controls(titles["reseller"]),
@@ -237,8 +270,7 @@ def read_roster_bytes(data: bytes, name: str, limits: Limits | None = None) -> R
         path=name,
         sha256=hashlib.sha256(data).hexdigest(),
         data=data,
-        customers=frames["customers"],
-        changes=frames["changes"],
+        stage=stage,
         reseller=reseller,
         sheet_titles={k: escape_controls(v) for k, v in titles.items()},
         warnings=warnings,
@@ -271,27 +303,32 @@ class _CalamineBook:
     def __init__(self, wb, scans: dict[str, formats.SheetScan]):
         self.wb, self.scans = wb, scans
 
-    def rows(self, title: str, name: str, limits: Limits) -> list[list]:
+    def rows(self, title: str, name: str, limits: Limits):
+        """The sheet's rows padded from A1, one at a time (calamine holds the sheet's cells; the rows' Python
+        values are made as they are read)."""
         try:
             sheet = self.wb.get_sheet_by_name(title)
             # rows are padded from A1: the extent is the used range's end, not its size
             (top, left) = sheet.start or (0, 0)
             formats.check_extent(formats.SheetScan(title, top + sheet.height, left + sheet.width), name, limits)
-            rows = sheet.to_python(skip_empty_area=False)
+            rows = sheet.iter_rows()  # from row 1, but from the used range's first column
         except InputError:
             raise
         except Exception as exc:
             raise InputError(f"{name}: sheet '{escape_controls(title)}' cannot be read: "
                              f"{escape_controls(str(exc))[:200]}") from None
         scan = self.scans.get(title)
-        if scan and scan.problems:
-            for (r, c), (value, reason) in scan.problems.items():
-                if r < len(rows):
-                    row = rows[r]
-                    if c >= len(row):
-                        row.extend([None] * (c + 1 - len(row)))
-                    row[c] = CellProblem(value, reason)
-        return rows
+        marks: dict[int, list] = {}  # row -> the scan's misread cells in it
+        for (r, c), problem in (scan.problems.items() if scan else ()):
+            marks.setdefault(r, []).append((c, problem))
+        pad = [""] * left
+        for r, row in enumerate(rows):
+            row = pad + row if left else row
+            for c, (value, reason) in marks.get(r, ()):
+                if c >= len(row):
+                    row.extend([None] * (c + 1 - len(row)))
+                row[c] = CellProblem(value, reason)
+            yield row
 
 
 class _CsvBook:
@@ -415,14 +452,19 @@ def _header_row(rows: list[list], spec: dict) -> int | None:
     return first
 
 
-def _to_frame(rows: list[list], sheet: str, title: str, name: str, warnings: list[str],
-              limits: Limits | None = None) -> pd.DataFrame:
+def _data_rows(rows, sheet: str, title: str, name: str, warnings: list[str], limits: Limits | None = None):
+    """A sheet's data rows, read from ``rows`` (any iterable of rows, read once) as (row number, cells in
+    ``COLUMNS[sheet]`` order): the header row is found among the first rows and mapped to the columns; a
+    cell over the text limit becomes a CellProblem; wholly blank rows are skipped. Refuses (InputError) a
+    sheet without a header, a column named twice, a missing required column."""
     spec = COLUMNS[sheet]
     max_text = (limits or Limits()).text
-    header_idx = _header_row(rows, spec)
+    rows = iter(rows)
+    head = [r for _, r in zip(range(HEADER_SEARCH_ROWS), rows)]
+    header_idx = _header_row(head, spec)
     if header_idx is None:
         raise InputError(f"{name}: sheet '{title}' is empty (it needs a header row)")
-    header = [escape_controls(str(h)) if isinstance(h, str) else h for h in rows[header_idx]]
+    header = [escape_controls(str(h)) if isinstance(h, str) else h for h in head[header_idx]]
     lookup = {}
     for canonical, (aliases, _req) in spec.items():
         for a in (canonical, *aliases):
@@ -449,10 +491,11 @@ def _to_frame(rows: list[list], sheet: str, title: str, name: str, warnings: lis
         )
     if extra:
         warnings.append(f"sheet '{title}': extra columns ignored: {', '.join(extra)}")
-    records = []
-    row_numbers = []
-    for i in range(header_idx + 1, len(rows)):
-        r = rows[i]
+    return _records(itertools.chain(head[header_idx + 1:], rows), header_idx + 2, spec, positions, max_text)
+
+
+def _records(rows, first: int, spec: dict, positions: dict[str, int], max_text: int):
+    for i, r in enumerate(rows, first):
         cells = {c: (r[positions[c]] if c in positions and positions[c] < len(r) else None) for c in spec}
         for c, v in cells.items():
             if isinstance(v, str) and len(v) > max_text:
@@ -460,12 +503,7 @@ def _to_frame(rows: list[list], sheet: str, title: str, name: str, warnings: lis
                                                         f"{limits_mod.ENV['text']})")
         if all(is_blank(v) for v in cells.values()):
             continue  # wholly blank rows are layout, not data
-        records.append(tuple(cells.values()))  # a tuple, not the dict: a fifth of the memory per row
-        row_numbers.append(i + 1)
-    frame = pd.DataFrame.from_records(records, columns=list(spec), coerce_float=False)
-    frame = frame.astype(object)
-    frame[ROW] = pd.Series(row_numbers, dtype="int64")
-    return frame
+        yield i, tuple(cells.values())
 
 
 def _reseller(rows: list[list], title: str, warnings: list[str]) -> dict[str, str]:

@@ -121,6 +121,16 @@ def normalise(v: object, column: str) -> object:
     return v
 
 
+def customer_key(v: object) -> tuple[str, str] | None:
+    """(key, id) of a raw customer_id cell: the id as the checks read it, and the key it is compared by
+    (ignoring case: check_duplicate_ids, blocked ids); None for a blank or unreadable cell. The roster is
+    staged and partitioned by this key (stage.py), so it must stay the checks' own reading of an id."""
+    if isinstance(v, CellProblem):
+        return None
+    text = as_text(normalise(v, "customer_id"))
+    return (text.casefold(), text) if text else None
+
+
 def parse_date(v: object) -> dt.date | None:
     """An Excel date cell, or text in one of 2026-10-05, 2026/10/05, 2026年10月5日. None if neither."""
     if isinstance(v, dt.datetime):

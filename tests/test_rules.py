@@ -143,7 +143,7 @@ def test_seats_change_until_expiry_but_not_after(priced, day, ok):
 ])
 def test_account_status_at_the_end_of_the_period(priced, period, status, next_on):
     p = priced([cust("A", D(2025, 11, 1), 4)], period=period)
-    acc = p.accounts.iloc[0]
+    acc = p.accounts.frame().iloc[0]
     assert acc["status"] == status
     assert ("" if str(acc["next_action_on"]) == "NaT" else str(acc["next_action_on"])[:10]) == next_on
     kinds = [n["notice"]["notice_kind"] for n in p.notices]
