@@ -89,6 +89,7 @@ def cmd_check(args) -> int:
     book = pricebook.load(args.pricebook)
     period = _period(args.period) or "9999-12"
     priced = price_roster(Path(args.roster), book, period)
+    priced.close()  # what is printed is in memory: the warnings and the rejects
     for w in priced.roster.warnings:
         print(f"note: {w}", file=sys.stderr)
     _print_rejects(priced.rejects, sys.stdout)

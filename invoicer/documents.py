@@ -221,8 +221,10 @@ def build_invoices(lines: pd.DataFrame, customers: pd.DataFrame, blocked: set[st
     # are never edited in place: a change is a new dict), so a month of invoices costs its own data only
     seller, labels = dict(seller), labels_for("invoice")
     docs = []
+    sums = sums.loc[ids]
+    totals, list_totals = sums["amount_fen"].tolist(), sums["list_fen"].tolist()
     for i, (cid, snapshot) in enumerate(zip(ids, customer_snapshots(customers, ids, by_id))):
-        total, list_total = int(sums.at[cid, "amount_fen"]), int(sums.at[cid, "list_fen"])
+        total, list_total = int(totals[i]), int(list_totals[i])
         doc = {
             "kind": "invoice", "customer": snapshot, "seller": seller, "lines": items[bounds[i]:bounds[i + 1]],
             "total_fen": total, "list_total_fen": list_total, "period": period, "issue_date": issued_on,

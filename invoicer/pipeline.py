@@ -157,16 +157,22 @@ class PricedRoster:
     reseller: dict[str, str]
     warnings: list[str]
     buyers: object
-    stage: object
+    raw: object  # the RawRoster (its stage) and the price book, for ``customers``/``changes``
+    book: object
+
+    def _typed(self, sheet: str) -> pd.DataFrame:
+        frames = [getattr(validate(part, self.book), sheet) for part in self.raw.partitions()]
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
     @property
     def customers(self) -> pd.DataFrame:
-        """validate's typed customers frame, whole (every partition read back: for tests and small rosters)."""
-        return self.stage.typed(0)
+        """validate's typed customers frame, whole: every partition validated again (for tests and small
+        rosters; a run never reads it)."""
+        return self._typed("customers")
 
     @property
     def changes(self) -> pd.DataFrame:
-        return self.stage.typed(1)
+        return self._typed("changes")
 
 
 @dataclass
@@ -237,18 +243,18 @@ def _price(raw, book, period, partition_rows: int | None = None) -> Priced:
             accounts["invoice_held"] = [held.get(c, "") for c in accounts["customer_id"]]
             priced_part = docs_mod.PricedPart(lines.reset_index(drop=True), by_id, accounts, blocked)
             raw.stage.put_part(p, priced_part)
-            raw.stage.put_typed(p, 0, roster.customers)
-            raw.stage.put_typed(p, 1, roster.changes)
             raw.stage.put_buyers(zip(by_id.index.tolist(), zip(*(by_id[k].tolist() for k in BUYER_COLUMNS))))
             counts.append(docs_mod.part_counts(priced_part))
         rejects.sort(key=order)
         stage = raw.stage
         parts = docs_mod.Parts(stage.part, counts)
         args = (roster.reseller, book, period, issue_date)
-        return Priced(PricedRoster(roster.reseller, raw.warnings + roster.warnings, StagedBuyers(stage), stage),
+        priced = Priced(PricedRoster(roster.reseller, raw.warnings + roster.warnings, StagedBuyers(stage), raw, book),
                       docs_mod.InvoiceSet(parts, *args), docs_mod.NoticeSet(parts, *args), docs_mod.AccountSet(parts),
                       rejects, roster.reseller["invoice_prefix"], raw.sha256, raw.data, Path(raw.path).name,
                       issue_date.isoformat(), _held(rejects), stage)
+        raw.data = b""  # the run keeps the bytes as priced.input_bytes, let go once recorded
+        return priced
     except BaseException:
         raw.stage.close()
         raise

@@ -61,7 +61,6 @@ class RosterStage:
                 PRAGMA synchronous = OFF;
                 CREATE TABLE rows (id INTEGER PRIMARY KEY, sheet INTEGER, key BLOB, sortv BLOB, cells BLOB);
                 CREATE TABLE parts (p INTEGER PRIMARY KEY, data BLOB);
-                CREATE TABLE typed (p INTEGER, sheet INTEGER, data BLOB, PRIMARY KEY (p, sheet));
                 CREATE TABLE buyers (customer_id BLOB PRIMARY KEY, data BLOB);
             """)
 
@@ -161,16 +160,6 @@ class RosterStage:
 
     def part(self, i: int) -> object:
         return pickle.loads(self._run("SELECT data FROM parts WHERE p = ?", (i,))[0][0])
-
-    def put_typed(self, i: int, sheet: int, frame: pd.DataFrame) -> None:
-        """Keep validate's typed frame of a sheet for one partition (``typed``: a test's or a small roster's
-        look at the whole)."""
-        self._run("INSERT INTO typed VALUES (?, ?, ?)", (i, sheet, pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)))
-
-    def typed(self, sheet: int) -> pd.DataFrame:
-        """validate's typed frame of a sheet, every partition's rows together (in partition order)."""
-        frames = [pickle.loads(d) for (d,) in self._run("SELECT data FROM typed WHERE sheet = ? ORDER BY p", (sheet,))]
-        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
     def put_buyers(self, rows: Iterable[tuple[str, tuple]]) -> None:
         with self._failing():

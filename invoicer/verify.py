@@ -633,7 +633,10 @@ class _Walk:
             return
         while len(self._evictable) >= PRICED_KEPT:
             del self._priced[self._evictable.pop(0)]
-        self._priced[key] = _digests(priced.invoices)
+        try:
+            self._priced[key] = _digests(priced.invoices)
+        finally:
+            priced.close()  # its stage: the digests are all the walk keeps
         self._evictable.append(key)
 
     # -- the PDF bytes the ledger kept ------------------------------------------------------------------
