@@ -266,6 +266,8 @@ def main() -> None:
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--dry-run", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.render_sample < 1:
+        ap.error("--render-sample must be at least 1: WeasyPrint's share is extrapolated from it")
     if args.child:
         (measure_verify_child if args.verify else measure_child)(args)
         return

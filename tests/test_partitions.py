@@ -134,3 +134,20 @@ def test_a_run_in_partitions_of_one_publishes_the_same_files(tmp_path, stub_rend
     names = [n for n in a["files"]]
     match, mismatch, errors = filecmp.cmpfiles(whole, parts, names, shallow=False)
     assert (mismatch, errors) == ([], []) and len(match) == len(names)
+
+
+def test_a_full_temporary_folder_stops_the_run_in_one_line_before_anything_is_issued(tmp_path, monkeypatch):
+    """The stage is a temporary file: a full disk there (SQLite's "database or disk is full", made here by
+    capping the file at a few pages) is one line and exit 2, and nothing is numbered."""
+    real_init = stage.RosterStage.__init__
+
+    def small(self, columns):
+        real_init(self, columns)
+        self.db.execute("PRAGMA max_page_count = 8")
+
+    monkeypatch.setattr(stage.RosterStage, "__init__", small)
+    out = tmp_path / "out"
+    r = run_cli("run", SAMPLE, "--period", "2026-10", "--out", out, "--workers", 1)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "temporary copy of the roster failed (database or disk is full)" in r.stderr
+    assert "Traceback" not in r.stderr and not (out / "ledger.sqlite").exists()
