@@ -16,6 +16,10 @@ customer id order, as the documents, the summary and the numbering take them.
 
 The priced result of each partition (``put_part``) and the e-fapiao buyer columns of its valid customers
 (``put_buyers``) are kept here too, for the run's later passes.
+
+Values are kept pickled: the file is SQLite's unnamed temporary, unlinked as soon as it is opened, so no
+other process can open it by name and what is read back is what this process wrote (never a reseller's
+bytes: those are only the cells inside, which pickle stores as data).
 """
 from __future__ import annotations
 
