@@ -246,18 +246,21 @@ class PreviousManifest:
     CHUNK = 1 << 20  # characters read at a time
     LOOKAHEAD = 1 << 16  # characters kept ahead of a value being decoded (a longer one grows it)
 
-    def __init__(self, out: Path, scratch):
-        self._db = scratch.db
-        self._files = scratch.table("name TEXT PRIMARY KEY, sha TEXT")  # sha NULL: not a string
-        self._stats = scratch.table("name TEXT PRIMARY KEY, stat TEXT")  # stat: its JSON text
+    def __init__(self, out: Path, scratch=None):
+        """``scratch`` None: only ``top`` is wanted (the file lists are parsed and dropped)."""
+        self._scratch = scratch  # closed when nothing holds it
+        self._db = scratch.db if scratch is not None else None
+        self._files = scratch.table("name TEXT PRIMARY KEY, sha TEXT") if scratch else "files"  # NULL: no str
+        self._stats = scratch.table("name TEXT PRIMARY KEY, stat TEXT") if scratch else "file_stats"  # JSON text
         self.top: dict = {}
         try:
             with open(out / "manifest.json", encoding="utf-8") as f:
                 self._read(f)
         except (OSError, ValueError):
             self.top = {}
-            self._db.execute(f"DELETE FROM {self._files}")
-            self._db.execute(f"DELETE FROM {self._stats}")
+            if self._db is not None:
+                self._db.execute(f"DELETE FROM {self._files}")
+                self._db.execute(f"DELETE FROM {self._stats}")
 
     # -- the streamed parse: json's own scanner, on a window of the file ---------------------------------
     def _fill(self, need: int) -> None:
@@ -308,7 +311,7 @@ class PreviousManifest:
                     raise ValueError("manifest: a key is not a string")
                 self._expect(":")
                 table = {"files": self._files, "file_stats": self._stats}.get(key)
-                if table is not None:
+                if table is not None and self._db is not None:
                     self._db.execute(f"DELETE FROM {table}")  # a repeated key: the last one counts
                 if table is not None and self._peek() == "{":
                     self._pos += 1
@@ -350,7 +353,7 @@ class PreviousManifest:
         self._put(table, rows)
 
     def _put(self, table: str, rows: list) -> None:
-        for row in rows:
+        for row in rows if self._db is not None else ():
             try:  # a name no file can have (a lone surrogate) is no entry, as it could match nothing
                 self._db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", row)
             except UnicodeEncodeError:
@@ -724,7 +727,7 @@ class _ListedFiles:
     in name order (SQLite's text order is Python's)."""
 
     def __init__(self, scratch):
-        self._db = scratch.db
+        self._scratch, self._db = scratch, scratch.db
         self._table = scratch.table("name TEXT PRIMARY KEY, sha TEXT NOT NULL")
 
     def __setitem__(self, name: str, digest: str) -> None:
