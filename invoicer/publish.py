@@ -628,7 +628,7 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
         db.executemany(f"INSERT INTO {latest} (name, id) VALUES (?, ?)", ledger.latest_notice_ids(prefix, period))
         db.execute(f"DELETE FROM {latest} WHERE name NOT IN (SELECT name FROM {current})")
         files = _ListedFiles(scratch)
-        written: list[str] = []
+        written = SpilledList(Scratch(), str)  # the names of the files written (the run's report keeps it)
         missing = SpilledList(scratch, IssuedRef)
         place = _Places(out)
         count = newest = invoices = credit_notes = total_fen = 0

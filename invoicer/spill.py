@@ -40,14 +40,19 @@ class Scratch:
 
 
 class SpilledList(Sequence):
-    """A list of named tuples (``row_type``: NewInvoice, IssuedRef) appended in order and read back in that
-    order, any number of times, from a table of ``scratch`` (``row_type``'s fields are its columns)."""
+    """A list of named tuples or dataclasses (``row_type``: NewInvoice, IssuedRef; their fields are its
+    columns) or of strings (``row_type`` str), appended in order and read back in that order, any number of
+    times, from a table of ``scratch``."""
 
     def __init__(self, scratch: Scratch, row_type, rows=()):
-        self._scratch, self._type = scratch, row_type
         import dataclasses
 
-        fields = row_type._fields if hasattr(row_type, "_fields") else [f.name for f in dataclasses.fields(row_type)]
+        self._scratch, self._type = scratch, row_type
+        if row_type is str:
+            fields = ["value"]
+            self._type = _first
+        else:
+            fields = row_type._fields if hasattr(row_type, "_fields") else [f.name for f in dataclasses.fields(row_type)]
         self._fields = tuple(fields)
         self._table = scratch.table("seq INTEGER PRIMARY KEY, " + ", ".join(self._fields))
         self._insert = (f"INSERT INTO {self._table} ({', '.join(self._fields)}) "
@@ -58,10 +63,18 @@ class SpilledList(Sequence):
             self.append(row)
 
     def append(self, row) -> None:
-        self._pending.append(tuple(getattr(row, f) for f in self._fields))
+        self._pending.append((row,) if self._type is _first else tuple(getattr(row, f) for f in self._fields))
         self._len += 1
         if len(self._pending) >= _BUFFER:
             self._flush()
+
+    def extend(self, rows) -> None:
+        for row in rows:
+            self.append(row)
+
+    def __iadd__(self, rows):
+        self.extend(rows)
+        return self
 
     def _flush(self) -> None:
         if self._pending:
@@ -99,7 +112,11 @@ class SpilledList(Sequence):
     __hash__ = None
 
     def __repr__(self) -> str:
-        return f"<{len(self)} {self._type.__name__} on disk>"
+        return repr(list(self)) if len(self) <= 10 else f"<{len(self)} entries on disk>"
+
+
+def _first(value):
+    return value
 
 
 class KeyedFiles:

@@ -107,6 +107,12 @@ def test_spilled_lists_and_keyed_files_read_back_what_was_put(tmp_path):
     assert list(news) == [NewInvoice("C1", 5)] and news[0].total_fen == 5
     with pytest.raises(IndexError):
         spilled[2345]
+    names = SpilledList(scratch, str, ["b", "a"])
+    names += (f"n{i}" for i in range(1500))
+    names.append("中文")
+    assert len(names) == 1503 and names[0] == "b" and names[-1] == "中文" and "n1499" in names and "c" not in names
+    assert list(names) == ["b", "a", *(f"n{i}" for i in range(1500)), "中文"] and names[1:3] == ["a", "n0"]
+    assert repr(SpilledList(scratch, str, ["x"])) == "['x']"
     staging = publish.Staging(tmp_path)
     try:
         files = KeyedFiles(scratch)
