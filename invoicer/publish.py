@@ -250,8 +250,10 @@ class PreviousManifest:
         """``scratch`` None: only ``top`` is wanted (the file lists are parsed and dropped)."""
         self._scratch = scratch  # closed when nothing holds it
         self._db = scratch.db if scratch is not None else None
-        self._files = scratch.table("name TEXT PRIMARY KEY, sha TEXT") if scratch else "files"  # NULL: no str
-        self._stats = scratch.table("name TEXT PRIMARY KEY, stat TEXT") if scratch else "file_stats"  # JSON text
+        self._files = scratch.table("name TEXT PRIMARY KEY, sha TEXT", True) if scratch else "files"  # NULL: no str
+        self._stats = scratch.table("name TEXT PRIMARY KEY, stat TEXT", True) if scratch else "file_stats"  # JSON
+        self._same = (f"SELECT 1 FROM {self._files} f JOIN {self._stats} s ON s.name = f.name WHERE f.name = ? AND "
+                      f"f.sha = ? AND s.stat = ?")
         self.top: dict = {}
         try:
             with open(out / "manifest.json", encoding="utf-8") as f:
@@ -329,35 +331,64 @@ class PreviousManifest:
         self._f = self._buf = None
 
     def _entries(self, table: str) -> None:
+        """The entries of ``files`` or ``file_stats`` into ``table``: an entry as this tool writes it (a
+        name and a hash, or a name and a list of integers; nothing escaped) is matched whole by a pattern,
+        anything else is decoded by json's scanner. A stat is kept as its compact JSON text."""
         rows = []
+        stats = table != self._files
+        fast, run, pair = (_STAT_ENTRY, _STAT_RUN, _STAT_PAIR) if stats else (_FILE_ENTRY, _FILE_RUN, _FILE_PAIR)
         if self._peek() == "}":
             self._pos += 1
             return
         while True:
-            name = self._value()
-            if not isinstance(name, str):
-                raise ValueError("manifest: a key is not a string")
-            self._expect(":")
-            value = self._value()
-            if table == self._files:
-                rows.append((name, value if isinstance(value, str) else None))
+            if len(self._buf) - self._pos < self.LOOKAHEAD:
+                self._fill(self.LOOKAHEAD)
+            m = run.match(self._buf, self._pos)
+            if m is not None:  # entries up to the last complete one in the window, each with its comma
+                if self._db is not None:
+                    found = pair.findall(self._buf, self._pos, m.end())
+                    if stats:
+                        found = [(n, v if v == "null" else _WS_ALL.sub("", v)) for n, v in found]
+                    self._put(table, found)
+                self._pos = m.end()
+                continue
+            m = fast.match(self._buf, self._pos)
+            if m is not None:
+                name, value, sep = m.groups()
+                if stats and value != "null":
+                    value = _WS_ALL.sub("", value)
+                self._pos = m.end()
             else:
-                rows.append((name, json.dumps(value)))
+                name = self._value()
+                if not isinstance(name, str):
+                    raise ValueError("manifest: a key is not a string")
+                self._expect(":")
+                value = self._value()
+                if table == self._files:
+                    value = value if isinstance(value, str) else None
+                else:
+                    value = json.dumps(value, separators=(",", ":"))
+                sep = self._peek()
+                if sep not in (",", "}"):
+                    raise ValueError("manifest: ',' or '}' expected")
+                self._pos += 1
+            rows.append((name, value))
             if len(rows) >= 1000:
                 self._put(table, rows)
-            if self._peek() == ",":
-                self._pos += 1
-                continue
-            self._expect("}")
-            break
+            if sep == "}":
+                break
         self._put(table, rows)
 
     def _put(self, table: str, rows: list) -> None:
-        for row in rows if self._db is not None else ():
-            try:  # a name no file can have (a lone surrogate) is no entry, as it could match nothing
-                self._db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", row)
-            except UnicodeEncodeError:
-                continue
+        if self._db is not None:
+            try:
+                self._db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", rows)
+            except UnicodeEncodeError:  # a name no file can have (a lone surrogate): no entry, it matches nothing
+                for row in rows:
+                    try:
+                        self._db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", row)
+                    except UnicodeEncodeError:
+                        continue
         rows.clear()
 
     # -- what publishing asks -----------------------------------------------------------------------
@@ -384,15 +415,26 @@ class PreviousManifest:
                                                   f"= ?", (len(folder), folder))}
 
     def unchanged(self, name: str, expected_sha: str, stat) -> bool:
-        """Did the last run list ``name`` with this hash and this inode state (``stat_key``)?"""
-        if stat is None or self.top.get("file_stats") is not _LISTED or self.file(name) != expected_sha:
+        """Did the last run list ``name`` with this hash and this inode state (``stat_key``)? One query."""
+        if stat is None or self.top.get("file_stats") is not _LISTED or not self.lists_files():
             return False
-        row = self._db.execute(f"SELECT stat FROM {self._stats} WHERE name = ?", (name,)).fetchone()
-        return row is not None and row[0] == json.dumps(stat)
+        text = "[" + ",".join(map(str, stat)) + "]"  # stat_key's integers, as json.dumps writes them compactly
+        return self._db.execute(self._same, (name, expected_sha, text)).fetchone() is not None
 
 
 _LISTED = object()  # PreviousManifest.top's value for an object read into a table
 _WS = re.compile(r"[ \t\n\r]*")
+_WS_ALL = re.compile(r"[ \t\n\r]+")
+_KEY = r'[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*'  # a key with nothing escaped, and its colon
+_INT = r"-?(?:0|[1-9][0-9]*)"
+_SHA = r'"([^"\\\x00-\x1f]*)"'  # a string with nothing escaped
+_STAT = rf"(\[[ \t\n\r]*{_INT}(?:[ \t\n\r]*,[ \t\n\r]*{_INT})*[ \t\n\r]*\]|null)"  # integers, or null
+_SEP = r"[ \t\n\r]*([,}])"
+_FILE_ENTRY, _STAT_ENTRY = re.compile(_KEY + _SHA + _SEP), re.compile(_KEY + _STAT + _SEP)
+_FILE_PAIR, _STAT_PAIR = re.compile(_KEY + _SHA), re.compile(_KEY + _STAT)
+# a run of such entries, each followed by a comma: matched in one call, then split by the pair's pattern
+_FILE_RUN = re.compile(re.sub(r"\((?!\?)", "(?:", rf"(?:{_KEY}{_SHA}[ \t\n\r]*,)+"))
+_STAT_RUN = re.compile(re.sub(r"\((?!\?)", "(?:", rf"(?:{_KEY}{_STAT}[ \t\n\r]*,)+"))
 _DECODER = json.JSONDecoder()
 
 
@@ -728,7 +770,7 @@ class _ListedFiles:
 
     def __init__(self, scratch):
         self._scratch, self._db = scratch, scratch.db
-        self._table = scratch.table("name TEXT PRIMARY KEY, sha TEXT NOT NULL")
+        self._table = scratch.table("name TEXT PRIMARY KEY, sha TEXT NOT NULL", True)
 
     def __setitem__(self, name: str, digest: str) -> None:
         self._db.execute(f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?)", (name, digest))

@@ -8,6 +8,7 @@ so nothing is left behind by a crash, and it is deleted when the database is clo
 its owner is collected). Never durable and never shared: a lookup table, not a record."""
 from __future__ import annotations
 
+import operator
 import sqlite3
 import weakref
 from collections.abc import Sequence
@@ -28,11 +29,12 @@ class Scratch:
         self._tables = 0
         self._close = weakref.finalize(self, self.db.close)
 
-    def table(self, columns: str) -> str:
-        """A new table's name, made with these column definitions."""
+    def table(self, columns: str, keyed: bool = False) -> str:
+        """A new table's name, made with these column definitions; ``keyed``: stored in its primary key's
+        order (WITHOUT ROWID: one B-tree, not a table and an index)."""
         self._tables += 1
         name = f"t{self._tables}"
-        self.db.execute(f"CREATE TABLE {name} ({columns})")
+        self.db.execute(f"CREATE TABLE {name} ({columns}){' WITHOUT ROWID' if keyed else ''}")
         return name
 
     def close(self) -> None:
@@ -54,6 +56,7 @@ class SpilledList(Sequence):
         else:
             fields = row_type._fields if hasattr(row_type, "_fields") else [f.name for f in dataclasses.fields(row_type)]
         self._fields = tuple(fields)
+        self._row = operator.attrgetter(*self._fields) if len(self._fields) > 1 else None
         self._table = scratch.table("seq INTEGER PRIMARY KEY, " + ", ".join(self._fields))
         self._insert = (f"INSERT INTO {self._table} ({', '.join(self._fields)}) "
                         f"VALUES ({', '.join('?' * len(self._fields))})")
@@ -63,7 +66,8 @@ class SpilledList(Sequence):
             self.append(row)
 
     def append(self, row) -> None:
-        self._pending.append((row,) if self._type is _first else tuple(getattr(row, f) for f in self._fields))
+        self._pending.append(self._row(row) if self._row is not None else (row,) if self._type is _first
+                             else (getattr(row, self._fields[0]),))
         self._len += 1
         if len(self._pending) >= _BUFFER:
             self._flush()
@@ -127,7 +131,7 @@ class KeyedFiles:
     def __init__(self, scratch: Scratch):
         self._scratch = scratch
         self._table = scratch.table("key PRIMARY KEY, n INTEGER NOT NULL, digest BLOB NOT NULL, "
-                                    "size INTEGER NOT NULL")
+                                    "size INTEGER NOT NULL", True)
         self._root: str | None = None
         self._len = 0
 
