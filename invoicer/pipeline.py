@@ -397,6 +397,7 @@ def _issue(opts: RunOptions, pool, priced: Priced, book, owner: str, out: Path, 
             if opts.dry_run:
                 ledger.rollback()
                 ledger.close()  # a long-lived caller (the watcher, tests) keeps no handle on the ledger
+                scratch.close()
                 return _report(opts, priced, plan, [], [])
             if (plan.changed or plan.withdrawn) and not opts.amend:
                 ledger.rollback()
