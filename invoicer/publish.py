@@ -243,7 +243,7 @@ class PreviousManifest:
     manifest reads as empty (as ``json.loads`` failing did), and a value of an unexpected type is kept as
     such, so every use checks it as it did on the parsed dict."""
 
-    CHUNK = 1 << 20  # characters read at a time
+    CHUNK = 1 << 18  # characters read at a time
     LOOKAHEAD = 1 << 16  # characters kept ahead of a value being decoded (a longer one grows it)
 
     def __init__(self, out: Path, scratch=None):
@@ -433,8 +433,8 @@ _SEP = r"[ \t\n\r]*([,}])"
 _FILE_ENTRY, _STAT_ENTRY = re.compile(_KEY + _SHA + _SEP), re.compile(_KEY + _STAT + _SEP)
 _FILE_PAIR, _STAT_PAIR = re.compile(_KEY + _SHA), re.compile(_KEY + _STAT)
 # a run of such entries, each followed by a comma: matched in one call, then split by the pair's pattern
-_FILE_RUN = re.compile(re.sub(r"\((?!\?)", "(?:", rf"(?:{_KEY}{_SHA}[ \t\n\r]*,)+"))
-_STAT_RUN = re.compile(re.sub(r"\((?!\?)", "(?:", rf"(?:{_KEY}{_STAT}[ \t\n\r]*,)+"))
+_FILE_RUN = re.compile(re.sub(r"\((?!\?)", "(?:", rf"(?:{_KEY}{_SHA}[ \t\n\r]*,){{1,256}}"))
+_STAT_RUN = re.compile(re.sub(r"\((?!\?)", "(?:", rf"(?:{_KEY}{_STAT}[ \t\n\r]*,){{1,256}}"))
 _DECODER = json.JSONDecoder()
 
 
