@@ -207,3 +207,33 @@ def test_a_rerun_lists_every_file_and_restores_a_deleted_folder(tmp_path, monkey
     assert sorted(restored.written) == sorted([f"invoices/QQ-2026-{i:06d}.pdf" for i in range(1, 9)]
                                               + ["manifest.json"])
     assert json.loads((out / "manifest.json").read_bytes())["files"] == parsed["files"]
+
+
+def test_fapiao_parts_are_written_as_made_with_the_bytes_verify_expects(priced, monkeypatch, tmp_path):
+    import datetime as dt
+    import types
+
+    import pandas as pd
+
+    from invoicer import pricebook, publish_fapiao
+    from invoicer.render import fapiao
+
+    monkeypatch.setattr(fapiao, "ROWS_MAY_FAIL", 1)  # a file per bill
+    p = priced([cust(c, D(2026, 10, 3), 5, tax_id="91350100M000100Y43") for c in "ABCD"])
+    docs = [{**d, "number": f"FP-2026-00000{n}", "status": "issued"} for n, d in enumerate(p.invoices, 1)]
+    roster = types.SimpleNamespace(customers=pd.DataFrame(), warnings=[])
+    book, when = pricebook.load_default(), dt.datetime(2026, 10, 31)
+    on_disk = []
+    real_append = publish_fapiao._PartWriter.append
+
+    def append(self, data):
+        on_disk.append(sorted(x.name for x in (tmp_path / "fapiao").glob("*part*")))
+        real_append(self, data)
+
+    monkeypatch.setattr(publish_fapiao._PartWriter, "append", append)
+    files = {}
+    written = publish_fapiao.write_fapiao_exports(tmp_path, "FP", "2026-10", docs, book, roster, when, files)
+    assert on_disk == [[], ["FP-2026-10-part2.xlsx"], ["FP-2026-10-part2.xlsx", "FP-2026-10-part3.xlsx"]]
+    expected, problems = publish_fapiao.expected_exports("FP", "2026-10", docs, book, roster, when)
+    assert written == list(expected) and files == {n: publish.sha256(b) for n, b in expected.items()}
+    assert all((tmp_path / n).read_bytes() == b for n, b in expected.items()) and roster.warnings == problems
