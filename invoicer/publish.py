@@ -674,6 +674,7 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
         missing = SpilledList(scratch, IssuedRef)
         place = _Places(out)
         count = newest = invoices = credit_notes = total_fen = 0
+        staged_any = bool(fresh)
         for r in ledger.document_ref_stream(prefix, period):  # a cursor: one ref at a time
             count, newest = count + 1, max(newest, r.id)
             if r.kind == "notice":
@@ -684,7 +685,7 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
                 invoices += r.kind == "invoice" and r.number not in cancelled
                 credit_notes += r.kind == "credit_note"
             path = place(r.file_name)
-            staged = fresh.get(r.file_name) if fresh else None
+            staged = fresh.get(r.file_name) if staged_any else None
             if staged is not None:
                 if place_staged(staged, path):
                     written.append(r.file_name)
@@ -771,14 +772,23 @@ class _ListedFiles:
     def __init__(self, scratch):
         self._scratch, self._db = scratch, scratch.db
         self._table = scratch.table("name TEXT PRIMARY KEY, sha TEXT NOT NULL", True)
+        self._pending: list[tuple[str, str]] = []  # inserted a thousand at a time, in order
 
     def __setitem__(self, name: str, digest: str) -> None:
-        self._db.execute(f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?)", (name, digest))
+        self._pending.append((name, digest))
+        if len(self._pending) >= 1000:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._db.executemany(f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?)", self._pending)
+        self._pending.clear()
 
     def __bool__(self) -> bool:
+        self._flush()
         return self._db.execute(f"SELECT 1 FROM {self._table} LIMIT 1").fetchone() is not None
 
     def items(self):
+        self._flush()
         cur = self._db.execute(f"SELECT name, sha FROM {self._table} ORDER BY name")
         while rows := cur.fetchmany(1000):
             yield from rows

@@ -133,7 +133,8 @@ class KeyedFiles:
         self._table = scratch.table("key PRIMARY KEY, n INTEGER NOT NULL, digest BLOB NOT NULL, "
                                     "size INTEGER NOT NULL", True)
         self._root: str | None = None
-        self._len = 0
+        self._insert = f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?, ?, ?)"
+        self._get = f"SELECT n, digest, size FROM {self._table} WHERE key = ?"
 
     def __setitem__(self, key, staged) -> None:
         from .publish import StagedFile
@@ -143,16 +144,12 @@ class KeyedFiles:
             self._root = staged._root
         elif staged._root != self._root:
             raise ValueError("staged files of one run live in one staging folder")
-        had = key in self
-        self._scratch.db.execute(f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?, ?, ?)",
-                                 (key, staged._n, staged._digest, staged.size))
-        self._len += not had
+        self._scratch.db.execute(self._insert, (key, staged._n, staged._digest, staged.size))
 
     def get(self, key, default=None):
         from .publish import StagedFile
 
-        row = self._scratch.db.execute(f"SELECT n, digest, size FROM {self._table} WHERE key = ?",
-                                       (key,)).fetchone()
+        row = self._scratch.db.execute(self._get, (key,)).fetchone()
         return default if row is None else StagedFile(self._root, row[0], row[1], row[2])
 
     def __getitem__(self, key):
@@ -162,15 +159,13 @@ class KeyedFiles:
         return staged
 
     def __contains__(self, key) -> bool:
-        return self._scratch.db.execute(f"SELECT 1 FROM {self._table} WHERE key = ?", (key,)).fetchone() \
-            is not None
+        return self._scratch.db.execute(self._get, (key,)).fetchone() is not None
 
     def __len__(self) -> int:
-        return self._len
+        return self._scratch.db.execute(f"SELECT COUNT(*) FROM {self._table}").fetchone()[0]
 
     def __bool__(self) -> bool:
-        return self._len > 0
+        return self._scratch.db.execute(f"SELECT 1 FROM {self._table} LIMIT 1").fetchone() is not None
 
     def clear(self) -> None:
         self._scratch.db.execute(f"DELETE FROM {self._table}")
-        self._len = 0
