@@ -232,7 +232,8 @@ def plan_against(ledger: Ledger, prefix: str, period: str, invoices) -> Plan:
     for doc in invoices:
         cid = doc["customer"]["customer_id"]
         if last is not None and cid <= last:
-            raise RuntimeError(f"invoices out of customer id order ({last!r}, then {cid!r})")
+            raise InvoicerError(f"internal error: the invoices came out of customer id order ({last!r}, then "
+                                f"{cid!r}); nothing was issued")
         last = cid
         old = in_force(cid)
         if old is None:
@@ -297,7 +298,8 @@ class IssueList:
                 yield cid, [doc]
                 want = next(wanted, None)
         if want is not None:
-            raise RuntimeError(f"the new invoice of {want.customer_id!r} was not built again")
+            raise InvoicerError(f"internal error: the new invoice of {want.customer_id!r} was not built again; "
+                                f"nothing was issued")
 
     def __iter__(self):
         import heapq

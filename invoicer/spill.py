@@ -5,7 +5,9 @@ about 51,000 documents; at a few hundred bytes of Python objects each that grew 
 Each ``Scratch`` is an anonymous SQLite database (``sqlite3.connect("")``): SQLite keeps at most its page
 cache of it in memory (``CACHE_KIB``) and writes the rest to a temporary file that is unlinked when opened,
 so nothing is left behind by a crash, and it is deleted when the database is closed (explicitly, or when
-its owner is collected). Never durable and never shared: a lookup table, not a record."""
+its owner is collected). SQLite puts that file in $SQLITE_TMPDIR, else $TMPDIR, else /var/tmp (then
+/usr/tmp, /tmp): a disk on most systems (a TMPDIR on tmpfs would hold it in RAM, outside the process's
+RSS; about 100 bytes per document). Never durable and never shared: a lookup table, not a record."""
 from __future__ import annotations
 
 import operator

@@ -237,3 +237,22 @@ def test_fapiao_parts_are_written_as_made_with_the_bytes_verify_expects(priced, 
     expected, problems = publish_fapiao.expected_exports("FP", "2026-10", docs, book, roster, when)
     assert written == list(expected) and files == {n: publish.sha256(b) for n, b in expected.items()}
     assert all((tmp_path / n).read_bytes() == b for n, b in expected.items()) and roster.warnings == problems
+
+
+def test_invoices_out_of_customer_order_are_refused_not_misplanned(tmp_path):
+    """The merge with the ledger's cursor is right only for invoices in customer id order (an InvoiceSet
+    gives them so); any other order stops the run before anything is numbered, one line."""
+    from invoicer.errors import InvoicerError
+    from invoicer.ledger import Ledger
+
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    docs = [{"customer": {"customer_id": c}, "total_fen": 100} for c in ("B", "A")]
+    try:
+        ledger.begin_read()
+        plan = pipeline.plan_against(ledger, "QQ", "2026-10", docs[1:] + docs[:1])
+        assert [n.customer_id for n in plan.new] == ["A", "B"] and not plan.unchanged and not plan.withdrawn
+        with pytest.raises(InvoicerError, match="out of customer id order"):
+            pipeline.plan_against(ledger, "QQ", "2026-10", docs)
+    finally:
+        ledger.rollback()
+        ledger.close()
