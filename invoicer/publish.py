@@ -630,14 +630,18 @@ class _Places:
         return path  # a link there is never followed: it is replaced like a damaged file (holds_regular)
 
 
-def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, StagedFile], executor=None) -> list[str]:
+def publish_period(ledger, out: Path, priced, book, opts, fresh, executor=None):
     """Make the output folder match the ledger for this period, after the run committed: the PDFs this run
     staged are moved into place; every other issued document's file is checked (by hash, or by the inode
     state the last manifest recorded) and, if missing or damaged, restored from the bytes the ledger kept
     (or, for documents issued before it kept them, re-rendered from the snapshot, which must give the same
     bytes); then the summary (rebuilt only when the period's documents, the input or the price book changed)
-    and, last, the manifest. Returns the names of the files written. Refuses (InvoicerError) a re-render that
-    does not reproduce an issued file."""
+    and, last, the manifest. ``fresh``: the staged file of each document this run recorded, by file name (a
+    mapping: ``get`` and truth; the run's is on disk, spill.KeyedFiles). Returns the names of the files
+    written (a sequence, kept on disk). Refuses (InvoicerError) a re-render that does not reproduce an issued
+    file. Holds no per-file list: the period's documents are read by a cursor, the previous manifest and the
+    new one's file list are scratch tables (spill.Scratch), the manifest is encoded from them as it is
+    written."""
     import datetime as dt
 
     from .errors import InvoicerError
