@@ -356,6 +356,46 @@ class LedgerReader:
         return [IssuedRef(*r) for r in self.db.execute(
             f"SELECT {self._REF} FROM documents WHERE prefix = ? AND period = ? ORDER BY id", (prefix, period))]
 
+    # -- streamed reads: a cursor, one row at a time, so a month of documents is never held -----------------
+    def active_invoice_ref_stream(self, prefix: str, period: str):
+        """``active_invoice_refs`` as a stream in customer id order (then issue order), for a merge with the
+        run's invoices (also in customer id order; SQLite's text order is Python's): one query on the
+        (prefix, period, customer_id) index. A customer with more than one is yielded more than once; the
+        newest (last) is the one in force, as in ``active_invoice_refs``."""
+        for r in self.db.execute(
+                f"SELECT {self._REF} FROM documents d WHERE kind = 'invoice' AND prefix = ? AND period = ? AND "
+                "NOT EXISTS (SELECT 1 FROM documents c WHERE c.cancels = d.number AND c.kind = 'credit_note') "
+                "ORDER BY customer_id, id", (prefix, period)):
+            yield IssuedRef(*r)
+
+    def customer_notice_hashes(self, prefix: str, period: str, customer_id: str) -> dict[str, str]:
+        """The content hash of the newest notice per file name of one customer's notices of a period (what
+        ``latest_notice_refs`` says of that customer's): by the (prefix, period, customer_id) index."""
+        return {name: sha for name, sha in self.db.execute(
+            "SELECT file_name, content_sha256 FROM documents WHERE prefix = ? AND period = ? AND customer_id = ? "
+            "AND kind = 'notice' ORDER BY id", (prefix, period, customer_id))}
+
+    def document_ref_stream(self, prefix: str, period: str):
+        """``document_refs`` as a stream (oldest first)."""
+        for r in self.db.execute(f"SELECT {self._REF} FROM documents WHERE prefix = ? AND period = ? ORDER BY id",
+                                 (prefix, period)):
+            yield IssuedRef(*r)
+
+    def latest_notice_ids(self, prefix: str, period: str):
+        """(file name, id) of the newest notice per file name of a period, streamed."""
+        yield from self.db.execute("SELECT file_name, MAX(id) FROM documents WHERE kind = 'notice' AND prefix = ? "
+                                   "AND period = ? GROUP BY file_name", (prefix, period))
+
+    def cancelled_numbers(self, prefix: str, period: str) -> set:
+        """What the period's credit notes cancel (a few: amendments only)."""
+        return {r[0] for r in self.db.execute("SELECT cancels FROM documents WHERE kind = 'credit_note' AND "
+                                              "prefix = ? AND period = ?", (prefix, period))}
+
+    def bill_stream(self, prefix: str, period: str):
+        """(id, kind, number) of the period's invoices and credit notes in number order, streamed."""
+        yield from self.db.execute("SELECT id, kind, number FROM documents WHERE prefix = ? AND period = ? AND "
+                                   "kind != 'notice' ORDER BY number", (prefix, period))
+
     def load(self, refs: list[IssuedRef]) -> list[Issued]:
         """The full records (snapshot parsed) of some documents, in the order given."""
         return self.issued_by_id([r.id for r in refs])

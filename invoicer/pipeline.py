@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -94,14 +95,17 @@ class NewInvoice(NamedTuple):
 @dataclass
 class Plan:
     """What a run would do, per customer: new, unchanged, changed (needs --amend) or withdrawn. Holds no
-    new document (a month of 100,000 is planned in a chunk's worth of memory); a changed invoice's new
-    version and a withdrawn one's record are kept (they are few, and their differences are listed)."""
+    new document (a month of 100,000 is planned in a chunk's worth of memory), and the new and unchanged
+    invoices' entries are on disk (``spill.SpilledList``: sequences read back in customer order, with
+    ``len``); a changed invoice's new version and a withdrawn one's record are kept (they are few, and their
+    differences are listed)."""
 
-    new: list[NewInvoice] = field(default_factory=list)
-    unchanged: list[IssuedRef] = field(default_factory=list)
+    new: Sequence[NewInvoice] = field(default_factory=list)
+    unchanged: Sequence[IssuedRef] = field(default_factory=list)
     changed: list[tuple[dict, Issued]] = field(default_factory=list)
     withdrawn: list[Issued] = field(default_factory=list)
     held: dict[str, str] = field(default_factory=dict)  # customer id -> why its invoice is held (a rejected row)
+    _scratch: object = field(default=None, repr=False, compare=False)  # holds ``new`` and ``unchanged``
 
     def differences(self) -> list[str]:
         out = []
@@ -269,22 +273,46 @@ def _held(rejects: list[Reject]) -> dict[str, str]:
 def plan_against(ledger: Ledger, prefix: str, period: str, invoices) -> Plan:
     """Compare the new invoices with the ones in force, set-based: the issued invoices' content hashes come
     from one indexed query (no snapshot parsed); only a changed or withdrawn invoice's snapshot is read, for
-    its credit note and its difference listing. ``invoices`` is read once, in order (an InvoiceSet builds
-    them a chunk at a time)."""
-    active = ledger.active_invoice_refs(prefix, period)
-    plan = Plan()
-    changed, seen = [], set()
+    its credit note and its difference listing. ``invoices`` is read once, in customer id order (an
+    InvoiceSet builds them a chunk at a time), and merged with the invoices in force read by a cursor in the
+    same order, so neither side is held: what is new or unchanged goes to the plan's scratch table."""
+    from .spill import Scratch, SpilledList
+
+    scratch = Scratch()
+    plan = Plan(new=SpilledList(scratch, NewInvoice), unchanged=SpilledList(scratch, IssuedRef), _scratch=scratch)
+    changed, withdrawn = [], []
+    active = ledger.active_invoice_ref_stream(prefix, period)
+    pending = next(active, None)  # the cursor's next row
+
+    def in_force(cid: str | None) -> IssuedRef | None:
+        """Advance the cursor to customer ``cid`` (None: to its end); the customers passed hold invoices no
+        longer issued (withdrawn); returns ``cid``'s invoice in force (the newest), if any."""
+        nonlocal pending
+        while pending is not None and (cid is None or pending.customer_id <= cid):
+            old = pending
+            pending = next(active, None)
+            while pending is not None and pending.customer_id == old.customer_id:
+                old, pending = pending, next(active, None)
+            if old.customer_id == cid:
+                return old
+            withdrawn.append(old)
+        return None
+
+    last = None
     for doc in invoices:
         cid = doc["customer"]["customer_id"]
-        seen.add(cid)
-        old = active.get(cid)
+        if last is not None and cid <= last:
+            raise InvoicerError(f"internal error: the invoices came out of customer id order ({last!r}, then "
+                                f"{cid!r}); nothing was issued")
+        last = cid
+        old = in_force(cid)
         if old is None:
             plan.new.append(NewInvoice(cid, doc["total_fen"]))
         elif old.content_sha256 == docs_mod.content_hash(doc):
             plan.unchanged.append(old)
         else:
             changed.append((doc, old))
-    withdrawn = [old for cid, old in sorted(active.items()) if cid not in seen]
+    in_force(None)
     full = ledger.load([old for _, old in changed] + withdrawn)
     plan.changed = [(doc, old) for (doc, _), old in zip(changed, full)]
     plan.withdrawn = full[len(changed):]
@@ -296,14 +324,16 @@ class IssueList:
     invoice, or a credit note and its replacement, or a credit note alone, each numbered gaplessly
     (ledger.number_stream) from the series' next numbers read in the plan's read transaction; then the
     notices that are new or changed. Iterating yields ``(document, year, seq)`` (year and seq None for a
-    notice), building the new invoices again from the priced frames on every pass, so a run renders and
-    records a month of any size holding a chunk of documents, not the month."""
+    notice), building the new invoices again from the priced frames on every pass (picked by a merge with
+    the plan's new invoices, both in customer order) and the notices from ``priced.notices`` (one flag per
+    notice says which), so a run renders and records a month of any size holding a chunk of documents, not
+    the month."""
 
     def __init__(self, ledger: Ledger, priced: Priced, plan: Plan, period: str, digits: int):
         from .ledger import issue_year
 
         self.prefix, self.digits, self._priced = priced.prefix, digits, priced
-        self._new = {n.customer_id for n in plan.new}
+        self._new = plan.new
         groups = []
         for new, old in plan.changed:
             credit = docs_mod.credit_note_for({**old.content, "number": old.number},
@@ -318,18 +348,28 @@ class IssueList:
         if self._new:
             years.add(int(priced.issue_date[:4]))
         self._starts = ledger.next_seqs(priced.prefix, years)
-        self.notices = [_clean(d) for d in _changed_notices(ledger, priced, period)]
+        self._notice_flags = _changed_notices(ledger, priced, period)  # one byte per notice: 1 = issue it
+        self.notices = sum(self._notice_flags)  # how many notices are issued
         self.numbered = len(self._new) + sum(len(g) for _, g in self._amended)
 
     def __len__(self) -> int:
-        return self.numbered + len(self.notices)
+        return self.numbered + self.notices
 
     def _new_groups(self):
         if not self._new:
             return  # a re-run that issues nothing new builds no invoice again
+        wanted = iter(self._new)
+        want = next(wanted, None)
         for doc in self._priced.invoices:
-            if doc["customer"]["customer_id"] in self._new:
-                yield doc["customer"]["customer_id"], [doc]
+            if want is None:
+                return
+            cid = doc["customer"]["customer_id"]
+            if cid == want.customer_id:
+                yield cid, [doc]
+                want = next(wanted, None)
+        if want is not None:
+            raise InvoicerError(f"internal error: the new invoice of {want.customer_id!r} was not built again; "
+                                f"nothing was issued")
 
     def __iter__(self):
         import heapq
@@ -339,8 +379,10 @@ class IssueList:
         groups = heapq.merge(self._new_groups(), self._amended, key=lambda g: g[0])
         for doc in number_stream(self.prefix, groups, self.digits, self._starts):
             yield _clean(doc), doc["_year"], doc["_seq"]
-        for notice in self.notices:
-            yield notice, None, None
+        if self.notices:
+            for flag, notice in zip(self._notice_flags, self._priced.notices):
+                if flag:
+                    yield _clean(notice), None, None
 
 
 # A run renders without holding the ledger; if another run numbered in the same series meanwhile, the plan
@@ -396,7 +438,11 @@ def _run_priced(opts: RunOptions, pool, priced: Priced, book) -> RunReport:
         raise InvoicerError(f"{ledger_path} is a link, not the folder's own ledger: nothing done; give the "
                             f"ledger's real path with --ledger, or put the file itself there")
     if opts.dry_run and not ledger_path.exists():
-        plan = Plan(new=[NewInvoice(cid, total) for cid, total in priced.invoices.totals()])  # nothing built
+        from .spill import Scratch, SpilledList
+
+        scratch = Scratch()  # nothing built; the plan's entries on disk, as plan_against keeps them
+        plan = Plan(new=SpilledList(scratch, NewInvoice, (NewInvoice(c, t) for c, t in priced.invoices.totals())),
+                    _scratch=scratch)
         return _report(opts, priced, plan, [], [])
     with _folder_lock(out, opts.wait_s, opts.dry_run):
         # checked holding the folder: a run of another month into it is either done (this one sees its
@@ -412,13 +458,15 @@ def _issue(opts: RunOptions, pool, priced: Priced, book, owner: str, out: Path, 
     the folder)."""
     from .render.executor import LocalExecutor, make_executor
     from .render.pdf import progress_bar
+    from .spill import KeyedFiles, Scratch
 
     executor = LocalExecutor(opts.templates, opts.workers, pool) if pool is not None else None
     # a dry run only reads: strictly read-only (no schema script, no lock), so it leaves an archive untouched
     ledger = Ledger.open_readonly(ledger_path) if opts.dry_run else Ledger(ledger_path, opts.wait_s)
     staging: Staging | None = None
+    scratch = Scratch()  # the run's per-document lookups, on disk (spill.py)
     try:
-        rendered: dict[str, StagedFile] = {}  # by document content (with its number): kept across attempts
+        rendered = KeyedFiles(scratch)  # document content (with its number) -> StagedFile: kept across attempts
         for _ in range(MAX_ATTEMPTS):
             ledger.begin_read()
             ledger.check_prefix(priced.prefix, owner)  # refused before reading its series
@@ -428,6 +476,7 @@ def _issue(opts: RunOptions, pool, priced: Priced, book, owner: str, out: Path, 
             if opts.dry_run:
                 ledger.rollback()
                 ledger.close()  # a long-lived caller (the watcher, tests) keeps no handle on the ledger
+                scratch.close()
                 return _report(opts, priced, plan, [], [])
             if (plan.changed or plan.withdrawn) and not opts.amend:
                 ledger.rollback()
@@ -467,7 +516,7 @@ def _issue(opts: RunOptions, pool, priced: Priced, book, owner: str, out: Path, 
                 continue
             if len(issue):  # a prefix is bound when the run records documents in it (kept only if this run commits)
                 ledger.claim_prefix(priced.prefix, owner)
-            fresh, numbers = _record(ledger, priced, book, opts, issue, rendered)
+            fresh, numbers = _record(ledger, priced, book, opts, issue, rendered, KeyedFiles(scratch))
             if not claimed:
                 claim_folder(out, priced.prefix, opts.period, opts)
             _fault_point("before_commit")
@@ -489,6 +538,7 @@ def _issue(opts: RunOptions, pool, priced: Priced, book, owner: str, out: Path, 
             staging.close()
         if executor is not None:
             executor.close()
+        scratch.close()
         raise
     # After COMMIT, files are written holding the ledger's write lock again (no other run of this
     # ledger writes the folder meanwhile, so publish sweeps every leftover temporary file); any failure now
@@ -506,6 +556,7 @@ def _issue(opts: RunOptions, pool, priced: Priced, book, owner: str, out: Path, 
         if staging is not None:
             staging.close()
         executor.close()
+        scratch.close()
     return _report(opts, priced, plan, numbers, written)
 
 
@@ -563,12 +614,12 @@ def _one_series_per_folder(out: Path, prefix: str, period: str) -> bool:
     them): billing another into it would drop the first from those files. Refused before anything is
     numbered, naming what the folder holds; a folder without a readable manifest is taken as new. True when
     the folder's manifest names this prefix and period (it is claimed already: publish.claim_folder)."""
-    import json
+    from .publish import PreviousManifest
 
+    previous = PreviousManifest(out)  # read as a stream, its file lists dropped (12 MB at 100,000 customers)
     try:
-        previous = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-        held = (previous["invoice_prefix"], previous["period"])
-    except (OSError, ValueError, KeyError, TypeError):
+        held = (previous.top["invoice_prefix"], previous.top["period"])
+    except KeyError:
         return False
     if held != (prefix, period):
         unfinished = ("; that month's publishing did not finish: re-run it to publish the rest"
@@ -603,18 +654,17 @@ def unpublished_message(period: str, issued: int, ledger_path: Path, out: Path, 
             f"writing its files into {out} failed: {reason}. Nothing issued is lost: fix that and re-run the "
             f"same command to publish the rest (it issues nothing twice)")
 
-def _record(ledger: Ledger, priced: Priced, book, opts: RunOptions, issue: IssueList,
-            rendered: dict[str, StagedFile]) -> tuple[dict[str, StagedFile], list[str]]:
+def _record(ledger: Ledger, priced: Priced, book, opts: RunOptions, issue: IssueList, rendered,
+            fresh) -> tuple[dict[str, StagedFile], list[str]]:
     """Insert the run, its inputs' bytes and every document with its PDF's bytes (read back from the staging
-    folder one at a time), inside the caller's write transaction, in one more pass over ``issue``. Returns
-    the staged file of each document by its file name (what publish moves into place) and the numbers
-    issued."""
+    folder one at a time), inside the caller's write transaction, in one more pass over ``issue``. Fills
+    ``fresh`` (an empty mapping) with the staged file of each document by its file name (what publish moves
+    into place) and returns it with the numbers issued. ``rendered``: render key -> StagedFile."""
     run_id = ledger.add_run(priced.prefix, opts.period, priced.input_sha256, book.sha256, book.version,
                             tool_version(), opts.amend, issue.numbered)
     ledger.put_blob(priced.input_sha256, "roster", priced.input_name, priced.input_bytes)
     ledger.put_blob(book.sha256, "pricebook", Path(book.source).name, book.raw)
-    fresh: dict[str, StagedFile] = {}
-    numbers: list[str] = []
+    numbers = IssuedNumbers()
     for doc, year, seq in issue:
         file = rendered[_render_key(doc)]
         name = file_name_for(doc)
@@ -623,12 +673,65 @@ def _record(ledger: Ledger, priced: Priced, book, opts: RunOptions, issue: Issue
                             priced.input_sha256, book.sha256)
         fresh[name] = file
         if year is not None:
-            numbers.append(doc["number"])
+            numbers.append(issue.prefix, year, seq, issue.digits)
     return fresh, numbers
 
 
-def _render_key(doc: dict) -> str:
-    return sha256(json.dumps(doc, sort_keys=True, ensure_ascii=False).encode())
+def _render_key(doc: dict) -> bytes:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()).digest()
+
+
+class IssuedNumbers(Sequence):
+    """The numbers a run issued, in issue order (``RunReport.issued``), kept as runs of consecutive numbers
+    of one series (a run numbers each year's series gaplessly, so a month is one or two runs, not one string
+    per document). Compares equal to the list of the numbers."""
+
+    def __init__(self):
+        self._runs: list[list] = []  # [prefix, year, first seq, count, digits]
+        self._len = 0
+
+    def append(self, prefix: str, year: int, seq: int, digits: int) -> None:
+        last = self._runs[-1] if self._runs else None
+        if last is not None and last[:2] == [prefix, year] and last[4] == digits and last[2] + last[3] == seq:
+            last[3] += 1
+        else:
+            self._runs.append([prefix, year, seq, 1, digits])
+        self._len += 1
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self):
+        from .ledger import format_number
+
+        for prefix, year, first, count, digits in self._runs:
+            for seq in range(first, first + count):
+                yield format_number(prefix, year, seq, digits)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        from .ledger import format_number
+
+        for prefix, year, first, count, digits in self._runs:
+            if i < count:
+                return format_number(prefix, year, first + i, digits)
+            i -= count
+        raise IndexError(i)
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, (list, Sequence)) else NotImplemented
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return repr(list(self)) if self._len <= 10 else f"<{self._len} numbers>"
 
 
 def _fault_point(name: str) -> None:
@@ -643,14 +746,19 @@ def _clean(doc: dict) -> dict:
     return {k: v for k, v in doc.items() if not k.startswith("_")}
 
 
-def _changed_notices(ledger: Ledger, priced: Priced, period: str) -> list[dict]:
-    latest = ledger.latest_notice_refs(priced.prefix, period)
-    out = []
+def _changed_notices(ledger: Ledger, priced: Priced, period: str) -> bytearray:
+    """One byte per notice of ``priced.notices`` (in its order): 1 if it is new or differs from the newest
+    notice of its file name in the ledger. The ledger is asked per customer (by its index; the notices are
+    in customer order, so each customer once), never for the period's notices at once."""
+    flags = bytearray()
+    cid, latest = None, {}
     for doc in priced.notices:
+        if doc["customer"]["customer_id"] != cid:
+            cid = doc["customer"]["customer_id"]
+            latest = ledger.customer_notice_hashes(priced.prefix, period, cid)
         old = latest.get(file_name_for(doc))
-        if old is None or old.content_sha256 != docs_mod.content_hash(doc):
-            out.append(doc)
-    return out
+        flags.append(old is None or old != docs_mod.content_hash(doc))
+    return flags
 
 
 def _report(opts, priced: Priced, plan: Plan, issued: list[str], written: list[str]) -> RunReport:

@@ -3,6 +3,7 @@ flushed to disk, then renamed over the target, so a reader (or a crash) never se
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -160,16 +161,68 @@ def write_made_if_different(path: Path, make) -> tuple[bool, str]:
     return _replace_atomically(path, fill), digest
 
 
+class SortedItems:
+    """A JSON object too big to hold, for ``write_json``: ``items()`` gives its (key, value) pairs already in
+    key order (a new iterator on every call: the file is encoded twice when it changed); truthy when it has
+    any."""
+
+    def __init__(self, items, nonempty):
+        self.items, self._nonempty = items, nonempty
+
+    def __bool__(self) -> bool:
+        return bool(self._nonempty())
+
+
+_JSON = json.JSONEncoder(indent=2, ensure_ascii=False, sort_keys=True)
+
+
+def _json_text(value, indent: str) -> str:
+    """``value`` as ``json.dumps(indent=2, ensure_ascii=False, sort_keys=True)`` writes it nested at this
+    indentation (a JSON text holds no raw newline but its own, so re-indenting it is exact); a list of ints
+    (a file's inode state) and a string (a hash) without the encoder's generic walk."""
+    if type(value) is str:
+        return _JSON.encode(value)
+    if type(value) is list and value and all(type(x) is int for x in value):
+        inner = ",\n  " + indent
+        return "[\n  " + indent + inner.join(map(int.__repr__, value)) + "\n" + indent + "]"
+    return _JSON.encode(value).replace("\n", "\n" + indent)
+
+
+def _encode_json(obj):
+    """The text of ``json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=True)`` in pieces, where a value
+    of the top-level object may be a ``SortedItems`` (encoded as the object it lists, a pair at a time)."""
+    if not (isinstance(obj, dict) and any(isinstance(v, SortedItems) for v in obj.values())):
+        yield from _JSON.iterencode(obj)
+        return
+    if not obj:
+        yield "{}"
+        return
+    sep = "{"
+    for key, value in sorted(obj.items()):
+        yield sep + "\n  " + _JSON.encode(key) + ": "
+        sep = ","
+        if not isinstance(value, SortedItems):
+            yield _json_text(value, "  ")
+            continue
+        inner = "{"
+        for k, v in value.items():
+            yield inner + "\n    " + _JSON.encode(k) + ": " + _json_text(v, "    ")
+            inner = ","
+        yield "{}" if inner == "{" else "\n  }"
+    yield "\n}"
+
+
 def write_json(path: Path, obj) -> bool:
     """Write obj as sorted, indented JSON (the bytes of ``json.dumps(obj, indent=2, ensure_ascii=False,
     sort_keys=True)`` and a newline), atomically and only if the bytes differ; True if written. Encoded a
-    block at a time, never whole: a month's manifest lists every file (12 MB for 100,000 customers). The file
-    on disk is compared first, block by block, and only a changed file is encoded again into a temporary
+    block at a time, never whole: a month's manifest lists every file (12 MB for 100,000 customers), and its
+    ``files`` and ``file_stats`` come as ``SortedItems`` streamed from a table, never a dict. The file on
+    disk is compared first, block by block, and only a changed file is encoded again into a temporary
     file."""
 
     def blocks():
         buf: list[str] = []
-        for chunk in json.JSONEncoder(indent=2, ensure_ascii=False, sort_keys=True).iterencode(obj):
+        for chunk in _encode_json(obj):
             buf.append(chunk)
             if len(buf) == 8192:
                 yield "".join(buf).encode()
@@ -181,6 +234,208 @@ def write_json(path: Path, obj) -> bool:
         return False
     atomic_write_blocks(path, blocks())
     return True
+
+
+class PreviousManifest:
+    """The manifest the last run wrote, read as a stream: its ``files`` and ``file_stats`` (an entry per file:
+    12 MB of JSON for 100,000 customers, several times that as Python objects) go into tables of a
+    ``spill.Scratch``, the rest (a few keys) into ``top``. Only a hint: a missing, unreadable or malformed
+    manifest reads as empty (as ``json.loads`` failing did), and a value of an unexpected type is kept as
+    such, so every use checks it as it did on the parsed dict."""
+
+    CHUNK = 1 << 18  # characters read at a time
+    LOOKAHEAD = 1 << 16  # characters kept ahead of a value being decoded (a longer one grows it)
+
+    def __init__(self, out: Path, scratch=None):
+        """``scratch`` None: only ``top`` is wanted (the file lists are parsed and dropped)."""
+        self._scratch = scratch  # closed when nothing holds it
+        self._db = scratch.db if scratch is not None else None
+        self._files = scratch.table("name TEXT PRIMARY KEY, sha TEXT", True) if scratch else "files"  # NULL: no str
+        self._stats = scratch.table("name TEXT PRIMARY KEY, stat TEXT", True) if scratch else "file_stats"  # JSON
+        self._same = (f"SELECT 1 FROM {self._files} f JOIN {self._stats} s ON s.name = f.name WHERE f.name = ? AND "
+                      f"f.sha = ? AND s.stat = ?")
+        self.top: dict = {}
+        try:
+            with open(out / "manifest.json", encoding="utf-8") as f:
+                self._read(f)
+        except (OSError, ValueError):
+            self.top = {}
+            if self._db is not None:
+                self._db.execute(f"DELETE FROM {self._files}")
+                self._db.execute(f"DELETE FROM {self._stats}")
+
+    # -- the streamed parse: json's own scanner, on a window of the file ---------------------------------
+    def _fill(self, need: int) -> None:
+        while not self._eof and len(self._buf) - self._pos < need:
+            chunk = self._f.read(self.CHUNK)
+            if not chunk:
+                self._eof = True
+                return
+            self._buf, self._pos = self._buf[self._pos:] + chunk, 0
+
+    def _peek(self) -> str:
+        while True:
+            self._fill(1)
+            self._pos = _WS.match(self._buf, self._pos).end()
+            if self._pos < len(self._buf) or self._eof:
+                return self._buf[self._pos:self._pos + 1]
+
+    def _expect(self, ch: str) -> None:
+        if self._peek() != ch:
+            raise ValueError(f"manifest: {ch!r} expected")
+        self._pos += 1
+
+    def _value(self):
+        need = self.LOOKAHEAD
+        while True:
+            self._peek()
+            self._fill(need)
+            try:
+                value, end = _DECODER.raw_decode(self._buf, self._pos)
+            except json.JSONDecodeError:
+                if self._eof:
+                    raise
+            else:
+                if end < len(self._buf) or self._eof:  # else a number may go on past the window
+                    self._pos = end
+                    return value
+            need = 2 * max(need, len(self._buf) - self._pos)
+
+    def _read(self, f) -> None:
+        self._f, self._buf, self._pos, self._eof = f, "", 0, False
+        self._expect("{")
+        if self._peek() == "}":
+            self._pos += 1
+        else:
+            while True:
+                key = self._value()
+                if not isinstance(key, str):
+                    raise ValueError("manifest: a key is not a string")
+                self._expect(":")
+                table = {"files": self._files, "file_stats": self._stats}.get(key)
+                if table is not None and self._db is not None:
+                    self._db.execute(f"DELETE FROM {table}")  # a repeated key: the last one counts
+                if table is not None and self._peek() == "{":
+                    self._pos += 1
+                    self._entries(table)
+                    self.top[key] = _LISTED
+                else:
+                    self.top[key] = self._value()
+                if self._peek() == ",":
+                    self._pos += 1
+                    continue
+                self._expect("}")
+                break
+        if self._peek() != "":
+            raise ValueError("manifest: extra data")
+        self._f = self._buf = None
+
+    def _entries(self, table: str) -> None:
+        """The entries of ``files`` or ``file_stats`` into ``table``: an entry as this tool writes it (a
+        name and a hash, or a name and a list of integers; nothing escaped) is matched whole by a pattern,
+        anything else is decoded by json's scanner. A stat is kept as its compact JSON text."""
+        rows = []
+        stats = table != self._files
+        fast, run, pair = (_STAT_ENTRY, _STAT_RUN, _STAT_PAIR) if stats else (_FILE_ENTRY, _FILE_RUN, _FILE_PAIR)
+        if self._peek() == "}":
+            self._pos += 1
+            return
+        while True:
+            if len(self._buf) - self._pos < self.LOOKAHEAD:
+                self._fill(self.LOOKAHEAD)
+            m = run.match(self._buf, self._pos)
+            if m is not None:  # entries up to the last complete one in the window, each with its comma
+                if self._db is not None:
+                    found = pair.findall(self._buf, self._pos, m.end())
+                    if stats:
+                        found = [(n, v if v == "null" else _WS_ALL.sub("", v)) for n, v in found]
+                    self._put(table, found)
+                self._pos = m.end()
+                continue
+            m = fast.match(self._buf, self._pos)
+            if m is not None:
+                name, value, sep = m.groups()
+                if stats and value != "null":
+                    value = _WS_ALL.sub("", value)
+                self._pos = m.end()
+            else:
+                name = self._value()
+                if not isinstance(name, str):
+                    raise ValueError("manifest: a key is not a string")
+                self._expect(":")
+                value = self._value()
+                if table == self._files:
+                    value = value if isinstance(value, str) else None
+                else:
+                    value = json.dumps(value, separators=(",", ":"))
+                sep = self._peek()
+                if sep not in (",", "}"):
+                    raise ValueError("manifest: ',' or '}' expected")
+                self._pos += 1
+            rows.append((name, value))
+            if len(rows) >= 1000:
+                self._put(table, rows)
+            if sep == "}":
+                break
+        self._put(table, rows)
+
+    def _put(self, table: str, rows: list) -> None:
+        if self._db is not None:
+            try:
+                self._db.executemany(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", rows)
+            except UnicodeEncodeError:  # a name no file can have (a lone surrogate): no entry, it matches nothing
+                for row in rows:
+                    try:
+                        self._db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", row)
+                    except UnicodeEncodeError:
+                        continue
+        rows.clear()
+
+    # -- what publishing asks -----------------------------------------------------------------------
+    def get(self, key: str, default=None):
+        """A top-level value (``files`` and ``file_stats`` read as True when they were objects)."""
+        value = self.top.get(key, default)
+        return True if value is _LISTED else value
+
+    def lists_files(self) -> bool:
+        return self.top.get("files") is _LISTED
+
+    def file(self, name: str) -> str | None:
+        """The hash ``files`` gives ``name`` (None: none, or not a string)."""
+        if not self.lists_files():
+            return None
+        row = self._db.execute(f"SELECT sha FROM {self._files} WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def files_under(self, folder: str) -> dict:
+        """{name: hash (None: not a string)} of the listed files whose names start with ``folder``."""
+        if not self.lists_files():
+            return {}
+        return {n: h for n, h in self._db.execute(f"SELECT name, sha FROM {self._files} WHERE substr(name, 1, ?) "
+                                                  f"= ?", (len(folder), folder))}
+
+    def unchanged(self, name: str, expected_sha: str, stat) -> bool:
+        """Did the last run list ``name`` with this hash and this inode state (``stat_key``)? One query."""
+        if stat is None or self.top.get("file_stats") is not _LISTED or not self.lists_files():
+            return False
+        text = "[" + ",".join(map(str, stat)) + "]"  # stat_key's integers, as json.dumps writes them compactly
+        return self._db.execute(self._same, (name, expected_sha, text)).fetchone() is not None
+
+
+_LISTED = object()  # PreviousManifest.top's value for an object read into a table
+_WS = re.compile(r"[ \t\n\r]*")
+_WS_ALL = re.compile(r"[ \t\n\r]+")
+_KEY = r'[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*'  # a key with nothing escaped, and its colon
+_INT = r"-?(?:0|[1-9][0-9]*)"
+_SHA = r'"([^"\\\x00-\x1f]*)"'  # a string with nothing escaped
+_STAT = rf"(\[[ \t\n\r]*{_INT}(?:[ \t\n\r]*,[ \t\n\r]*{_INT})*[ \t\n\r]*\]|null)"  # integers, or null
+_SEP = r"[ \t\n\r]*([,}])"
+_FILE_ENTRY, _STAT_ENTRY = re.compile(_KEY + _SHA + _SEP), re.compile(_KEY + _STAT + _SEP)
+_FILE_PAIR, _STAT_PAIR = re.compile(_KEY + _SHA), re.compile(_KEY + _STAT)
+# a run of such entries, each followed by a comma: matched in one call, then split by the pair's pattern
+_FILE_RUN = re.compile(re.sub(r"\((?!\?)", "(?:", rf"(?:{_KEY}{_SHA}[ \t\n\r]*,){{1,256}}"))
+_STAT_RUN = re.compile(re.sub(r"\((?!\?)", "(?:", rf"(?:{_KEY}{_STAT}[ \t\n\r]*,){{1,256}}"))
+_DECODER = json.JSONDecoder()
 
 
 # -- staging: rendered PDFs on disk before the ledger commits ------------------------------------------------
@@ -336,28 +591,16 @@ def file_name_for(doc: dict) -> str:
     return f"notices/{doc['customer']['customer_id']}-{doc['notice']['notice_kind']}.pdf"
 
 
-def _previous_manifest(out: Path) -> dict:
-    """The manifest the last run wrote, or {} if there is none or it is unreadable (it is only a hint)."""
-    try:
-        data = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _unchanged_since_manifest(path: Path, name: str, expected_sha: str, previous: dict) -> bool:
+def _unchanged_since_manifest(path: Path, name: str, expected_sha: str, previous: PreviousManifest) -> bool:
     """Does the file hold the bytes ``expected_sha``? Trusted without reading it when the last manifest
     recorded that hash and exactly this inode state (size, mtime, ctime, inode) for it; else re-hashed.
     (An audit trusts no stat: ``invoicer verify`` re-hashes every file.)"""
-    files, stats = previous.get("files"), previous.get("file_stats")
-    if isinstance(files, dict) and isinstance(stats, dict) and files.get(name) == expected_sha \
-            and stats.get(name) is not None and stats.get(name) == stat_key(path):
+    if previous.unchanged(name, expected_sha, stat_key(path)):
         return True
     return holds_regular(path) and file_sha256(path) == expected_sha
 
 
-
-def _kept_file(place, name: str, digest, previous: dict) -> bool:
+def _kept_file(place, name: str, digest, previous: PreviousManifest) -> bool:
     """A file the previous manifest lists is still as that run left it. The manifest is only a hint: an odd
     or unsafe name in it means "not kept" (the file is made again), never a failure."""
     if not isinstance(digest, str):
@@ -366,6 +609,7 @@ def _kept_file(place, name: str, digest, previous: dict) -> bool:
         return _unchanged_since_manifest(place(name), name, digest, previous)
     except (UnsafePath, OSError, ValueError):
         return False
+
 
 class _Places:
     """``safe_path`` for many files of a few folders: each folder is resolved once (and refused if it leads
@@ -386,14 +630,18 @@ class _Places:
         return path  # a link there is never followed: it is replaced like a damaged file (holds_regular)
 
 
-def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, StagedFile], executor=None) -> list[str]:
+def publish_period(ledger, out: Path, priced, book, opts, fresh, executor=None):
     """Make the output folder match the ledger for this period, after the run committed: the PDFs this run
     staged are moved into place; every other issued document's file is checked (by hash, or by the inode
     state the last manifest recorded) and, if missing or damaged, restored from the bytes the ledger kept
     (or, for documents issued before it kept them, re-rendered from the snapshot, which must give the same
     bytes); then the summary (rebuilt only when the period's documents, the input or the price book changed)
-    and, last, the manifest. Returns the names of the files written. Refuses (InvoicerError) a re-render that
-    does not reproduce an issued file."""
+    and, last, the manifest. ``fresh``: the staged file of each document this run recorded, by file name (a
+    mapping: ``get`` and truth; the run's is on disk, spill.KeyedFiles). Returns the names of the files
+    written (a sequence, kept on disk). Refuses (InvoicerError) a re-render that does not reproduce an issued
+    file. Holds no per-file list: the period's documents are read by a cursor, the previous manifest and the
+    new one's file list are scratch tables (spill.Scratch), the manifest is encoded from them as it is
+    written."""
     import datetime as dt
 
     from .errors import InvoicerError
@@ -410,96 +658,144 @@ def publish_period(ledger, out: Path, priced, book, opts, fresh: dict[str, Stage
         # write lock and every run of this ledger writes its folder only while holding it
         sweep_stale_temporaries(folder, older_than_s=0)
     sweep_staging(out)
-    previous = _previous_manifest(out)
-    refs = ledger.document_refs(prefix, period)
-    cancelled = {r.cancels for r in refs if r.kind == "credit_note"}
-    latest_notice = {r.file_name: r for r in refs if r.kind == "notice"}
-    current_notice_keys = {file_name_for(n) for n in priced.notices}
-    files: dict[str, str] = {}
-    written: list[str] = []
-    missing = []
-    place = _Places(out)
-    for r in refs:
-        if r.kind == "notice" and (latest_notice[r.file_name] is not r or r.file_name not in current_notice_keys):
-            continue
-        path = place(r.file_name)
-        if r.file_name in fresh:
-            if place_staged(fresh[r.file_name], path):
-                written.append(r.file_name)
-        elif not _unchanged_since_manifest(path, r.file_name, r.file_sha256, previous):
-            missing.append(r)
-        files[r.file_name] = r.file_sha256
-    # a missing file is restored from the bytes the ledger kept at issue; only documents issued before the
-    # ledger kept them are rendered again from their snapshot, and must come out byte-identical
-    unkept = [r for r in missing if not ledger.has_blob(r.file_sha256)]
-    again = iter(executor.render_iter([d.content for d in ledger.load(unkept)]) if unkept and executor else ())
-    for r in missing:
-        data = ledger.blob(r.file_sha256)
-        if data is None:
-            data = next(again, b"")
-        if sha256(data) != r.file_sha256:
-            raise InvoicerError(f"re-rendering {r.file_name} from the ledger gave different bytes; the "
-                                f"templates or fonts changed since it was issued, and this ledger predates "
-                                f"keeping issued PDFs")
-        write_if_different(place(r.file_name), data)
-        written.append(r.file_name)
-    if fresh:
-        fsync_dir(out)
-        for sub in ("invoices", "credit_notes", "notices"):
-            if (out / sub).is_dir():
-                fsync_dir(out / sub)
-    listed_refs = [r for r in refs if r.kind != "notice"]
-    # the summary is a function of the period's documents (append-only: the newest id says which), the
-    # input and the price book; when none changed and the file is the one the last run wrote, keep it
-    # (and of which ledger: another ledger's documents can have the same ids and count)
-    summary_key = sha256(json.dumps([tool_version(), ledger.ledger_id, prefix, period, priced.input_sha256,
-                                     book.sha256, max((r.id for r in refs), default=0), len(refs)]).encode())
-    summary_path = out / "summary.xlsx"
-    old_summary = (previous.get("files") or {}).get("summary.xlsx") if isinstance(previous.get("files"), dict) else None
-    # the e-fapiao exports (publish_fapiao) are a function of the same things (the roster's buyer columns too)
-    old_fapiao = {n: h for n, h in (previous.get("files") or {}).items() if n.startswith("fapiao/")} \
-        if isinstance(previous.get("files"), dict) else {}
-    fapiao_kept = bool(old_fapiao) and all(_kept_file(place, n, h, previous) for n, h in old_fapiao.items())
-    if previous.get("summary_key") == summary_key and isinstance(old_summary, str) and fapiao_kept \
-            and _unchanged_since_manifest(summary_path, "summary.xlsx", old_summary, previous):
-        files["summary.xlsx"] = old_summary
-        files.update(old_fapiao)
-        # the export's listed problems, as the run that made it said them (console and manifest)
-        priced.roster.warnings.extend(w for w in previous.get("warnings") or [] if isinstance(w, str)
-                                      and w.startswith("fapiao: ") and w not in priced.roster.warnings)
-    else:
-        listed = PeriodBills(ledger, listed_refs, cancelled)  # streamed from the ledger, never all in memory
-        created = dt.datetime.combine(dt.date.fromisoformat(priced.issue_date) if priced.issue_date
-                                      else to_date(month_bounds(period)[1]), dt.time())
-        changed, files["summary.xlsx"] = write_made_if_different(summary_path, lambda f: write_summary(
-            f, listed, account_records(priced.accounts), priced.rejects, created))
-        if changed:
-            written.append("summary.xlsx")
-        # the e-fapiao import file and the red-letter list (README "The clerk's month")
-        from .publish_fapiao import write_fapiao_exports
+    from .ledger import IssuedRef
+    from .spill import Scratch, SpilledList
 
-        written += write_fapiao_exports(out, prefix, period, listed, book, priced.roster, created, files)
-    manifest = {
-        "tool": "qq-invoicer", "tool_version": tool_version(), "period": period, "invoice_prefix": prefix,
-        "pricebook": {"version": book.version, "sha256": book.sha256, "source": Path(book.source).name},
-        "input": {"name": priced.input_name, "sha256": priced.input_sha256},
-        "ledger": _ledger_entry(opts, out),
-        **ledger.anchor(prefix, period),  # ledger_id, chain_head, chain_link: which ledger, as of when
-        "counts": {"invoices": sum(1 for r in listed_refs if r.kind == "invoice" and r.number not in cancelled),
-                   "credit_notes": sum(1 for r in listed_refs if r.kind == "credit_note"),
-                   "notices": len(current_notice_keys), "rejected_rows": len(priced.rejects)},
-        "total_fen": sum(r.total_fen for r in listed_refs),
-        "files": dict(sorted(files.items())),
-        # the inode state of each file as this run left it: the next run trusts a file whose state is
-        # unchanged instead of re-reading it (verify re-hashes regardless)
-        "file_stats": {name: stat_key(place(name)) for name in sorted(files)},
-        "summary_key": summary_key,
-        "warnings": priced.roster.warnings,
-    }
-    write_json(out / "manifest.json", manifest)
-    written.append("manifest.json")
-    return written
+    scratch = Scratch()  # the per-file lists below are tables on disk, not dicts (spill.py)
+    try:
+        previous = PreviousManifest(out, scratch)
+        cancelled = ledger.cancelled_numbers(prefix, period)
+        # the notices listed: the newest of each file name the roster still gives
+        db = scratch.db
+        current = scratch.table("name TEXT PRIMARY KEY")
+        db.executemany(f"INSERT OR IGNORE INTO {current} VALUES (?)", ((file_name_for(n),) for n in priced.notices))
+        notice_count = db.execute(f"SELECT COUNT(*) FROM {current}").fetchone()[0]
+        latest = scratch.table("id INTEGER PRIMARY KEY, name TEXT NOT NULL")
+        db.executemany(f"INSERT INTO {latest} (name, id) VALUES (?, ?)", ledger.latest_notice_ids(prefix, period))
+        db.execute(f"DELETE FROM {latest} WHERE name NOT IN (SELECT name FROM {current})")
+        files = _ListedFiles(scratch)
+        written = SpilledList(Scratch(), str)  # the names of the files written (the run's report keeps it)
+        missing = SpilledList(scratch, IssuedRef)
+        place = _Places(out)
+        count = newest = invoices = credit_notes = total_fen = 0
+        staged_any = bool(fresh)
+        for r in ledger.document_ref_stream(prefix, period):  # a cursor: one ref at a time
+            count, newest = count + 1, max(newest, r.id)
+            if r.kind == "notice":
+                if db.execute(f"SELECT 1 FROM {latest} WHERE id = ?", (r.id,)).fetchone() is None:
+                    continue  # replaced by a newer one, or no longer given by the roster
+            else:
+                total_fen += r.total_fen
+                invoices += r.kind == "invoice" and r.number not in cancelled
+                credit_notes += r.kind == "credit_note"
+            path = place(r.file_name)
+            staged = fresh.get(r.file_name) if staged_any else None
+            if staged is not None:
+                if place_staged(staged, path):
+                    written.append(r.file_name)
+            elif not _unchanged_since_manifest(path, r.file_name, r.file_sha256, previous):
+                missing.append(r)
+            files[r.file_name] = r.file_sha256
+        # a missing file is restored from the bytes the ledger kept at issue; only documents issued before
+        # the ledger kept them are rendered again from their snapshot, and must come out byte-identical
+        unkept = [r for r in missing if not ledger.has_blob(r.file_sha256)]
+        again = iter(executor.render_iter([d.content for d in ledger.load(unkept)]) if unkept and executor else ())
+        for r in missing:
+            data = ledger.blob(r.file_sha256)
+            if data is None:
+                data = next(again, b"")
+            if sha256(data) != r.file_sha256:
+                raise InvoicerError(f"re-rendering {r.file_name} from the ledger gave different bytes; the "
+                                    f"templates or fonts changed since it was issued, and this ledger predates "
+                                    f"keeping issued PDFs")
+            write_if_different(place(r.file_name), data)
+            written.append(r.file_name)
+        if fresh:
+            fsync_dir(out)
+            for sub in ("invoices", "credit_notes", "notices"):
+                if (out / sub).is_dir():
+                    fsync_dir(out / sub)
+        # the summary is a function of the period's documents (append-only: the newest id says which), the
+        # input and the price book; when none changed and the file is the one the last run wrote, keep it
+        # (and of which ledger: another ledger's documents can have the same ids and count)
+        summary_key = sha256(json.dumps([tool_version(), ledger.ledger_id, prefix, period, priced.input_sha256,
+                                         book.sha256, newest, count]).encode())
+        summary_path = out / "summary.xlsx"
+        old_summary = previous.file("summary.xlsx")
+        # the e-fapiao exports (publish_fapiao) are a function of the same things (the roster's buyer columns too)
+        old_fapiao = previous.files_under("fapiao/")
+        fapiao_kept = bool(old_fapiao) and all(_kept_file(place, n, h, previous) for n, h in old_fapiao.items())
+        if previous.get("summary_key") == summary_key and isinstance(old_summary, str) and fapiao_kept \
+                and _unchanged_since_manifest(summary_path, "summary.xlsx", old_summary, previous):
+            files["summary.xlsx"] = old_summary
+            for name, digest in old_fapiao.items():
+                files[name] = digest
+            # the export's listed problems, as the run that made it said them (console and manifest)
+            priced.roster.warnings.extend(w for w in previous.get("warnings") or [] if isinstance(w, str)
+                                          and w.startswith("fapiao: ") and w not in priced.roster.warnings)
+        else:
+            listed = PeriodBills(ledger, prefix, period, cancelled)  # streamed from the ledger, never all in memory
+            created = dt.datetime.combine(dt.date.fromisoformat(priced.issue_date) if priced.issue_date
+                                          else to_date(month_bounds(period)[1]), dt.time())
+            changed, files["summary.xlsx"] = write_made_if_different(summary_path, lambda f: write_summary(
+                f, listed, account_records(priced.accounts), priced.rejects, created))
+            if changed:
+                written.append("summary.xlsx")
+            # the e-fapiao import file and the red-letter list (README "The clerk's month")
+            from .publish_fapiao import write_fapiao_exports
 
+            written += write_fapiao_exports(out, prefix, period, listed, book, priced.roster, created, files)
+        manifest = {
+            "tool": "qq-invoicer", "tool_version": tool_version(), "period": period, "invoice_prefix": prefix,
+            "pricebook": {"version": book.version, "sha256": book.sha256, "source": Path(book.source).name},
+            "input": {"name": priced.input_name, "sha256": priced.input_sha256},
+            "ledger": _ledger_entry(opts, out),
+            **ledger.anchor(prefix, period),  # ledger_id, chain_head, chain_link: which ledger, as of when
+            "counts": {"invoices": invoices, "credit_notes": credit_notes, "notices": notice_count,
+                       "rejected_rows": len(priced.rejects)},
+            "total_fen": total_fen,
+            "files": SortedItems(files.items, files.__bool__),
+            # the inode state of each file as this run left it: the next run trusts a file whose state is
+            # unchanged instead of re-reading it (verify re-hashes regardless)
+            "file_stats": SortedItems(lambda: ((name, stat_key(place(name))) for name, _ in files.items()),
+                                      files.__bool__),
+            "summary_key": summary_key,
+            "warnings": priced.roster.warnings,
+        }
+        write_json(out / "manifest.json", manifest)
+        written.append("manifest.json")
+        return written
+    finally:
+        scratch.close()
+
+
+class _ListedFiles:
+    """The manifest's ``files`` while publishing builds it: name -> SHA-256 in a scratch table, read back
+    in name order (SQLite's text order is Python's)."""
+
+    def __init__(self, scratch):
+        self._scratch, self._db = scratch, scratch.db
+        self._table = scratch.table("name TEXT PRIMARY KEY, sha TEXT NOT NULL", True)
+        self._pending: list[tuple[str, str]] = []  # inserted a thousand at a time, in order
+
+    def __setitem__(self, name: str, digest: str) -> None:
+        self._pending.append((name, digest))
+        if len(self._pending) >= 1000:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._db.executemany(f"INSERT OR REPLACE INTO {self._table} VALUES (?, ?)", self._pending)
+        self._pending.clear()
+
+    def __bool__(self) -> bool:
+        self._flush()
+        return self._db.execute(f"SELECT 1 FROM {self._table} LIMIT 1").fetchone() is not None
+
+    def items(self):
+        self._flush()
+        cur = self._db.execute(f"SELECT name, sha FROM {self._table} ORDER BY name")
+        while rows := cur.fetchmany(1000):
+            yield from rows
 
 
 def claim_folder(out: Path, prefix: str, period: str, opts) -> None:
@@ -525,20 +821,20 @@ def _ledger_entry(opts, out: Path) -> str:
 class PeriodBills:
     """The period's bills and credit notes as the summary and the e-fapiao export list them: each snapshot
     with its ``status`` (bill_status), in number order. An iterable that reads the ledger a batch at a time
-    on every pass, so a month of 100,000 bills is never held in memory at once (the readers make one or two
-    passes). ``refs``: the period's invoices and credit notes (IssuedRef); ``cancelled``: the numbers that a
-    credit note cancels."""
+    on every pass (a cursor over the bills' ids in number order), so a month of 100,000 bills is never held
+    in memory at once (the readers make one or two passes). ``cancelled``: the numbers that a credit note
+    cancels."""
 
     BATCH = 500
 
-    def __init__(self, ledger, refs: list, cancelled: set):
-        self.ledger, self.cancelled = ledger, cancelled
-        self.refs = sorted(refs, key=lambda r: r.number)
+    def __init__(self, ledger, prefix: str, period: str, cancelled: set):
+        self.ledger, self.prefix, self.period, self.cancelled = ledger, prefix, period, cancelled
 
     def __iter__(self):
-        for i in range(0, len(self.refs), self.BATCH):
-            for r, d in zip(self.refs[i:i + self.BATCH], self.ledger.load(self.refs[i:i + self.BATCH])):
-                yield {**d.content, "status": bill_status(r.kind, r.number, self.cancelled)}
+        stream = self.ledger.bill_stream(self.prefix, self.period)
+        while batch := list(itertools.islice(stream, self.BATCH)):
+            for (_, kind, number), d in zip(batch, self.ledger.issued_by_id([b[0] for b in batch])):
+                yield {**d.content, "status": bill_status(kind, number, self.cancelled)}
 
 
 def bill_status(kind: str, number: str | None, cancelled: set) -> str:

@@ -85,29 +85,60 @@ def buyers_of(roster):
 
 
 def write_fapiao_exports(out: Path, prefix: str, period: str, listed: list[dict], book, roster,
-                         created: dt.datetime, files: dict[str, str]) -> list[str]:
+                         created: dt.datetime, files) -> list[str]:
     """Build and write fapiao/<prefix>-<period>.xlsx (always; -part2, -part3 ... when the period has more detail
     rows than one import takes) and fapiao/<prefix>-<period>-red.xlsx (when the period has credit notes).
     ``listed``: the period's bills and credit notes with their status, as for the
     summary; ``roster``: the validated roster (its customers' fapiao columns; its warnings receive one line
-    per problem, for the console and the manifest). Records each file's SHA-256 in ``files`` and returns the
-    names written. Runs after the ledger committed, so it never raises: a failure is one warning line."""
+    per problem, for the console and the manifest). Records each file's SHA-256 in ``files`` (a mapping) and
+    returns the names written. Each -partN file is written as soon as it is made (a month of 100,000 bills
+    holds none of them: ``expected_exports``, which verify uses, gives the same bytes). Runs after the ledger
+    committed, so it never raises: a failure is one warning line."""
+    from .render.fapiao import build_exports
+
     try:
         sweep_stale_temporaries(out / FOLDER)
-        exports, problems = expected_exports(prefix, period, listed, book, roster, created)
         place = _Places(out)  # a link at an export's place is replaced, never followed
-        written = []
+        parts = _PartWriter(out, prefix, period, place)
+        exports = build_exports(listed, book.vat.snapshot(), BuyerColumns(roster.customers), created, more=parts)
+        main_name, red_name = fapiao_file_names(prefix, period)
         # files a bigger earlier run wrote are removed, so the folder never offers a bill to import twice
         for stale in sorted((out / FOLDER).glob(f"{prefix}-{period}-part*.xlsx")):
-            if f"{FOLDER}/{stale.name}" not in exports:
+            if f"{FOLDER}/{stale.name}" not in parts.sha:
                 stale.unlink()
-        for name, data in exports.items():
-            if write_if_different(place(name), data):
-                written.append(name)
-            files[name] = sha256(data)
-        roster.warnings.extend(problems)
+        written = []
+        if write_if_different(place(main_name), exports.main):
+            written.append(main_name)
+        written += parts.written
+        made = {main_name: sha256(exports.main), **parts.sha}
+        if exports.red is not None:
+            if write_if_different(place(red_name), exports.red):
+                written.append(red_name)
+            made[red_name] = sha256(exports.red)
+        for name, digest in made.items():
+            files[name] = digest
+        roster.warnings.extend(exports.problems)
         return written
     except Exception as exc:  # the bills are issued; the export can be made again by re-running
         roster.warnings.append(f"fapiao export not written ({type(exc).__name__}: {exc}); re-run the period "
                                f"to make it")
         return []
+
+
+class _PartWriter:
+    """``build_exports``' list of further import files, written as they are made: the n-th appended is
+    fapiao/<prefix>-<period>-part<n+2>.xlsx; keeps each one's name and SHA-256, not its bytes."""
+
+    def __init__(self, out: Path, prefix: str, period: str, place):
+        self.out, self.prefix, self.period, self.place = out, prefix, period, place
+        self.sha: dict[str, str] = {}
+        self.written: list[str] = []
+
+    def append(self, data: bytes) -> None:
+        name = part_name(self.prefix, self.period, len(self.sha) + 2)
+        if write_if_different(self.place(name), data):
+            self.written.append(name)
+        self.sha[name] = sha256(data)
+
+    def __len__(self) -> int:
+        return len(self.sha)

@@ -139,7 +139,7 @@ def bill_rows(doc: dict, extra: dict, vat: dict) -> tuple[dict, list[dict], list
     return basic, details, sorted(set(problems), key=problems.index)
 
 
-def build_exports(documents, default_vat: dict, extras, created: dt.datetime) -> Exports:
+def build_exports(documents, default_vat: dict, extras, created: dt.datetime, more=None) -> Exports:
     """documents: the period's issued bills and credit notes, each with 'number' and 'status' (as for the
     summary): a list, or an iterable in number order (publish.PeriodBills), read in one pass. default_vat:
     the price book's [vat] snapshot, for bills issued before documents recorded theirs. extras: customer_id
@@ -147,12 +147,14 @@ def build_exports(documents, default_vat: dict, extras, created: dt.datetime) ->
     publish_fapiao.BuyerColumns). Returns the workbooks' bytes (deterministic) and the problems, one line
     each. Bills go into import files of at most ROWS_MAY_FAIL detail rows each (the first is ``main``, the
     others ``more``), a bill never split across two files. Memory is bounded by two files' rows: each further
-    file is made as soon as it is full; the first is made last (its problems sheet lists the whole period)."""
+    file is made as soon as it is full; the first is made last (its problems sheet lists the whole period).
+    ``more``: where the further files go as they are made (anything with ``append`` and ``len``: a caller that
+    writes each at once holds none of them); a new list by default."""
     if isinstance(documents, list):
         documents = sorted(documents, key=lambda d: d["number"])
     first: list[tuple[dict, list[dict]]] = []
     part: list[tuple[dict, list[dict]]] = first
-    more: list[bytes] = []
+    more = [] if more is None else more
     rows_in_part = detail_rows = 0
     problem_rows: list[list[str]] = []
     console: list[str] = []
