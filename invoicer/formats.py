@@ -23,7 +23,6 @@ from __future__ import annotations
 import codecs
 import functools
 import io
-import itertools
 import re
 import struct
 import xml.etree.ElementTree as ET
@@ -502,7 +501,13 @@ def peek(chunks, n: int) -> tuple[bytes, object]:
         if size >= n:
             break
     first = head[0][:n] if head and len(head[0]) >= n else b"".join(head)[:n]
-    return first, itertools.chain(head, chunks)
+
+    def whole():
+        while head:
+            yield head.pop(0)  # not kept here once read
+        yield from chunks
+
+    return first, whole()
 
 
 CSV_BUFFER = 64 * 1024  # bytes read and decoded at a time (tests make it tiny to cut characters and lines)
@@ -520,6 +525,7 @@ class _ChunkStream(io.RawIOBase):
 
     def readinto(self, b) -> int:
         while not self._left:
+            self._left = memoryview(b"")  # the chunk read is let go before the next one is made
             chunk = next(self._chunks, None)
             if chunk is None:
                 return 0
