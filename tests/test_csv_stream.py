@@ -256,7 +256,7 @@ def test_every_csv_roster_of_the_suite_reads_as_before(path):
         with pytest.MonkeyPatch.context() as m:
             m.setattr(formats, "CSV_BUFFER", size)
             assert_same(old, read_new(data))
-        assert sheets_old(data, "r.zip", Limits()) == sheets_new(data, "r.zip", Limits())
+            assert sheets_new(data, "r.zip", Limits()) == sheets_old(data, "r.zip", Limits())
 
 
 def test_every_csv_roster_of_the_corpus_reads_and_packs_as_before(corpus_rosters):
