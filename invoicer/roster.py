@@ -495,7 +495,7 @@ def _stray_quote(first: int, last: int, source: str, role: str, where: str) -> s
                 f"line {first + strict.line_num - 1} closes with more text after it; {STRAY_QUOTE_HELP}")
     if first == last:
         return None
-    for cell in (c for record in records for c in record):
+    for cell in (c for record in records for c in record if "\n" in c or "\r" in c):  # (others have no later line)
         joined = _row_like_line(cell, role)
         if joined is not None:
             return (f"{where}: {lines_named} are read as one row: a quoted cell there holds a line that looks "
@@ -505,12 +505,17 @@ def _stray_quote(first: int, last: int, source: str, role: str, where: str) -> s
 
 def _row_like_line(cell: str, role: str) -> str | None:
     """A line after the first of a multi-line cell that looks like a row of the ``role`` sheet, or None."""
-    later = re.split(r"\r\n|\r|\n", cell)[1:]
+    later = _LINE_BREAK.split(cell)[1:]
     if role == "reseller":
-        keys = {_norm(a) for aliases in RESELLER_KEYS.values() for a in aliases}
-        return next((line for line in later if "," in line and _norm(line.split(",", 1)[0]) in keys), None)
-    commas = sum(1 for _aliases, required in COLUMNS[role].values() if required) - 1
+        return next((line for line in later if "," in line and _norm(line.split(",", 1)[0]) in _RESELLER_KEYS), None)
+    commas = _ROW_COMMAS[role]
     return next((line for line in later if line.count(",") >= commas), None)
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_RESELLER_KEYS = {_norm(a) for aliases in RESELLER_KEYS.values() for a in aliases}
+# commas in a line that looks like a row of the sheet: one fewer than its required columns
+_ROW_COMMAS = {role: sum(1 for _aliases, required in spec.values() if required) - 1 for role, spec in COLUMNS.items()}
 
 
 def _header_row(rows: list[list], spec: dict) -> int | None:
