@@ -7,6 +7,8 @@ A roster arrives as bytes from a hostile source, so nothing here trusts a header
   an OLE2 compound file), or bare CSV text.
 - ``inspect_zip`` inflates every member of a zip once, counting the bytes that really come out (not the
   sizes the zip claims), and refuses a file with too many members, too much data or a bomb-like ratio.
+  A CSV member is handed, as it inflates, to the caller's reader (``csv_member``), which checks it as a
+  stream; ``inflate_member`` inflates it again for the rows, and ``csv_text`` decodes it as a stream.
   While it inflates a worksheet it finds the sheet's real used range (its last used row and column) and
   the cells a reader would misread: a formula without a saved value (calamine reads it as empty) and an
   error cell such as ``#N/A`` (calamine reads it as empty too).
@@ -18,6 +20,8 @@ Errors are ``InputError`` with one line naming the file and the limit (exit code
 """
 from __future__ import annotations
 
+import codecs
+import functools
 import io
 import re
 import struct
@@ -55,6 +59,8 @@ class ZipScan:
     kind: str  # "xlsx", "ods" or "csvzip"
     sheets: dict[str, SheetScan] = field(default_factory=dict)  # sheet title -> scan (xlsx and ods)
     texts: dict[str, bytes] = field(default_factory=dict)  # csvzip: member name -> bytes
+    # csvzip read with a ``csv_member`` reader: member name -> what it returned (the bytes are not kept)
+    csv: dict[str, object] = field(default_factory=dict)
 
 
 def detect(data: bytes, name: str) -> str:
@@ -150,11 +156,17 @@ def _inflate(data: bytes, info: zipfile.ZipInfo, name: str, budget: int, limits:
         raise InputError(f"{name}: a damaged zip file (member {info.filename!r} is shorter than declared)")
 
 
-def inspect_zip(data: bytes, name: str, kind: str, limits: Limits, wanted=None) -> ZipScan:
+def inspect_zip(data: bytes, name: str, kind: str, limits: Limits, wanted=None, csv_member=None) -> ZipScan:
     """Inflate every member once within the limits; scan the worksheets ``wanted(titles)`` selects.
 
     ``wanted`` gets the list of sheet titles (in workbook order) and returns the titles to scan; default:
     all. Returns the scans (xlsx/ods) or the CSV members' bytes (csvzip).
+
+    ``csv_member(member, info, chunks, again)``, when given, reads each CSV member of a csvzip as it
+    inflates instead of keeping its bytes: ``chunks`` yields the member's bytes (refusing, as it goes, what
+    the limits refuse), ``again()`` yields them once more from the start; what it returns is kept in
+    ``scan.csv``. Whatever it leaves unread is inflated after it, so every limit is checked on every member,
+    in the zip's order, before the caller sees any result.
     """
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
@@ -206,6 +218,13 @@ def inspect_zip(data: bytes, name: str, kind: str, limits: Limits, wanted=None) 
             scan.sheets[sheet.title] = sheet
         elif kind == "ods" and info.filename == "content.xml":
             scan.sheets = _scan_ods(_inflate(data, info, name, budget, limits))
+            budget -= info.file_size
+        elif kind == "csvzip" and info.filename.lower().endswith(".csv") and csv_member is not None:
+            chunks = _inflate(data, info, name, budget, limits)
+            again = functools.partial(_inflate, data, info, name, budget, limits)
+            scan.csv[member[id(info)]] = csv_member(member[id(info)], info, chunks, again)
+            for _ in chunks:  # what the reader left unread (it stopped early): the limits hold for all of it
+                pass
             budget -= info.file_size
         elif kind == "csvzip" and info.filename.lower().endswith(".csv"):
             out = b"".join(_inflate(data, info, name, budget, limits))
@@ -443,23 +462,88 @@ def check_file_size(size: int, name: str, limits: Limits) -> None:
                          f"(raise with {ENV['file_mb']})")
 
 
+def csv_encodings(head: bytes) -> tuple[str, ...]:
+    """The encodings a CSV file starting with ``head`` (its first 3 bytes, or all of a shorter file) is read
+    in, the first that decodes the whole file: UTF-8 with BOM, UTF-16 with BOM, else UTF-8 then GB18030."""
+    if head.startswith(codecs.BOM_UTF8):
+        return ("utf-8-sig",)
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return ("utf-16",)
+    return ("utf-8", "gb18030")
+
+
 def decode_csv(data: bytes, name: str) -> str:
     """CSV bytes as text: UTF-8 (with or without BOM), UTF-16 with BOM, else GB18030 (a superset of GBK).
 
     Refuses bytes that are none of these.
     """
-    if data.startswith(b"\xef\xbb\xbf"):
-        encodings = ("utf-8-sig",)
-    elif data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        encodings = ("utf-16",)
-    else:
-        encodings = ("utf-8", "gb18030")
-    for enc in encodings:
+    for enc in csv_encodings(data[:3]):
         try:
             return data.decode(enc)
         except UnicodeDecodeError:
             continue
     raise InputError(f"{name}: a CSV file in an unknown encoding (save it as UTF-8 or GBK)")
+
+
+def inflate_member(data: bytes, info: zipfile.ZipInfo, name: str, limits: Limits):
+    """A zip member's bytes in chunks (again, after ``inspect_zip`` checked it within the limits)."""
+    return _inflate(data, info, name, limits.unpacked_mb * MB, limits)
+
+
+def peek(chunks, n: int) -> tuple[bytes, object]:
+    """(the first ``n`` bytes of a stream of chunks, or all of a shorter one; the same stream, whole)."""
+    chunks = iter(chunks)
+    head: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        head.append(chunk)
+        size += len(chunk)
+        if size >= n:
+            break
+    first = head[0][:n] if head and len(head[0]) >= n else b"".join(head)[:n]
+
+    def whole():
+        while head:
+            yield head.pop(0)  # not kept here once read
+        yield from chunks
+
+    return first, whole()
+
+
+CSV_BUFFER = 64 * 1024  # bytes read and decoded at a time (tests make it tiny to cut characters and lines)
+
+
+class _ChunkStream(io.RawIOBase):
+    """A readable raw stream over an iterator of bytes chunks (exceptions of the iterator pass through)."""
+
+    def __init__(self, chunks):
+        self._chunks = iter(chunks)
+        self._left = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._left:
+            self._left = memoryview(b"")  # the chunk read is let go before the next one is made
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._left = memoryview(chunk)
+        n = min(len(b), len(self._left))
+        b[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+
+def csv_text(chunks, encoding: str) -> io.TextIOWrapper:
+    """CSV bytes (an iterator of chunks) as a stream of text lines, decoded as it is read: the lines and
+    characters of ``io.StringIO(data.decode(encoding), newline="")`` (lines end at \\r\\n, \\r or \\n, kept),
+    raising UnicodeDecodeError where ``data.decode(encoding)`` would fail (at the latest at the end)."""
+    text = io.TextIOWrapper(io.BufferedReader(_ChunkStream(chunks), CSV_BUFFER), encoding=encoding,
+                            errors="strict", newline="")
+    text._CHUNK_SIZE = CSV_BUFFER
+    return text
 
 
 _XLS_ERRORS = {0x00: "#NULL!", 0x07: "#DIV/0!", 0x0F: "#VALUE!", 0x17: "#REF!", 0x1D: "#NAME?", 0x24: "#NUM!",

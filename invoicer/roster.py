@@ -7,6 +7,7 @@ canonical column names; validate.py turns the raw cells into typed columns. Read
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import itertools
@@ -207,8 +208,16 @@ def _pack_csv_pair(p: Path, limits: Limits) -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED
             fd = os.open(f, os.O_RDONLY | os.O_NOFOLLOW)  # a link swapped in since the listing is refused
             with os.fdopen(fd, "rb") as fh:
-                zf.writestr(info, fh.read())
+                # copied a block at a time (the file is never whole in memory): the same bytes as writestr
+                # of the whole file (one deflate stream, headers rewritten with the sizes and CRC at its end)
+                info.file_size = os.fstat(fh.fileno()).st_size
+                with zf.open(info, "w") as out:
+                    while block := fh.read(PACK_BLOCK):
+                        out.write(block)
     return buf.getvalue()
+
+
+PACK_BLOCK = 1024 * 1024  # bytes of a CSV file copied into the roster's zip at a time
 
 
 def read_roster_bytes(data: bytes, name: str, limits: Limits | None = None) -> RawRoster:
@@ -226,10 +235,10 @@ def read_roster_bytes(data: bytes, name: str, limits: Limits | None = None) -> R
         raise InputError(f"{name}: a single CSV file; a CSV roster is a pair: put customers.csv and "
                          f"changes.csv in one folder (or one .zip) and give that")
     if kind == "csvzip":
-        scan = formats.inspect_zip(data, name, kind, limits)
-        sheets = _csv_sheets(scan.texts, name, limits)
+        scan = formats.inspect_zip(data, name, kind, limits, csv_member=functools.partial(_csv_check, name, limits))
+        sheets = _csv_sheets(scan.csv, name, limits)
         titles = _roles(list(sheets), name)
-        book = _CsvBook(sheets)
+        book = _CsvBook(data, sheets)
     else:
         role_titles: dict[str, str] = {}
 
@@ -331,106 +340,182 @@ class _CalamineBook:
             yield row
 
 
+@dataclass(frozen=True)
+class _CsvFile:
+    """One CSV member of a roster as its check (``_csv_check``) found it: the sheet it is (its title), the
+    encoding it is read in, and the one-line refusal it earns (None: none)."""
+
+    info: zipfile.ZipInfo
+    title: str
+    encoding: str | None
+    problem: str | None
+
+
 class _CsvBook:
-    def __init__(self, sheets: dict[str, list[list]]):
-        self.sheets = sheets
+    """The CSV files of a roster: checked whole as they were inflated (``_csv_check``), then read again, one
+    row at a time, for the stage (the zip's bytes are kept; its inflated files and their text never whole)."""
 
-    def rows(self, title: str, name: str, limits: Limits) -> list[list]:
-        return self.sheets[title]
+    def __init__(self, data: bytes, sheets: dict[str, _CsvFile]):
+        self.data, self.sheets = data, sheets
+
+    def rows(self, title: str, name: str, limits: Limits, whole: bool = False):
+        """The file's rows of text cells, as read when it was checked (empty cells stay '', as calamine gives
+        them; rows are not padded, ``whole`` or not)."""
+        f = self.sheets[title]
+        _field_limit(f.info.file_size, limits)
+        return csv.reader(formats.csv_text(formats.inflate_member(self.data, f.info, name, limits), f.encoding))
+
+    def close(self) -> None:
+        pass
 
 
-def _csv_sheets(texts: dict[str, bytes], name: str, limits: Limits) -> dict[str, list[list]]:
-    """CSV member name -> rows of text cells; the sheet title is the file's stem (customers, 客户...)."""
-    sheets = {}
-    for member, raw in texts.items():
-        title = PurePosixPath(member).stem.strip()
-        text = formats.decode_csv(raw, f"{name}: {member}")
-        # no cell can be longer than its file: a cell over limits.text is a rejected cell (_to_frame), as in a
-        # workbook, not a csv.Error that refuses the whole roster
-        csv.field_size_limit(max(limits.text, len(text)) + 1)
-        try:
-            rows = _csv_rows(text, title, f"{name}: {member}")
-        except csv.Error as exc:
-            raise InputError(f"{name}: {member}: not a readable CSV file ({exc})") from None
-        if len(rows) > limits.rows:
-            raise InputError(f"{name}: {member} has {len(rows)} rows (limit {limits.describe('rows')})")
-        width = max((len(r) for r in rows), default=0)
-        if width > limits.columns:
-            raise InputError(f"{name}: {member} has {width} columns (limit {limits.describe('columns')})")
-        if title in sheets:
-            raise InputError(f"{name}: two files for the sheet '{title}'")
-        sheets[title] = rows  # empty cells stay '', as calamine gives them
+def _field_limit(size: int, limits: Limits) -> None:
+    """No cell can be longer than its file (decoded, a file of ``size`` bytes has at most ``size``
+    characters): a cell over limits.text is a rejected cell (_records), as in a workbook, not a csv.Error that
+    refuses the whole roster. Only ever raised (the limit is the csv module's, for every file read)."""
+    csv.field_size_limit(max(csv.field_size_limit(), limits.text + 1, size + 1))
+
+
+def _csv_sheets(checked: dict[str, _CsvFile], name: str, limits: Limits) -> dict[str, _CsvFile]:
+    """Sheet title -> its CSV file, in the zip's order; the title is the file's stem (customers, 客户...).
+    Refuses (InputError) the first file, in the zip's order, that its check refused, and a second file
+    for one title."""
+    sheets: dict[str, _CsvFile] = {}
+    for f in checked.values():
+        if f.problem is not None:
+            raise InputError(f.problem)
+        if f.title in sheets:
+            raise InputError(f"{name}: two files for the sheet '{f.title}'")
+        sheets[f.title] = f
     return sheets
+
+
+def _csv_check(name: str, limits: Limits, member: str, info: zipfile.ZipInfo, chunks, again) -> _CsvFile:
+    """Check one CSV member of a roster as it inflates (``formats.inspect_zip``'s ``csv_member``), keeping
+    none of it: its encoding, its quotes (``_csv_scan``) and its size in rows and columns.
+
+    The encoding is ``formats.decode_csv``'s: told by a BOM, else UTF-8 if the whole file decodes as
+    UTF-8, else GB18030. The file is decoded as UTF-8 while it is checked; a byte that is not UTF-8 (in
+    a GBK file: mostly in the header) sends it, once inflated to its end, through the check again as GB18030.
+    """
+    title = PurePosixPath(member).stem.strip()
+    where = f"{name}: {member}"
+    role = next((c for c, aliases in SHEET_ALIASES.items() if _norm(title) in {_norm(a) for a in aliases}), None)
+    head, chunks = formats.peek(chunks, 3)
+    _field_limit(info.file_size, limits)
+    for encoding in formats.csv_encodings(head):
+        try:
+            problem = _csv_scan(formats.csv_text(chunks, encoding), role, where, limits)
+        except UnicodeDecodeError:
+            for _ in chunks:  # every byte inflated (the zip's limits) before it is read in another encoding
+                pass
+            chunks = again()
+            continue
+        return _CsvFile(info, title, encoding, problem)
+    return _CsvFile(info, title, None, f"{where}: a CSV file in an unknown encoding (save it as UTF-8 or GBK)")
 
 
 STRAY_QUOTE_HELP = ('remove the stray quote ("), or write it twice ("") inside a quoted cell; a line break inside '
                     'a quoted name or address is fine')
 
 
-def _csv_rows(text: str, title: str, where: str) -> list[list]:
-    """The rows of one CSV file, refusing (InputError, naming the lines) a stray quote that would join lines.
+def _csv_scan(lines, role: str | None, where: str, limits: Limits) -> str | None:
+    """One pass over the lines of one CSV file (``formats.csv_text``), keeping one row at a time: the
+    one-line refusal it earns, or None. The file is refused (in this order of precedence, as when it was read
+    whole) when it is not CSV, for a stray quote that would join lines (the first, by line), for more rows
+    than ``limits.rows``, for more columns than ``limits.columns``. A UnicodeDecodeError (the file is not in
+    this encoding) passes through.
 
     A quote (") opening a cell runs that cell on to the next quote, across line ends: that is how a
     spreadsheet writes a cell holding a line break, and how a stray quote typed into a hand-edited file
-    swallows the customers after it. Those rows would be neither billed nor rejected, so the file is refused
-    when a cell runs across lines and
+    swallows the customers after it. Those rows would be neither billed nor rejected, so a file of a sheet
+    (``role``: customers, changes or reseller) is refused when a cell runs across lines and
     - its quote is never closed (the rest of the file would be one cell), or
     - its closing quote is followed by more text (``"北京甲公司,...`` closed by a stray quote lines later), or
     - one of its later lines looks like a row of the sheet (as many commas as the sheet's required columns
       need; in the reseller sheet, a line starting with one of its keys).
     A single-line cell with text after its closing quote (``"北京"甲公司``) is read as before (北京甲公司).
     """
-    reader = csv.reader(io.StringIO(text, newline=""))
-    rows = list(reader)
-    role = next((c for c, aliases in SHEET_ALIASES.items() if _norm(title) in {_norm(a) for a in aliases}), None)
-    if not rows or '"' not in text or role is None:  # another CSV file in a zip is not read as a sheet
-        return rows
-    if reader.line_num == len(rows):  # every record is one line: only the last can hold an unclosed quote
-        end = len(text) - (2 if text.endswith("\r\n") else 1 if text.endswith(("\n", "\r")) else 0)
-        spans = [(len(rows), len(rows), text[max(text.rfind("\n", 0, end), text.rfind("\r", 0, end)) + 1:])]
-    else:  # a cell runs across lines (rare): read again, noting each row's lines
-        reader = csv.reader(io.StringIO(text, newline=""))
-        lines = list(io.StringIO(text, newline=""))
-        spans, rows, start = [], [], 1
+    seen: list[str] = []  # the lines of the record being read (the reader reads no further than its end)
+
+    def tap():
+        for line in lines:
+            seen.append(line)
+            yield line
+
+    reader = csv.reader(tap())
+    rows = width = 0
+    stray = None
+    start = 1  # the line the next record starts on
+    last = None  # the latest record, when it is one line: (its line number, the line)
+    try:
         for record in reader:
-            rows.append(record)
-            if reader.line_num > start or reader.line_num == len(lines):
-                spans.append((start, reader.line_num, "".join(lines[start - 1:reader.line_num])))
-            start = reader.line_num + 1
-    for first, last, source in spans:
-        lines_named = f"line {first}" if first == last else f"lines {first}-{last}"
-        strict = csv.reader(io.StringIO(source, newline=""), strict=True)
-        try:
-            records = list(strict)
-        except csv.Error as exc:
-            if "unexpected end of data" in str(exc):
-                raise InputError(f"{where}: a quote (\") on line {first} opens a cell that is never closed, so "
-                                 f"every line after it would be read into that one cell; {STRAY_QUOTE_HELP}") \
-                    from None
-            if first == last:
-                continue
-            raise InputError(f"{where}: {lines_named} are read as one row: a quote (\") opens a cell there that "
-                             f"a quote on line {first + strict.line_num - 1} closes with more text after it; "
-                             f"{STRAY_QUOTE_HELP}") from None
+            rows += 1
+            if len(record) > width:
+                width = len(record)
+            end = reader.line_num
+            if role is not None and stray is None:
+                if end > start:  # a cell runs across lines (rare)
+                    stray = _stray_quote(start, end, "".join(seen), role, where)
+                    last = None
+                else:
+                    last = (start, seen[0])
+            seen.clear()
+            start = end + 1
+    except csv.Error as exc:
+        for _ in lines:  # decoded to its end: a file in another encoding is read again as that first
+            pass
+        return f"{where}: not a readable CSV file ({exc})"
+    if stray is None and last is not None and last[0] == reader.line_num:
+        # the file's last line, one record: the only one-line record that can hold a quote never closed
+        stray = _stray_quote(last[0], last[0], last[1], role, where)
+    if stray is not None:
+        return stray
+    if rows > limits.rows:
+        return f"{where} has {rows} rows (limit {limits.describe('rows')})"
+    if width > limits.columns:
+        return f"{where} has {width} columns (limit {limits.describe('columns')})"
+    return None
+
+
+def _stray_quote(first: int, last: int, source: str, role: str, where: str) -> str | None:
+    """Why the record on lines ``first``-``last`` (their text: ``source``) joins lines it should not (see
+    ``_csv_scan``), or None. A one-line record is refused only for a quote it never closes."""
+    lines_named = f"line {first}" if first == last else f"lines {first}-{last}"
+    strict = csv.reader(io.StringIO(source, newline=""), strict=True)
+    try:
+        records = list(strict)
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            return (f"{where}: a quote (\") on line {first} opens a cell that is never closed, so every line after "
+                    f"it would be read into that one cell; {STRAY_QUOTE_HELP}")
         if first == last:
-            continue
-        for cell in (c for record in records for c in record):
-            joined = _row_like_line(cell, role)
-            if joined is not None:
-                raise InputError(f"{where}: {lines_named} are read as one row: a quoted cell there holds a line "
-                                 f"that looks like a row of its own ({escape_controls(joined[:40])!r}); "
-                                 f"{STRAY_QUOTE_HELP}")
-    return rows
+            return None
+        return (f"{where}: {lines_named} are read as one row: a quote (\") opens a cell there that a quote on "
+                f"line {first + strict.line_num - 1} closes with more text after it; {STRAY_QUOTE_HELP}")
+    if first == last:
+        return None
+    for cell in (c for record in records for c in record if "\n" in c or "\r" in c):  # (others have no later line)
+        joined = _row_like_line(cell, role)
+        if joined is not None:
+            return (f"{where}: {lines_named} are read as one row: a quoted cell there holds a line that looks "
+                    f"like a row of its own ({escape_controls(joined[:40])!r}); {STRAY_QUOTE_HELP}")
+    return None
 
 
 def _row_like_line(cell: str, role: str) -> str | None:
     """A line after the first of a multi-line cell that looks like a row of the ``role`` sheet, or None."""
-    later = re.split(r"\r\n|\r|\n", cell)[1:]
+    later = _LINE_BREAK.split(cell)[1:]
     if role == "reseller":
-        keys = {_norm(a) for aliases in RESELLER_KEYS.values() for a in aliases}
-        return next((line for line in later if "," in line and _norm(line.split(",", 1)[0]) in keys), None)
-    commas = sum(1 for _aliases, required in COLUMNS[role].values() if required) - 1
+        return next((line for line in later if "," in line and _norm(line.split(",", 1)[0]) in _RESELLER_KEYS), None)
+    commas = _ROW_COMMAS[role]
     return next((line for line in later if line.count(",") >= commas), None)
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_RESELLER_KEYS = {_norm(a) for aliases in RESELLER_KEYS.values() for a in aliases}
+# commas in a line that looks like a row of the sheet: one fewer than its required columns
+_ROW_COMMAS = {role: sum(1 for _aliases, required in spec.values() if required) - 1 for role, spec in COLUMNS.items()}
 
 
 def _header_row(rows: list[list], spec: dict) -> int | None:
