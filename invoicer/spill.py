@@ -17,13 +17,14 @@ from collections.abc import Sequence
 
 CACHE_KIB = 1024  # SQLite's page cache per scratch database (its default is 2,000 KiB)
 _BUFFER = 1000  # rows inserted at a time
+_connect = sqlite3.connect  # SQLite's own, whatever a test does to ``sqlite3.connect`` (the ledger's)
 
 
 class Scratch:
     """One anonymous on-disk SQLite database (see the module's doc). Its tables are made by the views below."""
 
     def __init__(self):
-        self.db = sqlite3.connect("", check_same_thread=False, isolation_level=None)
+        self.db = _connect("", check_same_thread=False, isolation_level=None)
         self.db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         self.db.execute("PRAGMA journal_mode = OFF")
         self.db.execute("PRAGMA synchronous = OFF")

@@ -1,8 +1,8 @@
 """A roster staged on disk, by customer: the run reads, validates and prices one partition of customers at a
 time, so a month of any size is worked through in a partition's worth of memory.
 
-The reader streams each sheet's data rows in here (``RosterStage.add``): a private temporary SQLite file
-(SQLite's own: unnamed, deleted when it is closed or the process ends; its page cache is a couple of MB).
+The reader streams each sheet's data rows in here (``RosterStage.add``): a ``spill.Scratch``, SQLite's own
+unnamed temporary database (deleted when it is closed or the process ends; its page cache is 1 MB).
 Every row keeps its cells as the reader gave them and a *customer key*: its customer_id as validate reads it
 (trimmed, NFKC), compared ignoring case. Every rule that looks across rows (a duplicate id, a change of an
 unknown or rejected customer, the replay of a customer's changes) compares rows of one key only, so a
@@ -31,8 +31,8 @@ from collections.abc import Iterable, Iterator
 import pandas as pd
 
 from .errors import InvoicerError
+from .spill import Scratch
 
-_connect = sqlite3.connect  # SQLite's own, whatever a test does to ``sqlite3.connect`` (the ledger's)
 
 # customers rows per partition (whole keys: a key is never split, so a partition may hold more)
 PARTITION_ROWS = 2000
@@ -57,16 +57,13 @@ class RosterStage:
         self.columns = columns
         self._partitioned: int | None = None
         self.counts = {CUSTOMERS: 0, CHANGES: 0}
-        # "": a private, temporary on-disk database SQLite deletes on close; one thread at a time uses it
         with self._failing():
-            self.db = _connect("", check_same_thread=False, isolation_level=None)
-            self.db.executescript("""
-                PRAGMA journal_mode = OFF;
-                PRAGMA synchronous = OFF;
-                CREATE TABLE rows (id INTEGER PRIMARY KEY, sheet INTEGER, key BLOB, sortv BLOB, cells BLOB);
-                CREATE TABLE parts (p INTEGER PRIMARY KEY, data BLOB);
-                CREATE TABLE buyers (customer_id BLOB PRIMARY KEY, data BLOB);
-            """)
+            self._scratch = Scratch()  # an anonymous SQLite database; one thread at a time uses it
+            self.db = self._scratch.db
+            for table in ("rows (id INTEGER PRIMARY KEY, sheet INTEGER, key BLOB, sortv BLOB, cells BLOB)",
+                          "parts (p INTEGER PRIMARY KEY, data BLOB)",
+                          "buyers (customer_id BLOB PRIMARY KEY, data BLOB)"):
+                self.db.execute(f"CREATE TABLE {table}")
 
     @staticmethod
     @contextlib.contextmanager
@@ -83,7 +80,7 @@ class RosterStage:
             return self.db.execute(sql, args).fetchall()
 
     def close(self) -> None:
-        self.db.close()
+        self._scratch.close()
 
     # -- the reader's rows ------------------------------------------------------------------------------
     def add(self, sheet: int, records: Iterable[tuple[int, tuple]]) -> None:
@@ -128,7 +125,8 @@ class RosterStage:
         if self._partitioned == size:
             return
         with self._failing():
-            self.db.executescript("DROP TABLE IF EXISTS part; CREATE INDEX IF NOT EXISTS rows_key ON rows (key);")
+            self.db.execute("DROP TABLE IF EXISTS part")
+            self.db.execute("CREATE INDEX IF NOT EXISTS rows_key ON rows (key)")
             # each key's partition: keys in the order of their first customers row's id, a running count of
             # their customers rows cut every ``size``; keys only the changes sheet names come after them all
             self.db.execute("""
