@@ -33,7 +33,6 @@ import pandas as pd
 from .errors import InvoicerError
 from .spill import Scratch
 
-
 # customers rows per partition (whole keys: a key is never split, so a partition may hold more)
 PARTITION_ROWS = 2000
 CUSTOMERS, CHANGES = 0, 1
