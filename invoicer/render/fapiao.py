@@ -145,24 +145,47 @@ def build_exports(documents, default_vat: dict, extras, created: dt.datetime) ->
     the price book's [vat] snapshot, for bills issued before documents recorded theirs. extras: customer_id
     -> the roster's fapiao columns (anything with ``get(customer_id, default)``: a dict, or
     publish_fapiao.BuyerColumns). Returns the workbooks' bytes (deterministic) and the problems, one line
-    each. Bills go into import files of at most ROWS_MAY_FAIL detail rows each (the first is ``main``, the
-    others ``more``), a bill never split across two files. Memory is bounded by two files' rows: each further
-    file is made as soon as it is full; the first is made last (its problems sheet lists the whole period)."""
+    each: every file at once (``stream_exports`` gives them one at a time, as publish and verify read them).
+    Bills go into import files of at most ROWS_MAY_FAIL detail rows each (the first is ``main``, the others
+    ``more``), a bill never split across two files."""
+    console: list[str] = []
+    main, red, more = b"", None, {}
+    for n, data in stream_exports(documents, default_vat, extras, created, console):
+        if n == 1:
+            main = data
+        elif n == RED:
+            red = data
+        else:
+            more[n] = data
+    return Exports(main, red, console, [more[n] for n in sorted(more)])
+
+
+RED = 0  # stream_exports' number of the red-letter list (import files are 1, 2, ...)
+
+
+def stream_exports(documents, default_vat: dict, extras, created: dt.datetime, console: list[str]):
+    """``build_exports`` one file at a time: yields (n, bytes) for import file n >= 2 as soon as it is full,
+    then import file 1 (made last: its problems sheet lists the whole period), then (RED, bytes) for the
+    red-letter list when the period has credit notes; ``console`` receives the problems once the last file
+    is yielded. The documents are read in one pass, a file is let go once yielded: memory is bounded by
+    two import files' rows, not by the number of bills (the problem rows and the credit notes' rows, which
+    the first import file and the red-letter list hold, are the exceptions)."""
     if isinstance(documents, list):
         documents = sorted(documents, key=lambda d: d["number"])
     first: list[tuple[dict, list[dict]]] = []
     part: list[tuple[dict, list[dict]]] = first
-    more: list[bytes] = []
+    parts = 1
     rows_in_part = detail_rows = 0
     problem_rows: list[list[str]] = []
-    console: list[str] = []
-    credits: list[dict] = []  # credit notes are kept whole for the red-letter list (a few per period)
+    told: list[str] = []  # the first CONSOLE_PROBLEMS + 1 problem lines (the console's screenful)
+    left_out = 0
+    red_rows: list[tuple[str, list, str]] = []  # each credit note's row (_red_row)
     replaced_by: dict[str, str] = {}
     for doc in documents:
         if doc.get("replaces"):
             replaced_by[doc["replaces"]] = doc["number"]
         if doc["kind"] == "credit_note":
-            credits.append(doc)
+            red_rows.append(_red_row(doc, default_vat))
         if doc["kind"] != "invoice" or doc.get("status", "issued") != "issued":
             continue
         vat = doc.get("vat") or default_vat
@@ -170,31 +193,38 @@ def build_exports(documents, default_vat: dict, extras, created: dt.datetime) ->
         if problems:
             for p in problems:
                 problem_rows.append([doc["number"], doc["customer"]["customer_id"], p, LEFT_OUT])
-                console.append(f"fapiao: bill {doc['number']} ({doc['customer']['customer_id']}) left out of the "
-                               f"import file: {p}")
+                left_out += 1
+                if len(told) <= CONSOLE_PROBLEMS:
+                    told.append(f"fapiao: bill {doc['number']} ({doc['customer']['customer_id']}) left out of "
+                                f"the import file: {p}")
             continue
         if rows_in_part + len(details) > ROWS_MAY_FAIL:
             if part is not first:
-                more.append(_import_book(part, None, created))
+                yield parts, _import_book(part, None, created)
+            parts += 1
             part = []
             rows_in_part = 0
         part.append((basic, details))
         rows_in_part += len(details)
         detail_rows += len(details)
     if part is not first:
-        more.append(_import_book(part, None, created))
-    if len(console) > CONSOLE_PROBLEMS:  # the sheet lists every one; the console and manifest a screenful
-        left = len(console) - CONSOLE_PROBLEMS
-        console[CONSOLE_PROBLEMS:] = [f"fapiao: {left} more problem(s) keep bills out of the import file; every "
-                                      f"one is listed in its problems sheet"]
-    if more:
+        yield parts, _import_book(part, None, created)
+    del part
+    if left_out > CONSOLE_PROBLEMS:  # the sheet lists every one; the console and manifest a screenful
+        told[CONSOLE_PROBLEMS:] = [f"fapiao: {left_out - CONSOLE_PROBLEMS} more problem(s) keep bills out of the "
+                                   f"import file; every one is listed in its problems sheet"]
+    if parts > 1:
         text = (f"{detail_rows} detail rows: the platform may fail above {ROWS_MAY_FAIL} in one import, so they "
-                f"are in {len(more) + 1} files (the first, then -part2 ...); import each")
+                f"are in {parts} files (the first, then -part2 ...); import each")
         problem_rows.append(["", "", text, "已导出 included"])
-        console.append(f"fapiao: {text}")
+        told.append(f"fapiao: {text}")
     main = _import_book(first, problem_rows, created)
-    red = _red_list(credits, replaced_by, default_vat, created) if credits else None
-    return Exports(main, red, console, more)
+    del first, problem_rows
+    yield 1, main
+    del main
+    if red_rows:
+        yield RED, _red_list(red_rows, replaced_by, created)
+    console.extend(told)
 
 
 def _import_book(bills: list[tuple[dict, list[dict]]], problem_rows: list[list[str]] | None,
@@ -228,28 +258,35 @@ def _import_book(bills: list[tuple[dict, list[dict]]], problem_rows: list[list[s
     return _save(wb, created)
 
 
-def _red_list(credits: list[dict], replaced_by: dict[str, str], default_vat: dict, created: dt.datetime) -> bytes:
-    """One row per credit note: the bill it reverses, that bill's 发票流水号, the amount and why
-    (``replaced_by``: a cancelled bill's number -> the number of the bill that replaces it)."""
+def _red_row(doc: dict, default_vat: dict) -> tuple[str, list, str]:
+    """A credit note's number, its row of the red-letter list but for the last three cells (they name the
+    bill that replaces the cancelled one: ``_red_list`` adds them), and the number of the bill it cancels."""
+    vat = doc.get("vat") or default_vat
+    if "net_total_fen" in doc:
+        net, tax = doc["net_total_fen"], doc["tax_total_fen"]
+    else:  # reverses a bill issued before bills stated VAT: the same rule, line by line
+        parts = [split_gross(x["amount_fen"], vat["rate"]) for x in doc["lines"]]
+        net, tax = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    row = [doc["number"], doc["issue_date"], doc["cancels"], doc["cancels"], doc["customer"]["name"],
+           doc["customer"].get("tax_id", "").upper(), plain_yuan(doc["total_fen"]), plain_yuan(net),
+           plain_yuan(tax), vat["rate"]]
+    return doc["number"], row, doc["cancels"]
+
+
+def _red_list(red_rows: list[tuple[str, list, str]], replaced_by: dict[str, str], created: dt.datetime) -> bytes:
+    """One row per credit note (``_red_row``, in number order): the bill it reverses, that bill's 发票流水号,
+    the amount and why (``replaced_by``: a cancelled bill's number -> the number of the bill that replaces
+    it)."""
     wb = Workbook()
     ws = wb.active
     ws.title = "红字 credit notes"
     for c, name in enumerate(RED_COLUMNS, 1):
         _text(ws, 1, c, name)
-    for r, doc in enumerate(sorted(credits, key=lambda d: d["number"]), 2):
-        vat = doc.get("vat") or default_vat
-        if "net_total_fen" in doc:
-            net, tax = doc["net_total_fen"], doc["tax_total_fen"]
-        else:  # reverses a bill issued before bills stated VAT: the same rule, line by line
-            parts = [split_gross(x["amount_fen"], vat["rate"]) for x in doc["lines"]]
-            net, tax = sum(p[0] for p in parts), sum(p[1] for p in parts)
-        new = replaced_by.get(doc["cancels"], "")
+    for r, (_number, row, cancels) in enumerate(sorted(red_rows, key=lambda x: x[0]), 2):
+        new = replaced_by.get(cancels, "")
         reason = (f"账单更正, 由 {new} 替代 (amended; replaced by {new})" if new
                   else "账单撤销, 本期不再计费 (withdrawn: no longer billed this period)")
-        row = [doc["number"], doc["issue_date"], doc["cancels"], doc["cancels"], doc["customer"]["name"],
-               doc["customer"].get("tax_id", "").upper(), plain_yuan(doc["total_fen"]), plain_yuan(net),
-               plain_yuan(tax), vat["rate"], reason, new, "开票有误" if new else "服务中止"]
-        for c, value in enumerate(row, 1):
+        for c, value in enumerate([*row, reason, new, "开票有误" if new else "服务中止"], 1):
             _text(ws, r, c, ILLEGAL_CHARACTERS_RE.sub("\N{REPLACEMENT CHARACTER}", str(value)))
     return _save(wb, created)
 
