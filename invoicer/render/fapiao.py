@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import pickle
+import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -25,7 +27,7 @@ from openpyxl.utils import column_index_from_string
 from ..money import plain_yuan
 from ..vat import split_gross
 from .fapiao_layout import SHEETS, VERSION_CELL
-from .summary import deterministic_zip
+from .summary import RAW_ROWS, _SheetRows, copy_deterministic_zip
 
 BASIC, DETAIL = "1-发票基本信息", "2-发票明细信息"
 PROBLEMS_SHEET = "problems"
@@ -176,7 +178,7 @@ def stream_exports(documents, default_vat: dict, extras, created: dt.datetime, c
     part: list[tuple[dict, list[dict]]] = first
     parts = 1
     rows_in_part = detail_rows = 0
-    problem_rows: list[list[str]] = []
+    problem_rows = _Spilled()  # the first import file's problems sheet: a row per problem, kept on disk
     told: list[str] = []  # the first CONSOLE_PROBLEMS + 1 problem lines (the console's screenful)
     left_out = 0
     red_rows: list[tuple[str, list, str]] = []  # each credit note's row (_red_row)
@@ -218,8 +220,11 @@ def stream_exports(documents, default_vat: dict, extras, created: dt.datetime, c
                 f"are in {parts} files (the first, then -part2 ...); import each")
         problem_rows.append(["", "", text, "已导出 included"])
         told.append(f"fapiao: {text}")
-    main = _import_book(first, problem_rows, created)
-    del first, problem_rows
+    try:
+        main = _import_book(first, problem_rows, created)
+    finally:
+        problem_rows.close()
+    del first
     yield 1, main
     del main
     if red_rows:
@@ -248,14 +253,47 @@ def _import_book(bills: list[tuple[dict, list[dict]]], problem_rows: list[list[s
             for key, value in d.items():
                 _text(detail_ws, next_detail, detail_col[key], value)
             next_detail += 1
+    spliced = {}
     if problem_rows is not None:
         probs = wb.create_sheet(PROBLEMS_SHEET)
         for c, name in enumerate(PROBLEM_COLUMNS, 1):
             _text(probs, 1, c, name)
-        for r, row in enumerate(problem_rows, 2):
-            for c, value in enumerate(row, 1):
-                _text(probs, r, c, value)
-    return _save(wb, created)
+        if RAW_ROWS:  # serialised as openpyxl would, into a temporary file spliced into the sheet (a month of
+            # problems is never a cell object per value): each row has its problem, so the last row is the
+            # sheet's last, and the header's four columns its width
+            spliced[probs] = body = _SheetRows(probs, {})
+            body.write([None if v is None or v == "" else str(v) for v in row] for row in problem_rows)
+            if len(problem_rows):
+                probs.calculate_dimension = lambda: f"A1:D{len(problem_rows) + 1}"
+        else:
+            for r, row in enumerate(problem_rows, 2):
+                for c, value in enumerate(row, 1):
+                    _text(probs, r, c, value)
+    return _save(wb, created, spliced)
+
+
+class _Spilled:
+    """Rows appended as they come into a temporary file and read back, in order, once all are there: a
+    month's problem rows are not held in memory."""
+
+    def __init__(self):
+        self.file = tempfile.TemporaryFile()
+        self.count = 0
+
+    def append(self, row: list[str]) -> None:
+        pickle.dump(row, self.file, pickle.HIGHEST_PROTOCOL)
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        self.file.seek(0)
+        for _ in range(self.count):
+            yield pickle.load(self.file)
+
+    def close(self) -> None:
+        self.file.close()
 
 
 def _red_row(doc: dict, default_vat: dict) -> tuple[str, list, str]:
@@ -291,18 +329,28 @@ def _red_list(red_rows: list[tuple[str, list, str]], replaced_by: dict[str, str]
     return _save(wb, created)
 
 
-def _save(wb: Workbook, created: dt.datetime) -> bytes:
+def _save(wb: Workbook, created: dt.datetime, spliced: dict | None = None) -> bytes:
+    """The workbook's bytes, deterministic (summary.copy_deterministic_zip); ``spliced``: worksheet -> its
+    rows serialised by summary._SheetRows, copied into the sheet after the rows openpyxl wrote."""
     wb.properties.creator = "qq-invoicer"
     wb.properties.lastModifiedBy = "qq-invoicer"
     wb.properties.created = wb.properties.modified = created
     buf = io.BytesIO()
-    wb.save(buf)
-    # a cell refers to its sheet and the sheet to its cells: a cycle, which Python frees only at its next full
-    # collection, so a month's import files piled up as garbage (tens of MB at 100,000 customers); emptied
-    # here, each file's cells are freed as soon as it is saved
-    for ws in wb.worksheets:
-        ws._cells.clear()
-    return deterministic_zip(buf.getvalue(), created)
+    try:
+        wb.save(buf)
+        # a cell refers to its sheet and the sheet to its cells: a cycle, which Python frees only at its next
+        # full collection, so a month's import files piled up as garbage (tens of MB at 100,000 customers);
+        # emptied here, each file's cells are freed as soon as it is saved
+        for ws in wb.worksheets:
+            ws._cells.clear()
+        buf.seek(0)
+        out = io.BytesIO()
+        copy_deterministic_zip(buf, out, created, {ws.path.lstrip("/"): (body.file, body.size)
+                                                   for ws, body in (spliced or {}).items()})
+        return out.getvalue()
+    finally:
+        for body in (spliced or {}).values():
+            body.file.close()
 
 
 def totals_by_bill(data: bytes) -> dict[str, Decimal]:
