@@ -291,3 +291,17 @@ def test_a_published_month_of_many_parts_verifies_part_by_part(tmp_path, monkeyp
     assert any("fapiao/FP-2026-10-part5.xlsx: missing" in x for x in mismatches), v.stdout
     assert any("fapiao/FP-2026-10-part6.xlsx: not an export" in x for x in mismatches), v.stdout
     assert not any("FP-2026-10.xlsx" in x or "part2" in x or "part4" in x for x in mismatches), v.stdout
+
+
+def test_the_red_letter_list_is_in_number_order_even_from_a_stream_that_is_not(period):
+    """Credit notes come in number order from the ledger's readers; the red-letter list sorts them all the
+    same, as it always did."""
+    vat = pricebook.load_default().vat.snapshot()
+    credits = [i for i, d in enumerate(period) if d["kind"] == "credit_note"]
+    assert len(credits) == 3
+    shuffled = list(period)
+    shuffled[credits[0]], shuffled[credits[-1]] = shuffled[credits[-1]], shuffled[credits[0]]
+    whole = _whole_period(_Counted(shuffled), vat, {}, WHEN, fapiao.ROWS_MAY_FAIL)
+    streamed = fapiao.build_exports(_Counted(shuffled), vat, {}, WHEN)
+    assert streamed.red == whole.red == fapiao.build_exports(period, vat, {}, WHEN).red
+    assert (streamed.main, streamed.more, streamed.problems) == (whole.main, whole.more, whole.problems)

@@ -178,57 +178,66 @@ def stream_exports(documents, default_vat: dict, extras, created: dt.datetime, c
     part: list[tuple[dict, list[dict]]] = first
     parts = 1
     rows_in_part = detail_rows = 0
-    problem_rows = _Spilled()  # the first import file's problems sheet: a row per problem, kept on disk
     told: list[str] = []  # the first CONSOLE_PROBLEMS + 1 problem lines (the console's screenful)
     left_out = 0
-    red_rows: list[tuple[str, list, str]] = []  # each credit note's row (_red_row)
+    # kept on disk as they come: the first import file's problems sheet (a row per problem) and the
+    # red-letter list (a row per credit note: a month amended wholesale has one per bill)
+    problem_rows, red_rows = _Spilled(), _Spilled()
+    red_in_order, last_credit = True, None
     replaced_by: dict[str, str] = {}
-    for doc in documents:
-        if doc.get("replaces"):
-            replaced_by[doc["replaces"]] = doc["number"]
-        if doc["kind"] == "credit_note":
-            red_rows.append(_red_row(doc, default_vat))
-        if doc["kind"] != "invoice" or doc.get("status", "issued") != "issued":
-            continue
-        vat = doc.get("vat") or default_vat
-        basic, details, problems = bill_rows(doc, extras.get(doc["customer"]["customer_id"], {}), vat)
-        if problems:
-            for p in problems:
-                problem_rows.append([doc["number"], doc["customer"]["customer_id"], p, LEFT_OUT])
-                left_out += 1
-                if len(told) <= CONSOLE_PROBLEMS:
-                    told.append(f"fapiao: bill {doc['number']} ({doc['customer']['customer_id']}) left out of "
-                                f"the import file: {p}")
-            continue
-        if rows_in_part + len(details) > ROWS_MAY_FAIL:
-            if part is not first:
-                yield parts, _import_book(part, None, created)
-            parts += 1
-            part = []
-            rows_in_part = 0
-        part.append((basic, details))
-        rows_in_part += len(details)
-        detail_rows += len(details)
-    if part is not first:
-        yield parts, _import_book(part, None, created)
-    del part
-    if left_out > CONSOLE_PROBLEMS:  # the sheet lists every one; the console and manifest a screenful
-        told[CONSOLE_PROBLEMS:] = [f"fapiao: {left_out - CONSOLE_PROBLEMS} more problem(s) keep bills out of the "
-                                   f"import file; every one is listed in its problems sheet"]
-    if parts > 1:
-        text = (f"{detail_rows} detail rows: the platform may fail above {ROWS_MAY_FAIL} in one import, so they "
-                f"are in {parts} files (the first, then -part2 ...); import each")
-        problem_rows.append(["", "", text, "已导出 included"])
-        told.append(f"fapiao: {text}")
     try:
+        for doc in documents:
+            if doc.get("replaces"):
+                replaced_by[doc["replaces"]] = doc["number"]
+            if doc["kind"] == "credit_note":
+                red = _red_row(doc, default_vat)
+                if last_credit is not None and red[0] < last_credit:
+                    red_in_order = False
+                last_credit = red[0]
+                red_rows.append(red)
+            if doc["kind"] != "invoice" or doc.get("status", "issued") != "issued":
+                continue
+            vat = doc.get("vat") or default_vat
+            basic, details, problems = bill_rows(doc, extras.get(doc["customer"]["customer_id"], {}), vat)
+            if problems:
+                for p in problems:
+                    problem_rows.append([doc["number"], doc["customer"]["customer_id"], p, LEFT_OUT])
+                    left_out += 1
+                    if len(told) <= CONSOLE_PROBLEMS:
+                        told.append(f"fapiao: bill {doc['number']} ({doc['customer']['customer_id']}) left out of "
+                                    f"the import file: {p}")
+                continue
+            if rows_in_part + len(details) > ROWS_MAY_FAIL:
+                if part is not first:
+                    yield parts, _import_book(part, None, created)
+                parts += 1
+                part = []
+                rows_in_part = 0
+            part.append((basic, details))
+            rows_in_part += len(details)
+            detail_rows += len(details)
+        if part is not first:
+            yield parts, _import_book(part, None, created)
+        del part
+        if left_out > CONSOLE_PROBLEMS:  # the sheet lists every one; the console and manifest a screenful
+            told[CONSOLE_PROBLEMS:] = [f"fapiao: {left_out - CONSOLE_PROBLEMS} more problem(s) keep bills out of "
+                                       f"the import file; every one is listed in its problems sheet"]
+        if parts > 1:
+            text = (f"{detail_rows} detail rows: the platform may fail above {ROWS_MAY_FAIL} in one import, so "
+                    f"they are in {parts} files (the first, then -part2 ...); import each")
+            problem_rows.append(["", "", text, "已导出 included"])
+            told.append(f"fapiao: {text}")
         main = _import_book(first, problem_rows, created)
+        del first
+        yield 1, main
+        del main
+        if len(red_rows):
+            # in number order as the documents come; else (never from the ledger's readers) sorted here
+            yield RED, _red_list(red_rows if red_in_order else sorted(red_rows, key=lambda x: x[0]),
+                                 len(red_rows), replaced_by, created)
     finally:
         problem_rows.close()
-    del first
-    yield 1, main
-    del main
-    if red_rows:
-        yield RED, _red_list(red_rows, replaced_by, created)
+        red_rows.close()
     console.extend(told)
 
 
@@ -311,22 +320,34 @@ def _red_row(doc: dict, default_vat: dict) -> tuple[str, list, str]:
     return doc["number"], row, doc["cancels"]
 
 
-def _red_list(red_rows: list[tuple[str, list, str]], replaced_by: dict[str, str], created: dt.datetime) -> bytes:
-    """One row per credit note (``_red_row``, in number order): the bill it reverses, that bill's 发票流水号,
-    the amount and why (``replaced_by``: a cancelled bill's number -> the number of the bill that replaces
-    it)."""
+def _red_list(red_rows, count: int, replaced_by: dict[str, str], created: dt.datetime) -> bytes:
+    """One row per credit note (``count`` of ``_red_row``, in number order): the bill it reverses, that bill's
+    发票流水号, the amount and why (``replaced_by``: a cancelled bill's number -> the number of the bill that
+    replaces it)."""
     wb = Workbook()
     ws = wb.active
     ws.title = "红字 credit notes"
     for c, name in enumerate(RED_COLUMNS, 1):
         _text(ws, 1, c, name)
-    for r, (_number, row, cancels) in enumerate(sorted(red_rows, key=lambda x: x[0]), 2):
-        new = replaced_by.get(cancels, "")
-        reason = (f"账单更正, 由 {new} 替代 (amended; replaced by {new})" if new
-                  else "账单撤销, 本期不再计费 (withdrawn: no longer billed this period)")
-        for c, value in enumerate([*row, reason, new, "开票有误" if new else "服务中止"], 1):
-            _text(ws, r, c, ILLEGAL_CHARACTERS_RE.sub("\N{REPLACEMENT CHARACTER}", str(value)))
-    return _save(wb, created)
+
+    def rows():
+        for _number, row, cancels in red_rows:
+            new = replaced_by.get(cancels, "")
+            reason = (f"账单更正, 由 {new} 替代 (amended; replaced by {new})" if new
+                      else "账单撤销, 本期不再计费 (withdrawn: no longer billed this period)")
+            yield [ILLEGAL_CHARACTERS_RE.sub("\N{REPLACEMENT CHARACTER}", str(value))
+                   for value in [*row, reason, new, "开票有误" if new else "服务中止"]]
+
+    spliced = {}
+    if RAW_ROWS:  # as the problems sheet (_import_book): each row has its number (A) and its last cell (M)
+        spliced[ws] = body = _SheetRows(ws, {})
+        body.write([v or None for v in row] for row in rows())
+        ws.calculate_dimension = lambda: f"A1:M{count + 1}"
+    else:
+        for r, row in enumerate(rows(), 2):
+            for c, value in enumerate(row, 1):
+                _text(ws, r, c, value)
+    return _save(wb, created, spliced)
 
 
 def _save(wb: Workbook, created: dt.datetime, spliced: dict | None = None) -> bytes:
