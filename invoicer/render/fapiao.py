@@ -5,11 +5,16 @@ one row per issued (not cancelled) bill in ``1-发票基本信息``, one row per
 by 发票流水号 = our bill number. ``fapiao/<prefix>-<period>-red.xlsx`` lists every credit note of the period
 so the clerk can raise the red-letter (红字) fapiao for each reversed bill.
 
-Pure: documents in, bytes and problems out; no files, no clock. Every cell is text (the template says so,
+Pure: documents in, bytes and problems out; no output files, no clock. Every cell is text (the template says so,
 and a buyer named "=..." must stay a name), amounts exact to the fen (vat.split_gross is the one split
 rule; the platform applies the same rule to 金额 with 是否含税 = 是). Where the platform's rules are stricter
 than our data (field lengths, rows, a 专票 without the buyer's tax id), the bill is left out of the import
 sheets, never truncated, and listed in the ``problems`` sheet and in ``Exports.problems`` for the console.
+
+Memory does not grow with the month (issue #13): the bills are read once, in number order, and each import
+file of at most ROWS_MAY_FAIL detail rows is made as soon as it is full and handed on (``stream_exports``);
+the problem rows and the credit notes' rows wait in temporary files (the only files used) and are
+serialised into their sheets as openpyxl would (summary._SheetRows), not held as cells.
 """
 from __future__ import annotations
 
