@@ -175,8 +175,9 @@ def stream_exports(documents, default_vat: dict, extras, created: dt.datetime, c
     then import file 1 (made last: its problems sheet lists the whole period), then (RED, bytes) for the
     red-letter list when the period has credit notes; ``console`` receives the problems once the last file
     is yielded. The documents are read in one pass, a file is let go once yielded: memory is bounded by
-    two import files' rows, not by the number of bills (the problem rows and the credit notes' rows, which
-    the first import file and the red-letter list hold, are the exceptions)."""
+    two import files' rows, not by the number of bills (the problem rows and the credit notes' rows wait
+    in temporary files; the first import file's and the red-letter list's bytes, compressed, do grow with
+    them, as does ``replaced_by``, a number per replacing bill)."""
     if isinstance(documents, list):
         documents = sorted(documents, key=lambda d: d["number"])
     first: list[tuple[dict, list[dict]]] = []
