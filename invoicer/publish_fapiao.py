@@ -24,17 +24,36 @@ def expected_exports(prefix: str, period: str, listed: list[dict], book, roster,
                      created: dt.datetime) -> tuple[dict[str, bytes], list[str]]:
     """The period's export files by name (the import file, its -partN files, the red-letter list when the
     period has credit notes) and the problems listed in them, from the period's bills (``listed``, as for
-    the summary), the price book's [vat] and the roster's buyer columns. Pure: ``verify`` rebuilds them from
-    the ledger's records to prove an export was not altered."""
-    from .render.fapiao import build_exports
+    the summary), the price book's [vat] and the roster's buyer columns. Pure. Every file at once: publish
+    and ``verify`` take them one at a time from ``stream_expected_exports``, which gives the same bytes."""
+    problems: list[str] = []
+    files = dict(stream_expected_exports(prefix, period, listed, book, roster, created, problems))
+    order = sorted(files, key=lambda name: _export_rank(prefix, period, name))
+    return {name: files[name] for name in order}, problems
+
+
+def stream_expected_exports(prefix: str, period: str, listed, book, roster, created: dt.datetime,
+                            problems: list[str]):
+    """``expected_exports`` one file at a time: yields (name, bytes), the -partN files as they fill, then
+    the import file, then the red-letter list (render.fapiao.stream_exports), each let go by the caller
+    before the next is made; ``problems`` receives the problems once the last file is yielded. Pure:
+    ``verify`` rebuilds them from the ledger's records to prove an export was not altered."""
+    from .render.fapiao import RED, stream_exports
 
     main_name, red_name = fapiao_file_names(prefix, period)
-    exports = build_exports(listed, book.vat.snapshot(), buyers_of(roster), created)
-    files = {main_name: exports.main}
-    files.update((part_name(prefix, period, n), data) for n, data in enumerate(exports.more, 2))
-    if exports.red is not None:
-        files[red_name] = exports.red
-    return files, list(exports.problems)
+    for n, data in stream_exports(listed, book.vat.snapshot(), buyers_of(roster), created, problems):
+        yield (red_name if n == RED else main_name if n == 1 else part_name(prefix, period, n)), data
+
+
+def _export_rank(prefix: str, period: str, name: str) -> tuple[int, int]:
+    """Sort key of a period's export names as they were always listed: the import file, -part2, -part3 ...,
+    the red-letter list."""
+    main_name, red_name = fapiao_file_names(prefix, period)
+    if name == main_name:
+        return 0, 0
+    if name == red_name:
+        return 2, 0
+    return 1, int(name[len(part_name(prefix, period, 0)) - len("0.xlsx"):-len(".xlsx")])
 
 
 BUYER_COLUMNS = ("fapiao_kind", "phone", "bank", "bank_account")
@@ -85,60 +104,32 @@ def buyers_of(roster):
 
 
 def write_fapiao_exports(out: Path, prefix: str, period: str, listed: list[dict], book, roster,
-                         created: dt.datetime, files) -> list[str]:
+                         created: dt.datetime, files: dict[str, str]) -> list[str]:
     """Build and write fapiao/<prefix>-<period>.xlsx (always; -part2, -part3 ... when the period has more detail
     rows than one import takes) and fapiao/<prefix>-<period>-red.xlsx (when the period has credit notes).
     ``listed``: the period's bills and credit notes with their status, as for the
     summary; ``roster``: the validated roster (its customers' fapiao columns; its warnings receive one line
-    per problem, for the console and the manifest). Records each file's SHA-256 in ``files`` (a mapping) and
-    returns the names written. Each -partN file is written as soon as it is made (a month of 100,000 bills
-    holds none of them: ``expected_exports``, which verify uses, gives the same bytes). Runs after the ledger
-    committed, so it never raises: a failure is one warning line."""
-    from .render.fapiao import build_exports
-
+    per problem, for the console and the manifest). Records each file's SHA-256 in ``files`` and returns the
+    names written (the import file, the parts, the red-letter list). Each file is written as soon as it is
+    made and let go (stream_expected_exports): a month's exports are never all in memory. Runs after the
+    ledger committed, so it never raises: a failure is one warning line."""
     try:
         sweep_stale_temporaries(out / FOLDER)
         place = _Places(out)  # a link at an export's place is replaced, never followed
-        parts = _PartWriter(out, prefix, period, place)
-        exports = build_exports(listed, book.vat.snapshot(), BuyerColumns(roster.customers), created, more=parts)
-        main_name, red_name = fapiao_file_names(prefix, period)
+        names, written, problems = set(), [], []
+        for name, data in stream_expected_exports(prefix, period, listed, book, roster, created, problems):
+            if write_if_different(place(name), data):
+                written.append(name)
+            files[name] = sha256(data)
+            names.add(name)
+            del data
         # files a bigger earlier run wrote are removed, so the folder never offers a bill to import twice
         for stale in sorted((out / FOLDER).glob(f"{prefix}-{period}-part*.xlsx")):
-            if f"{FOLDER}/{stale.name}" not in parts.sha:
+            if f"{FOLDER}/{stale.name}" not in names:
                 stale.unlink()
-        written = []
-        if write_if_different(place(main_name), exports.main):
-            written.append(main_name)
-        written += parts.written
-        made = {main_name: sha256(exports.main), **parts.sha}
-        if exports.red is not None:
-            if write_if_different(place(red_name), exports.red):
-                written.append(red_name)
-            made[red_name] = sha256(exports.red)
-        for name, digest in made.items():
-            files[name] = digest
-        roster.warnings.extend(exports.problems)
-        return written
+        roster.warnings.extend(problems)
+        return sorted(written, key=lambda name: _export_rank(prefix, period, name))
     except Exception as exc:  # the bills are issued; the export can be made again by re-running
         roster.warnings.append(f"fapiao export not written ({type(exc).__name__}: {exc}); re-run the period "
                                f"to make it")
         return []
-
-
-class _PartWriter:
-    """``build_exports``' list of further import files, written as they are made: the n-th appended is
-    fapiao/<prefix>-<period>-part<n+2>.xlsx; keeps each one's name and SHA-256, not its bytes."""
-
-    def __init__(self, out: Path, prefix: str, period: str, place):
-        self.out, self.prefix, self.period, self.place = out, prefix, period, place
-        self.sha: dict[str, str] = {}
-        self.written: list[str] = []
-
-    def append(self, data: bytes) -> None:
-        name = part_name(self.prefix, self.period, len(self.sha) + 2)
-        if write_if_different(self.place(name), data):
-            self.written.append(name)
-        self.sha[name] = sha256(data)
-
-    def __len__(self) -> int:
-        return len(self.sha)

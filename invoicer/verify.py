@@ -1044,7 +1044,7 @@ def _check_fapiao(outdir: Path, ledger: LedgerReader, bills: _Bills, manifest: d
     import datetime as dt
 
     from .pricing.dates import month_bounds, to_date
-    from .publish_fapiao import FOLDER, expected_exports
+    from .publish_fapiao import FOLDER, stream_expected_exports
 
     folder = outdir / FOLDER
     # which folders must hold the exports, decided from the ledger (the manifest is not chained): the
@@ -1058,6 +1058,10 @@ def _check_fapiao(outdir: Path, ledger: LedgerReader, bills: _Bills, manifest: d
     if priced is None:
         audit.problems.append(f"fapiao/: the e-fapiao exports cannot be checked ({why})")
         return
+    on_disk = {name for name, kind in _entries(outdir, FOLDER) if kind == "file" and name.count("/") == 1
+               and not _TEMPORARY.fullmatch(PurePosixPath(name).name)
+               and not _not_audited(PurePosixPath(name).name)}
+    found: dict[str, str | None] = {}  # each rebuilt file's name -> its problem (None: the file is it)
     try:
         if any(k is _NO_NUMBER for k in bills.sort_keys):
             raise KeyError("number")  # a snapshot without its number cannot be listed in number order
@@ -1065,21 +1069,24 @@ def _check_fapiao(outdir: Path, ledger: LedgerReader, bills: _Bills, manifest: d
         listed = _ListedBills(ledger, array("q", (bills.ids[i] for i in order)), bills.cancelled)
         del order
         created = dt.datetime.combine(to_date(month_bounds(period)[1]), dt.time())
-        expected, _ = expected_exports(prefix, period, listed, book, priced.roster, created)
+        # one rebuilt file at a time, compared with the folder's and let go
+        for name, data in stream_expected_exports(prefix, period, listed, book, priced.roster, created, []):
+            if name not in on_disk:
+                found[name] = f"{name}: missing (the ledger's bills of {prefix} {period} make it)"
+            elif _hash_file(outdir / name) != sha256(data):
+                found[name] = (f"{name}: is not the e-fapiao export of the ledger's bills of {prefix} {period} "
+                               f"(rebuilt from the ledger, it differs: altered after it was written)")
+            else:
+                found[name] = None
+            del data
     except (InvoicerError, KeyError, TypeError, ValueError) as exc:
         audit.problems.append(f"fapiao/: the e-fapiao exports cannot be rebuilt from the ledger ({exc})")
         return
-    on_disk = {name for name, kind in _entries(outdir, FOLDER) if kind == "file" and name.count("/") == 1
-               and not _TEMPORARY.fullmatch(PurePosixPath(name).name)
-               and not _not_audited(PurePosixPath(name).name)}
-    for name, data in sorted(expected.items()):
+    for name, problem in sorted(found.items()):
         audit.checked += 1
-        if name not in on_disk:
-            audit.problems.append(f"{name}: missing (the ledger's bills of {prefix} {period} make it)")
-        elif _hash_file(outdir / name) != sha256(data):
-            audit.problems.append(f"{name}: is not the e-fapiao export of the ledger's bills of {prefix} {period} "
-                                  f"(rebuilt from the ledger, it differs: altered after it was written)")
-    for name in sorted(on_disk - set(expected)):
+        if problem is not None:
+            audit.problems.append(problem)
+    for name in sorted(on_disk - set(found)):
         audit.problems.append(f"{name}: not an export of the ledger's bills of {prefix} {period}")
 
 

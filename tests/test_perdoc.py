@@ -224,16 +224,17 @@ def test_fapiao_parts_are_written_as_made_with_the_bytes_verify_expects(priced, 
     roster = types.SimpleNamespace(customers=pd.DataFrame(), warnings=[])
     book, when = pricebook.load_default(), dt.datetime(2026, 10, 31)
     on_disk = []
-    real_append = publish_fapiao._PartWriter.append
+    real_write = publish_fapiao.write_if_different
 
-    def append(self, data):
-        on_disk.append(sorted(x.name for x in (tmp_path / "fapiao").glob("*part*")))
-        real_append(self, data)
+    def write(path, data):  # what the folder holds as each file is written
+        on_disk.append((path.name, sorted(x.name for x in (tmp_path / "fapiao").glob("*part*"))))
+        return real_write(path, data)
 
-    monkeypatch.setattr(publish_fapiao._PartWriter, "append", append)
+    monkeypatch.setattr(publish_fapiao, "write_if_different", write)
     files = {}
     written = publish_fapiao.write_fapiao_exports(tmp_path, "FP", "2026-10", docs, book, roster, when, files)
-    assert on_disk == [[], ["FP-2026-10-part2.xlsx"], ["FP-2026-10-part2.xlsx", "FP-2026-10-part3.xlsx"]]
+    parts = [f"FP-2026-10-part{n}.xlsx" for n in (2, 3, 4)]
+    assert on_disk == [(parts[0], []), (parts[1], parts[:1]), (parts[2], parts[:2]), ("FP-2026-10.xlsx", parts)]
     expected, problems = publish_fapiao.expected_exports("FP", "2026-10", docs, book, roster, when)
     assert written == list(expected) and files == {n: publish.sha256(b) for n, b in expected.items()}
     assert all((tmp_path / n).read_bytes() == b for n, b in expected.items()) and roster.warnings == problems

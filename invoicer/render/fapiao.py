@@ -5,16 +5,23 @@ one row per issued (not cancelled) bill in ``1-发票基本信息``, one row per
 by 发票流水号 = our bill number. ``fapiao/<prefix>-<period>-red.xlsx`` lists every credit note of the period
 so the clerk can raise the red-letter (红字) fapiao for each reversed bill.
 
-Pure: documents in, bytes and problems out; no files, no clock. Every cell is text (the template says so,
+Pure: documents in, bytes and problems out; no output files, no clock. Every cell is text (the template says so,
 and a buyer named "=..." must stay a name), amounts exact to the fen (vat.split_gross is the one split
 rule; the platform applies the same rule to 金额 with 是否含税 = 是). Where the platform's rules are stricter
 than our data (field lengths, rows, a 专票 without the buyer's tax id), the bill is left out of the import
 sheets, never truncated, and listed in the ``problems`` sheet and in ``Exports.problems`` for the console.
+
+Memory does not grow with the month (issue #13): the bills are read once, in number order, and each import
+file of at most ROWS_MAY_FAIL detail rows is made as soon as it is full and handed on (``stream_exports``);
+the problem rows and the credit notes' rows wait in temporary files (the only files used) and are
+serialised into their sheets as openpyxl would (summary._SheetRows), not held as cells.
 """
 from __future__ import annotations
 
 import datetime as dt
 import io
+import pickle
+import tempfile
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -25,7 +32,7 @@ from openpyxl.utils import column_index_from_string
 from ..money import plain_yuan
 from ..vat import split_gross
 from .fapiao_layout import SHEETS, VERSION_CELL
-from .summary import deterministic_zip
+from .summary import RAW_ROWS, _SheetRows, copy_deterministic_zip
 
 BASIC, DETAIL = "1-发票基本信息", "2-发票明细信息"
 PROBLEMS_SHEET = "problems"
@@ -139,64 +146,105 @@ def bill_rows(doc: dict, extra: dict, vat: dict) -> tuple[dict, list[dict], list
     return basic, details, sorted(set(problems), key=problems.index)
 
 
-def build_exports(documents, default_vat: dict, extras, created: dt.datetime, more=None) -> Exports:
+def build_exports(documents, default_vat: dict, extras, created: dt.datetime) -> Exports:
     """documents: the period's issued bills and credit notes, each with 'number' and 'status' (as for the
     summary): a list, or an iterable in number order (publish.PeriodBills), read in one pass. default_vat:
     the price book's [vat] snapshot, for bills issued before documents recorded theirs. extras: customer_id
     -> the roster's fapiao columns (anything with ``get(customer_id, default)``: a dict, or
     publish_fapiao.BuyerColumns). Returns the workbooks' bytes (deterministic) and the problems, one line
-    each. Bills go into import files of at most ROWS_MAY_FAIL detail rows each (the first is ``main``, the
-    others ``more``), a bill never split across two files. Memory is bounded by two files' rows: each further
-    file is made as soon as it is full; the first is made last (its problems sheet lists the whole period).
-    ``more``: where the further files go as they are made (anything with ``append`` and ``len``: a caller that
-    writes each at once holds none of them); a new list by default."""
+    each: every file at once (``stream_exports`` gives them one at a time, as publish and verify read them).
+    Bills go into import files of at most ROWS_MAY_FAIL detail rows each (the first is ``main``, the others
+    ``more``), a bill never split across two files."""
+    console: list[str] = []
+    main, red, more = b"", None, {}
+    for n, data in stream_exports(documents, default_vat, extras, created, console):
+        if n == 1:
+            main = data
+        elif n == RED:
+            red = data
+        else:
+            more[n] = data
+    return Exports(main, red, console, [more[n] for n in sorted(more)])
+
+
+RED = 0  # stream_exports' number of the red-letter list (import files are 1, 2, ...)
+
+
+def stream_exports(documents, default_vat: dict, extras, created: dt.datetime, console: list[str]):
+    """``build_exports`` one file at a time: yields (n, bytes) for import file n >= 2 as soon as it is full,
+    then import file 1 (made last: its problems sheet lists the whole period), then (RED, bytes) for the
+    red-letter list when the period has credit notes; ``console`` receives the problems once the last file
+    is yielded. The documents are read in one pass, a file is let go once yielded: memory is bounded by
+    two import files' rows, not by the number of bills (the problem rows and the credit notes' rows wait
+    in temporary files; the first import file's and the red-letter list's bytes, compressed, do grow with
+    them, as does ``replaced_by``, a number per replacing bill)."""
     if isinstance(documents, list):
         documents = sorted(documents, key=lambda d: d["number"])
     first: list[tuple[dict, list[dict]]] = []
     part: list[tuple[dict, list[dict]]] = first
-    more = [] if more is None else more
+    parts = 1
     rows_in_part = detail_rows = 0
-    problem_rows: list[list[str]] = []
-    console: list[str] = []
-    credits: list[dict] = []  # credit notes are kept whole for the red-letter list (a few per period)
+    told: list[str] = []  # the first CONSOLE_PROBLEMS + 1 problem lines (the console's screenful)
+    left_out = 0
+    # kept on disk as they come: the first import file's problems sheet (a row per problem) and the
+    # red-letter list (a row per credit note: a month amended wholesale has one per bill)
+    problem_rows, red_rows = _Spilled(), _Spilled()
+    red_in_order, last_credit = True, None
     replaced_by: dict[str, str] = {}
-    for doc in documents:
-        if doc.get("replaces"):
-            replaced_by[doc["replaces"]] = doc["number"]
-        if doc["kind"] == "credit_note":
-            credits.append(doc)
-        if doc["kind"] != "invoice" or doc.get("status", "issued") != "issued":
-            continue
-        vat = doc.get("vat") or default_vat
-        basic, details, problems = bill_rows(doc, extras.get(doc["customer"]["customer_id"], {}), vat)
-        if problems:
-            for p in problems:
-                problem_rows.append([doc["number"], doc["customer"]["customer_id"], p, LEFT_OUT])
-                console.append(f"fapiao: bill {doc['number']} ({doc['customer']['customer_id']}) left out of the "
-                               f"import file: {p}")
-            continue
-        if rows_in_part + len(details) > ROWS_MAY_FAIL:
-            if part is not first:
-                more.append(_import_book(part, None, created))
-            part = []
-            rows_in_part = 0
-        part.append((basic, details))
-        rows_in_part += len(details)
-        detail_rows += len(details)
-    if part is not first:
-        more.append(_import_book(part, None, created))
-    if len(console) > CONSOLE_PROBLEMS:  # the sheet lists every one; the console and manifest a screenful
-        left = len(console) - CONSOLE_PROBLEMS
-        console[CONSOLE_PROBLEMS:] = [f"fapiao: {left} more problem(s) keep bills out of the import file; every "
-                                      f"one is listed in its problems sheet"]
-    if more:
-        text = (f"{detail_rows} detail rows: the platform may fail above {ROWS_MAY_FAIL} in one import, so they "
-                f"are in {len(more) + 1} files (the first, then -part2 ...); import each")
-        problem_rows.append(["", "", text, "已导出 included"])
-        console.append(f"fapiao: {text}")
-    main = _import_book(first, problem_rows, created)
-    red = _red_list(credits, replaced_by, default_vat, created) if credits else None
-    return Exports(main, red, console, more)
+    try:
+        for doc in documents:
+            if doc.get("replaces"):
+                replaced_by[doc["replaces"]] = doc["number"]
+            if doc["kind"] == "credit_note":
+                red = _red_row(doc, default_vat)
+                if last_credit is not None and red[0] < last_credit:
+                    red_in_order = False
+                last_credit = red[0]
+                red_rows.append(red)
+            if doc["kind"] != "invoice" or doc.get("status", "issued") != "issued":
+                continue
+            vat = doc.get("vat") or default_vat
+            basic, details, problems = bill_rows(doc, extras.get(doc["customer"]["customer_id"], {}), vat)
+            if problems:
+                for p in problems:
+                    problem_rows.append([doc["number"], doc["customer"]["customer_id"], p, LEFT_OUT])
+                    left_out += 1
+                    if len(told) <= CONSOLE_PROBLEMS:
+                        told.append(f"fapiao: bill {doc['number']} ({doc['customer']['customer_id']}) left out of "
+                                    f"the import file: {p}")
+                continue
+            if rows_in_part + len(details) > ROWS_MAY_FAIL:
+                if part is not first:
+                    yield parts, _import_book(part, None, created)
+                parts += 1
+                part = []
+                rows_in_part = 0
+            part.append((basic, details))
+            rows_in_part += len(details)
+            detail_rows += len(details)
+        if part is not first:
+            yield parts, _import_book(part, None, created)
+        del part
+        if left_out > CONSOLE_PROBLEMS:  # the sheet lists every one; the console and manifest a screenful
+            told[CONSOLE_PROBLEMS:] = [f"fapiao: {left_out - CONSOLE_PROBLEMS} more problem(s) keep bills out of "
+                                       f"the import file; every one is listed in its problems sheet"]
+        if parts > 1:
+            text = (f"{detail_rows} detail rows: the platform may fail above {ROWS_MAY_FAIL} in one import, so "
+                    f"they are in {parts} files (the first, then -part2 ...); import each")
+            problem_rows.append(["", "", text, "已导出 included"])
+            told.append(f"fapiao: {text}")
+        main = _import_book(first, problem_rows, created)
+        del first
+        yield 1, main
+        del main
+        if len(red_rows):
+            # in number order as the documents come; else (never from the ledger's readers) sorted here
+            yield RED, _red_list(red_rows if red_in_order else sorted(red_rows, key=lambda x: x[0]),
+                                 len(red_rows), replaced_by, created)
+    finally:
+        problem_rows.close()
+        red_rows.close()
+    console.extend(told)
 
 
 def _import_book(bills: list[tuple[dict, list[dict]]], problem_rows: list[list[str]] | None,
@@ -220,49 +268,116 @@ def _import_book(bills: list[tuple[dict, list[dict]]], problem_rows: list[list[s
             for key, value in d.items():
                 _text(detail_ws, next_detail, detail_col[key], value)
             next_detail += 1
+    spliced = {}
     if problem_rows is not None:
         probs = wb.create_sheet(PROBLEMS_SHEET)
         for c, name in enumerate(PROBLEM_COLUMNS, 1):
             _text(probs, 1, c, name)
-        for r, row in enumerate(problem_rows, 2):
-            for c, value in enumerate(row, 1):
-                _text(probs, r, c, value)
-    return _save(wb, created)
+        if RAW_ROWS:  # serialised as openpyxl would, into a temporary file spliced into the sheet (a month of
+            # problems is never a cell object per value): each row has its problem, so the last row is the
+            # sheet's last, and the header's four columns its width
+            spliced[probs] = body = _SheetRows(probs, {})
+            body.write([None if v is None or v == "" else str(v) for v in row] for row in problem_rows)
+            if len(problem_rows):
+                probs.calculate_dimension = lambda: f"A1:D{len(problem_rows) + 1}"
+        else:
+            for r, row in enumerate(problem_rows, 2):
+                for c, value in enumerate(row, 1):
+                    _text(probs, r, c, value)
+    return _save(wb, created, spliced)
 
 
-def _red_list(credits: list[dict], replaced_by: dict[str, str], default_vat: dict, created: dt.datetime) -> bytes:
-    """One row per credit note: the bill it reverses, that bill's 发票流水号, the amount and why
-    (``replaced_by``: a cancelled bill's number -> the number of the bill that replaces it)."""
+class _Spilled:
+    """Rows appended as they come into a temporary file and read back, in order, once all are there: a
+    month's problem rows are not held in memory."""
+
+    def __init__(self):
+        self.file = tempfile.TemporaryFile()
+        self.count = 0
+
+    def append(self, row: list[str]) -> None:
+        pickle.dump(row, self.file, pickle.HIGHEST_PROTOCOL)
+        self.count += 1
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):
+        self.file.seek(0)
+        for _ in range(self.count):
+            yield pickle.load(self.file)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _red_row(doc: dict, default_vat: dict) -> tuple[str, list, str]:
+    """A credit note's number, its row of the red-letter list but for the last three cells (they name the
+    bill that replaces the cancelled one: ``_red_list`` adds them), and the number of the bill it cancels."""
+    vat = doc.get("vat") or default_vat
+    if "net_total_fen" in doc:
+        net, tax = doc["net_total_fen"], doc["tax_total_fen"]
+    else:  # reverses a bill issued before bills stated VAT: the same rule, line by line
+        parts = [split_gross(x["amount_fen"], vat["rate"]) for x in doc["lines"]]
+        net, tax = sum(p[0] for p in parts), sum(p[1] for p in parts)
+    row = [doc["number"], doc["issue_date"], doc["cancels"], doc["cancels"], doc["customer"]["name"],
+           doc["customer"].get("tax_id", "").upper(), plain_yuan(doc["total_fen"]), plain_yuan(net),
+           plain_yuan(tax), vat["rate"]]
+    return doc["number"], row, doc["cancels"]
+
+
+def _red_list(red_rows, count: int, replaced_by: dict[str, str], created: dt.datetime) -> bytes:
+    """One row per credit note (``count`` of ``_red_row``, in number order): the bill it reverses, that bill's
+    发票流水号, the amount and why (``replaced_by``: a cancelled bill's number -> the number of the bill that
+    replaces it)."""
     wb = Workbook()
     ws = wb.active
     ws.title = "红字 credit notes"
     for c, name in enumerate(RED_COLUMNS, 1):
         _text(ws, 1, c, name)
-    for r, doc in enumerate(sorted(credits, key=lambda d: d["number"]), 2):
-        vat = doc.get("vat") or default_vat
-        if "net_total_fen" in doc:
-            net, tax = doc["net_total_fen"], doc["tax_total_fen"]
-        else:  # reverses a bill issued before bills stated VAT: the same rule, line by line
-            parts = [split_gross(x["amount_fen"], vat["rate"]) for x in doc["lines"]]
-            net, tax = sum(p[0] for p in parts), sum(p[1] for p in parts)
-        new = replaced_by.get(doc["cancels"], "")
-        reason = (f"账单更正, 由 {new} 替代 (amended; replaced by {new})" if new
-                  else "账单撤销, 本期不再计费 (withdrawn: no longer billed this period)")
-        row = [doc["number"], doc["issue_date"], doc["cancels"], doc["cancels"], doc["customer"]["name"],
-               doc["customer"].get("tax_id", "").upper(), plain_yuan(doc["total_fen"]), plain_yuan(net),
-               plain_yuan(tax), vat["rate"], reason, new, "开票有误" if new else "服务中止"]
-        for c, value in enumerate(row, 1):
-            _text(ws, r, c, ILLEGAL_CHARACTERS_RE.sub("\N{REPLACEMENT CHARACTER}", str(value)))
-    return _save(wb, created)
+
+    def rows():
+        for _number, row, cancels in red_rows:
+            new = replaced_by.get(cancels, "")
+            reason = (f"账单更正, 由 {new} 替代 (amended; replaced by {new})" if new
+                      else "账单撤销, 本期不再计费 (withdrawn: no longer billed this period)")
+            yield [ILLEGAL_CHARACTERS_RE.sub("\N{REPLACEMENT CHARACTER}", str(value))
+                   for value in [*row, reason, new, "开票有误" if new else "服务中止"]]
+
+    spliced = {}
+    if RAW_ROWS:  # as the problems sheet (_import_book): each row has its number (A) and its last cell (M)
+        spliced[ws] = body = _SheetRows(ws, {})
+        body.write([v or None for v in row] for row in rows())
+        ws.calculate_dimension = lambda: f"A1:M{count + 1}"
+    else:
+        for r, row in enumerate(rows(), 2):
+            for c, value in enumerate(row, 1):
+                _text(ws, r, c, value)
+    return _save(wb, created, spliced)
 
 
-def _save(wb: Workbook, created: dt.datetime) -> bytes:
+def _save(wb: Workbook, created: dt.datetime, spliced: dict | None = None) -> bytes:
+    """The workbook's bytes, deterministic (summary.copy_deterministic_zip); ``spliced``: worksheet -> its
+    rows serialised by summary._SheetRows, copied into the sheet after the rows openpyxl wrote."""
     wb.properties.creator = "qq-invoicer"
     wb.properties.lastModifiedBy = "qq-invoicer"
     wb.properties.created = wb.properties.modified = created
     buf = io.BytesIO()
-    wb.save(buf)
-    return deterministic_zip(buf.getvalue(), created)
+    try:
+        wb.save(buf)
+        # a cell refers to its sheet and the sheet to its cells: a cycle, which Python frees only at its next
+        # full collection, so a month's import files piled up as garbage (tens of MB at 100,000 customers);
+        # emptied here, each file's cells are freed as soon as it is saved
+        for ws in wb.worksheets:
+            ws._cells.clear()
+        buf.seek(0)
+        out = io.BytesIO()
+        copy_deterministic_zip(buf, out, created, {ws.path.lstrip("/"): (body.file, body.size)
+                                                   for ws, body in (spliced or {}).items()})
+        return out.getvalue()
+    finally:
+        for body in (spliced or {}).values():
+            body.file.close()
 
 
 def totals_by_bill(data: bytes) -> dict[str, Decimal]:
