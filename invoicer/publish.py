@@ -266,11 +266,11 @@ class PreviousManifest:
         try:
             with open(out / "manifest.json", "rb") as f:
                 try:
-                    self._read(_ijson.basic_parse(_Watched(f, _ijson is not _PY_IJSON), buf_size=self.CHUNK))
+                    self._parse(f, _ijson)
                 except _Surrogate:
                     self._clear()
                     f.seek(0)
-                    self._read(_PY_IJSON.basic_parse(_Watched(f, False), buf_size=self.CHUNK))
+                    self._parse(f, _PY_IJSON)
         except (OSError, ValueError, RecursionError, StopIteration, ijson.JSONError):
             self._clear()
 
@@ -281,6 +281,20 @@ class PreviousManifest:
             self._db.execute(f"DELETE FROM {self._stats}")
 
     # -- the streamed parse: ijson's events ---------------------------------------------------------------
+    def _parse(self, f, backend) -> None:
+        watched = _Watched(f, backend is not _PY_IJSON)
+        events = backend.basic_parse(watched, buf_size=self.CHUNK)
+        try:
+            self._read(events)
+        except (ValueError, RecursionError, StopIteration, ijson.JSONError):
+            if watched.problem is None:
+                raise
+        finally:
+            if hasattr(events, "close"):  # the pure-Python backend's generator: its coroutines closed now, quietly
+                events.close()
+        if watched.problem is not None:
+            raise watched.problem
+
     def _read(self, events) -> None:
         if next(events)[0] != "start_map":
             raise ValueError("manifest: not an object")
@@ -305,16 +319,7 @@ class PreviousManifest:
         hot path (half a million events at 100,000 customers): an entry as this tool writes it takes no call."""
         rows, batch = [], self.LOOKAHEAD
         append = rows.append
-        if self._db is None:  # parsed (a malformed list is a malformed manifest) and dropped
-            depth = 1
-            for event, _ in events:
-                if event in _OPEN:
-                    depth += 1
-                elif event in _CLOSE:
-                    depth -= 1
-                    if not depth:
-                        return
-        elif table == self._files:
+        if table == self._files:
             for event, name in events:
                 if event == "end_map":
                     break
@@ -395,7 +400,6 @@ class PreviousManifest:
 _LISTED = object()  # PreviousManifest.top's value for an object read into a table
 _ijson = ijson.get_backend(ijson.backend)  # the fastest ijson has: yajl2_c (C)
 _PY_IJSON = ijson.get_backend("python")
-_OPEN, _CLOSE = frozenset({"start_map", "start_array"}), frozenset({"end_map", "end_array"})
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # json.loads allows none, in a string or out
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")  # an escaped surrogate (or text that looks like one)
 
@@ -409,17 +413,20 @@ class _Watched:
 
     def __init__(self, f, surrogates: bool):
         self._f, self._surrogates, self._tail = f, surrogates, b""
+        self.problem: Exception | None = None  # found: the parse ends here (the file reads as ended), raising it
 
     def read(self, n: int = -1) -> bytes:
+        if self.problem is not None:
+            return b""
         data = self._f.read(n)
         if _CONTROL.search(data) is not None:
-            raise ValueError("manifest: a control character")
-        if self._surrogates:
+            self.problem = ValueError("manifest: a control character")
+        elif self._surrogates:
             seen = self._tail + data  # an escape can straddle two reads
             if _SURROGATE.search(seen) is not None:
-                raise _Surrogate
+                self.problem = _Surrogate()
             self._tail = seen[-3:]
-        return data
+        return b"" if self.problem is not None else data
 
 
 def _value(events, event: str, value):
