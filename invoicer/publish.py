@@ -10,6 +10,8 @@ import re
 import tempfile
 from pathlib import Path
 
+import ijson
+
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -241,10 +243,16 @@ class PreviousManifest:
     12 MB of JSON for 100,000 customers, several times that as Python objects) go into tables of a
     ``spill.Scratch``, the rest (a few keys) into ``top``. Only a hint: a missing, unreadable or malformed
     manifest reads as empty (as ``json.loads`` failing did), and a value of an unexpected type is kept as
-    such, so every use checks it as it did on the parsed dict."""
+    such, so every use checks it as it did on the parsed dict.
 
-    CHUNK = 1 << 18  # characters read at a time
-    LOOKAHEAD = 1 << 16  # characters kept ahead of a value being decoded (a longer one grows it)
+    Parsed by ijson (its C backend, yajl2_c; the pure-Python one if that is missing), in one pass of events.
+    Where ijson's C backend reads differently from ``json.loads``, the bytes are checked as they are read
+    (``_Watched``): a control character (yajl takes a form feed for a space) makes the manifest malformed,
+    and an escaped surrogate (``\\ud800``: yajl turns a lone one into "?" or into a wrong character) has the
+    file read again by the pure-Python backend, which decodes strings with json's own scanner."""
+
+    CHUNK = 1 << 18  # bytes read at a time
+    LOOKAHEAD = 1000  # entries parsed ahead of their insert (one executemany)
 
     def __init__(self, out: Path, scratch=None):
         """``scratch`` None: only ``top`` is wanted (the file lists are parsed and dropped)."""
@@ -256,127 +264,94 @@ class PreviousManifest:
                       f"f.sha = ? AND s.stat = ?")
         self.top: dict = {}
         try:
-            with open(out / "manifest.json", encoding="utf-8") as f:
-                self._read(f)
-        except (OSError, ValueError):
-            self.top = {}
-            if self._db is not None:
-                self._db.execute(f"DELETE FROM {self._files}")
-                self._db.execute(f"DELETE FROM {self._stats}")
+            with open(out / "manifest.json", "rb") as f:
+                try:
+                    self._parse(f, _ijson)
+                except _Surrogate:
+                    self._clear()
+                    f.seek(0)
+                    self._parse(f, _PY_IJSON)
+        except (OSError, ValueError, RecursionError, StopIteration, ijson.JSONError):
+            self._clear()
 
-    # -- the streamed parse: json's own scanner, on a window of the file ---------------------------------
-    def _fill(self, need: int) -> None:
-        while not self._eof and len(self._buf) - self._pos < need:
-            chunk = self._f.read(self.CHUNK)
-            if not chunk:
-                self._eof = True
-                return
-            self._buf, self._pos = self._buf[self._pos:] + chunk, 0
+    def _clear(self) -> None:
+        self.top = {}
+        if self._db is not None:
+            self._db.execute(f"DELETE FROM {self._files}")
+            self._db.execute(f"DELETE FROM {self._stats}")
 
-    def _peek(self) -> str:
-        while True:
-            self._fill(1)
-            self._pos = _WS.match(self._buf, self._pos).end()
-            if self._pos < len(self._buf) or self._eof:
-                return self._buf[self._pos:self._pos + 1]
+    # -- the streamed parse: ijson's events ---------------------------------------------------------------
+    def _parse(self, f, backend) -> None:
+        watched = _Watched(f, backend is not _PY_IJSON)
+        events = backend.basic_parse(watched, buf_size=self.CHUNK)
+        try:
+            self._read(events)
+        except (ValueError, RecursionError, StopIteration, ijson.JSONError):
+            if watched.problem is None:
+                raise
+        finally:
+            if hasattr(events, "close"):  # the pure-Python backend's generator: its coroutines closed now, quietly
+                events.close()
+        if watched.problem is not None:
+            raise watched.problem
 
-    def _expect(self, ch: str) -> None:
-        if self._peek() != ch:
-            raise ValueError(f"manifest: {ch!r} expected")
-        self._pos += 1
-
-    def _value(self):
-        need = self.LOOKAHEAD
-        while True:
-            self._peek()
-            self._fill(need)
-            try:
-                value, end = _DECODER.raw_decode(self._buf, self._pos)
-            except json.JSONDecodeError:
-                if self._eof:
-                    raise
-            else:
-                if end < len(self._buf) or self._eof:  # else a number may go on past the window
-                    self._pos = end
-                    return value
-            need = 2 * max(need, len(self._buf) - self._pos)
-
-    def _read(self, f) -> None:
-        self._f, self._buf, self._pos, self._eof = f, "", 0, False
-        self._expect("{")
-        if self._peek() == "}":
-            self._pos += 1
-        else:
-            while True:
-                key = self._value()
-                if not isinstance(key, str):
-                    raise ValueError("manifest: a key is not a string")
-                self._expect(":")
-                table = {"files": self._files, "file_stats": self._stats}.get(key)
-                if table is not None and self._db is not None:
-                    self._db.execute(f"DELETE FROM {table}")  # a repeated key: the last one counts
-                if table is not None and self._peek() == "{":
-                    self._pos += 1
-                    self._entries(table)
-                    self.top[key] = _LISTED
-                else:
-                    self.top[key] = self._value()
-                if self._peek() == ",":
-                    self._pos += 1
-                    continue
-                self._expect("}")
+    def _read(self, events) -> None:
+        if next(events)[0] != "start_map":
+            raise ValueError("manifest: not an object")
+        for event, key in events:
+            if event == "end_map":
                 break
-        if self._peek() != "":
+            table = {"files": self._files, "file_stats": self._stats}.get(key)
+            if table is not None and self._db is not None:
+                self._db.execute(f"DELETE FROM {table}")  # a repeated key: the last one counts
+            event, value = next(events)
+            if table is not None and event == "start_map":
+                self._entries(events, table)
+                self.top[key] = _LISTED
+            else:
+                self.top[key] = _value(events, event, value)
+        for _ in events:  # ijson raises on anything but white space after the object
             raise ValueError("manifest: extra data")
-        self._f = self._buf = None
 
-    def _entries(self, table: str) -> None:
-        """The entries of ``files`` or ``file_stats`` into ``table``: an entry as this tool writes it (a
-        name and a hash, or a name and a list of integers; nothing escaped) is matched whole by a pattern,
-        anything else is decoded by json's scanner. A stat is kept as its compact JSON text."""
-        rows = []
-        stats = table != self._files
-        fast, run, pair = (_STAT_ENTRY, _STAT_RUN, _STAT_PAIR) if stats else (_FILE_ENTRY, _FILE_RUN, _FILE_PAIR)
-        if self._peek() == "}":
-            self._pos += 1
-            return
-        while True:
-            if len(self._buf) - self._pos < self.LOOKAHEAD:
-                self._fill(self.LOOKAHEAD)
-            m = run.match(self._buf, self._pos)
-            if m is not None:  # entries up to the last complete one in the window, each with its comma
-                if self._db is not None:
-                    found = pair.findall(self._buf, self._pos, m.end())
-                    if stats:
-                        found = [(n, v if v == "null" else _WS_ALL.sub("", v)) for n, v in found]
-                    self._put(table, found)
-                self._pos = m.end()
-                continue
-            m = fast.match(self._buf, self._pos)
-            if m is not None:
-                name, value, sep = m.groups()
-                if stats and value != "null":
-                    value = _WS_ALL.sub("", value)
-                self._pos = m.end()
-            else:
-                name = self._value()
-                if not isinstance(name, str):
-                    raise ValueError("manifest: a key is not a string")
-                self._expect(":")
-                value = self._value()
-                if table == self._files:
-                    value = value if isinstance(value, str) else None
+    def _entries(self, events, table: str) -> None:
+        """The entries of ``files`` (a hash; None: not a string) or ``file_stats`` (its compact JSON text,
+        as ``json.dumps`` writes the value ``json.loads`` gives) into ``table``. The loops are the read's
+        hot path (half a million events at 100,000 customers): an entry as this tool writes it takes no call."""
+        rows, batch = [], self.LOOKAHEAD
+        append = rows.append
+        if table == self._files:
+            for event, name in events:
+                if event == "end_map":
+                    break
+                event, value = next(events)
+                if event != "string":
+                    _value(events, event, value)  # read past it
+                    value = None
+                append((name, value))
+                if len(rows) >= batch:
+                    self._put(table, rows)
+        else:
+            for event, name in events:
+                if event == "end_map":
+                    break
+                event, value = next(events)
+                if event == "start_array":  # a stat as this tool writes it: integers
+                    items = []
+                    for event, value in events:
+                        if type(value) is not int:  # (a key, a bool, a Decimal or an end: not a number)
+                            break
+                        items.append(value)
+                    if event == "end_array":
+                        value = "[" + ",".join(map(str, items)) + "]"
+                    else:  # something else in it: the rest as json.loads gives it, never trusted
+                        items.append(_value(events, event, value))
+                        items += _value(events, "start_array", None)
+                        value = json.dumps(items, separators=(",", ":"))
                 else:
-                    value = json.dumps(value, separators=(",", ":"))
-                sep = self._peek()
-                if sep not in (",", "}"):
-                    raise ValueError("manifest: ',' or '}' expected")
-                self._pos += 1
-            rows.append((name, value))
-            if len(rows) >= 1000:
-                self._put(table, rows)
-            if sep == "}":
-                break
+                    value = json.dumps(_value(events, event, value), separators=(",", ":"))
+                append((name, value))
+                if len(rows) >= batch:
+                    self._put(table, rows)
         self._put(table, rows)
 
     def _put(self, table: str, rows: list) -> None:
@@ -423,19 +398,56 @@ class PreviousManifest:
 
 
 _LISTED = object()  # PreviousManifest.top's value for an object read into a table
-_WS = re.compile(r"[ \t\n\r]*")
-_WS_ALL = re.compile(r"[ \t\n\r]+")
-_KEY = r'[ \t\n\r]*"([^"\\\x00-\x1f]*)"[ \t\n\r]*:[ \t\n\r]*'  # a key with nothing escaped, and its colon
-_INT = r"-?(?:0|[1-9][0-9]*)"
-_SHA = r'"([^"\\\x00-\x1f]*)"'  # a string with nothing escaped
-_STAT = rf"(\[[ \t\n\r]*{_INT}(?:[ \t\n\r]*,[ \t\n\r]*{_INT})*[ \t\n\r]*\]|null)"  # integers, or null
-_SEP = r"[ \t\n\r]*([,}])"
-_FILE_ENTRY, _STAT_ENTRY = re.compile(_KEY + _SHA + _SEP), re.compile(_KEY + _STAT + _SEP)
-_FILE_PAIR, _STAT_PAIR = re.compile(_KEY + _SHA), re.compile(_KEY + _STAT)
-# a run of such entries, each followed by a comma: matched in one call, then split by the pair's pattern
-_FILE_RUN = re.compile(re.sub(r"\((?!\?)", "(?:", rf"(?:{_KEY}{_SHA}[ \t\n\r]*,){{1,256}}"))
-_STAT_RUN = re.compile(re.sub(r"\((?!\?)", "(?:", rf"(?:{_KEY}{_STAT}[ \t\n\r]*,){{1,256}}"))
-_DECODER = json.JSONDecoder()
+_ijson = ijson.get_backend(ijson.backend)  # the fastest ijson has: yajl2_c (C)
+_PY_IJSON = ijson.get_backend("python")
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # json.loads allows none, in a string or out
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")  # an escaped surrogate (or text that looks like one)
+
+
+class _Surrogate(Exception):
+    """The manifest escapes a surrogate: the C backend would misread it (read it with the pure-Python one)."""
+
+
+class _Watched:
+    """The manifest's bytes as ijson reads them, checked for what yajl reads differently from json.loads."""
+
+    def __init__(self, f, surrogates: bool):
+        self._f, self._surrogates, self._tail = f, surrogates, b""
+        self.problem: Exception | None = None  # found: the parse ends here (the file reads as ended), raising it
+
+    def read(self, n: int = -1) -> bytes:
+        if self.problem is not None:
+            return b""
+        data = self._f.read(n)
+        if _CONTROL.search(data) is not None:
+            self.problem = ValueError("manifest: a control character")
+        elif self._surrogates:
+            seen = self._tail + data  # an escape can straddle two reads
+            if _SURROGATE.search(seen) is not None:
+                self.problem = _Surrogate()
+            self._tail = seen[-3:]
+        return b"" if self.problem is not None else data
+
+
+def _value(events, event: str, value):
+    """The value that starts with this ijson event, as json.loads gives it (a non-integer number: a float; a
+    repeated key: the last one counts)."""
+    if event == "start_map":
+        obj = {}
+        for event, key in events:
+            if event == "end_map":
+                return obj
+            event, value = next(events)
+            obj[key] = _value(events, event, value)
+    elif event == "start_array":
+        items = []
+        for event, value in events:
+            if event == "end_array":
+                return items
+            items.append(_value(events, event, value))
+    elif event == "number" and type(value) is not int:
+        return float(value)  # ijson's Decimal: json.loads gives the float nearest the text, as float() does
+    return value
 
 
 # -- staging: rendered PDFs on disk before the ledger commits ------------------------------------------------
