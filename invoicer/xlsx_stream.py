@@ -1,0 +1,587 @@
+"""Reads one worksheet of an .xlsx/.xlsm as a stream of rows holding the cells python-calamine gives.
+
+calamine loads a whole sheet into one dense range (and the whole shared-strings table into memory) before
+the first row comes out; this reader parses the sheet's XML as it is inflated (``formats._inflate``, with the
+zip-bomb limits ``formats.inspect_zip`` applies) and keeps a large shared-strings table in a temporary file,
+so its memory does not grow with the roster.
+
+Every value is the one python-calamine gives for the cell (its rules, found by experiment, are in the
+functions below: numbers are floats; a number whose style has a date or duration format is a date, datetime,
+time or timedelta; booleans; shared, inline and formula strings with calamine's ``_x00HH_`` escapes and
+whitespace rules; error cells are ""). Rows run from row 1 and each is padded with "" from column A; a row is
+as long as the longest row so far (calamine pads every row to the sheet's width, which is only known at the
+end: a column mapped by a header row is always within the rows after it, so what a reader takes from the
+rows is the same).
+
+Whatever this reader does not reproduce exactly (a DOCTYPE, an encoding other than UTF-8, entities or
+comments in a cell value, cells out of order, a date-typed cell, a cell calamine refuses...) raises
+``Unsupported`` (before or while rows come out): the caller reads the file with calamine instead.
+"""
+from __future__ import annotations
+
+import array
+import datetime as dt
+import functools
+import io
+import math
+import os
+import re
+import tempfile
+import xml.etree.ElementTree as ET
+import zipfile
+
+from . import formats
+from .limits import MB, Limits
+
+NS_XML = "{http://www.w3.org/XML/1998/namespace}"
+
+
+class Unsupported(Exception):
+    """The file uses something this reader does not reproduce exactly: read it with calamine."""
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1] if tag[:1] == "{" else tag
+
+
+# ------------------------------------------------------------------ values as python-calamine gives them
+
+_FLOAT = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(?i:inf|infinity|nan))")
+_ESCAPE = re.compile(r"_x00(\+[0-9A-Fa-f]|[0-9A-Fa-f]{2})_")
+_ERRORS = frozenset({"#DIV/0!", "#N/A", "#NAME?", "#NULL!", "#NUM!", "#REF!", "#VALUE!"})
+_DIGITS = re.compile(r"[0-9]{1,18}")
+_REF = re.compile(r"([A-Za-z]{1,3})([0-9]{1,7})")
+OTHER, DATETIME, TIMEDELTA = 0, 1, 2
+_EMPTY = object()  # calamine's Empty: not a cell of the range
+
+
+def unescape(text: str) -> str:
+    """calamine's unescape of Excel's ``_x00HH_`` (only code points below 0x100; ``_x005F_`` is "_")."""
+    if "_x00" not in text:
+        return text
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+
+
+def number_format(code: str) -> int:
+    """calamine's reading of a custom number format: DATETIME, TIMEDELTA or OTHER (a port of
+    ``formats::detect_custom_number_format``)."""
+    escaped = is_quote = hms = ap = False
+    brackets = 0
+    prev = " "
+    for s in code:
+        if escaped:
+            escaped = False
+        elif s in "_\\*":
+            escaped = True
+        elif s == '"' and is_quote:
+            is_quote = False
+        elif is_quote:
+            pass
+        elif s == '"':
+            is_quote = True
+        elif s == ";":
+            return OTHER
+        elif s == "[":
+            brackets = (brackets + 1) & 0xFF
+        elif s == "]" and brackets == 1 and hms:
+            return TIMEDELTA
+        elif s == "]":
+            brackets = max(brackets - 1, 0)
+        elif s in "aA" and not ap and brackets == 0:
+            ap = True
+        elif s in "pm/PM" and ap and brackets == 0:
+            return DATETIME
+        elif s in "dmhysDMHYS" and not ap and brackets == 0:
+            return DATETIME
+        else:
+            if hms and (s == prev or (s.isascii() and prev.isascii() and s.lower() == prev.lower())):
+                pass
+            else:
+                hms = prev == "[" and s in "mhsMHS"
+        prev = s
+    return OTHER
+
+
+_BUILTIN = {"14": DATETIME, "15": DATETIME, "16": DATETIME, "17": DATETIME, "18": DATETIME, "19": DATETIME,
+            "20": DATETIME, "21": DATETIME, "22": DATETIME, "45": DATETIME, "47": DATETIME, "46": TIMEDELTA}
+
+_I64 = 2 ** 63
+_DAY_MS = 86_400_000
+_EPOCH = dt.datetime(1899, 12, 30)
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy
+
+
+_EPOCH_DAYS = _days_from_civil(1899, 12, 30)
+_CHRONO_MIN = _days_from_civil(-262144, 1, 1) - _EPOCH_DAYS  # chrono's NaiveDate range, in days from the epoch
+_CHRONO_MAX = _days_from_civil(262143, 12, 31) - _EPOCH_DAYS
+_PY_MIN = dt.date(1, 1, 1).toordinal() - dt.date(1899, 12, 30).toordinal()
+_PY_MAX = dt.date(9999, 12, 31).toordinal() - dt.date(1899, 12, 30).toordinal()
+
+
+def _ms(x: float) -> int:
+    """Rust's ``(x).round() as i64`` (half away from zero, saturating, NaN 0); i64::MIN panics in chrono."""
+    if x != x:
+        return 0
+    if math.isinf(x):
+        r = _I64 - 1 if x > 0 else -_I64
+    else:
+        a = abs(x)
+        f = math.floor(a)
+        r = f + 1 if a - f >= 0.5 else f
+        r = int(r) if x >= 0 else -int(r)
+        r = min(max(r, -_I64), _I64 - 1)
+    if r == -_I64:
+        raise Unsupported("a date far out of range (calamine panics)")
+    return r
+
+
+def _datetime(v: float, is_1904: bool):
+    """A number in a date-formatted cell, as python-calamine converts it."""
+    f = v + 1462.0 if is_1904 else v
+    f = f if f >= 60.0 else f + 1.0
+    ms = _ms(f * _DAY_MS)
+    days, rem = divmod(ms, _DAY_MS)
+    if not _CHRONO_MIN <= days <= _CHRONO_MAX:
+        return v
+    if v < 1.0:
+        return dt.time(rem // 3_600_000, rem // 60_000 % 60, rem // 1000 % 60, rem % 1000 * 1000)
+    if not _PY_MIN <= days <= _PY_MAX:
+        return v
+    moment = _EPOCH + dt.timedelta(days=days, milliseconds=rem)
+    if v.is_integer() and v <= 2.0 ** 64:
+        return moment.date()
+    return moment
+
+
+def _timedelta(v: float):
+    ms = _ms(v * _DAY_MS)
+    try:
+        return dt.timedelta(milliseconds=ms)
+    except OverflowError:
+        raise Unsupported("a duration out of Python's range (calamine raises)") from None
+
+
+def _number(v: float, fmt: int, is_1904: bool):
+    if fmt == DATETIME:
+        return _datetime(v, is_1904)
+    if fmt == TIMEDELTA:
+        return _timedelta(v)
+    return v
+
+
+# ------------------------------------------------------------------ parts of the package
+
+
+class _Strings:
+    """The shared-strings table: in memory while small, then in a temporary file read back by offset."""
+
+    IN_MEMORY = 20_000  # strings kept as a list before the table moves to a file (tests lower it)
+
+    def __init__(self):
+        self.items: list[str] | None = []
+        self.file = None
+        self.offsets = array.array("q", [0])
+        self.count = 0
+
+    def add(self, s: str) -> None:
+        self.count += 1
+        if self.items is not None:
+            self.items.append(s)
+            if len(self.items) > self.IN_MEMORY:
+                self.file = tempfile.TemporaryFile()
+                for item in self.items:
+                    self._write(item)
+                self.items = None
+        else:
+            self._write(s)
+
+    def _write(self, s: str) -> None:
+        b = s.encode("utf-8", "surrogatepass")
+        self.file.write(b)
+        self.offsets.append(self.offsets[-1] + len(b))
+
+    def finish(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+            self._fd = self.file.fileno()
+            self.get = functools.lru_cache(maxsize=4096)(self._read)
+
+    def _read(self, i: int) -> str:
+        start = self.offsets[i]
+        return os.pread(self._fd, self.offsets[i + 1] - start, start).decode("utf-8", "surrogatepass")
+
+    def get(self, i: int) -> str:
+        return self.items[i]
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+_DOCTYPE = re.compile(rb"<!DOCTYPE")
+_ROOT = re.compile(rb"<[A-Za-z_]")
+_DECL_ENCODING = re.compile(rb"""<\?xml[^>]*?encoding\s*=\s*["']([^"']*)["']""")
+_V_ODD = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?v(?:\s[^>]*)?>[^<]{0,64}?(?:&|<[!?])")
+
+
+def _safe_chunks(chunks, check_values: bool = False):
+    """The part's chunks, refusing (Unsupported) what expat would read differently from calamine or what must
+    not be parsed at all: a DOCTYPE (no DTD, no entity of any kind is ever expanded), an encoding other than
+    UTF-8; in a worksheet, an entity, comment or CDATA section in a ``<v>`` value (calamine reads only the
+    text before it)."""
+    first = True
+    tail = b""
+    for chunk in chunks:
+        if first:
+            first = False
+            if chunk.startswith((b"\xfe\xff", b"\xff\xfe")) or b"\x00" in chunk[:4]:
+                raise Unsupported("a part not in UTF-8")
+            root = _ROOT.search(chunk)
+            prolog = chunk[:root.start()] if root else chunk
+            if _DOCTYPE.search(prolog):
+                raise Unsupported("a part with a DOCTYPE")
+            enc = _DECL_ENCODING.search(prolog)
+            if enc and enc.group(1).lower() not in (b"utf-8", b"utf8"):
+                raise Unsupported("a part not in UTF-8")
+        if check_values:
+            if _V_ODD.search(tail + chunk):
+                raise Unsupported("an entity or comment in a cell value")
+            tail = chunk[-80:]
+        yield chunk
+
+
+class XlsxBook:
+    """The workbook's shared parts (relationships, date system, number formats, shared strings), read once;
+    ``rows(title)`` streams one sheet. Raises Unsupported when calamine should read the file instead."""
+
+    def __init__(self, data: bytes, name: str, limits: Limits, members: dict[str, str] | None = None):
+        self.data, self.name, self.limits = data, name, limits
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        self.infos = {i.filename: i for i in zf.infolist()}
+        self.lower: dict[str, str | None] = {}
+        for n in self.infos:
+            key = n.replace("\\", "/").lower()
+            self.lower[key] = None if key in self.lower else n  # two names differing in case: ambiguous
+        self.strings = _Strings()
+        try:
+            self._read_package()
+        except BaseException:
+            self.strings.close()
+            raise
+
+    def close(self) -> None:
+        self.strings.close()
+
+    # -- parts
+    def _member(self, path: str) -> str | None:
+        key = path.replace("\\", "/").lower()
+        if key not in self.lower:
+            return None
+        if self.lower[key] is None:
+            raise Unsupported(f"two parts named {path!r} but for case")
+        return self.lower[key]
+
+    def _chunks(self, member: str, check_values: bool = False):
+        info = self.infos[member]
+        return _safe_chunks(formats._inflate(self.data, info, self.name, self.limits.unpacked_mb * MB,
+                                             self.limits), check_values)
+
+    def _small(self, member: str) -> bytes:
+        return b"".join(self._chunks(member))
+
+    def _tree(self, member: str):
+        try:
+            return ET.fromstring(self._small(member))
+        except ET.ParseError as exc:
+            raise Unsupported(f"{member}: {exc}") from None
+
+    def _read_package(self) -> None:
+        root_rels = self._member("_rels/.rels")
+        if root_rels is None:
+            raise Unsupported("no _rels/.rels")
+        doc = [r.get("Target", "") for r in self._tree(root_rels).iter()
+               if _local(r.tag) == "Relationship" and r.get("Type", "").endswith("/relationships/officeDocument")]
+        if [t.lstrip("/") for t in doc[-1:]] != ["xl/workbook.xml"] or len(doc) != 1:
+            raise Unsupported("the workbook is not xl/workbook.xml")
+        wb_member = self._member("xl/workbook.xml")
+        rels_member = self._member("xl/_rels/workbook.xml.rels")
+        if wb_member is None or rels_member is None:
+            raise Unsupported("no workbook or no workbook relationships")
+        rels = {}
+        for r in self._tree(rels_member).iter():
+            if _local(r.tag) == "Relationship":
+                rels[r.get("Id")] = (r.get("Type", ""), r.get("Target", ""))
+        raw_wb = self._small(wb_member)
+        try:
+            wb = ET.fromstring(raw_wb)
+        except ET.ParseError as exc:
+            raise Unsupported(f"workbook: {exc}") from None
+        self.sheets: dict[str, str] = {}  # title -> member
+        for s in wb.iter():
+            if _local(s.tag) != "sheet":
+                continue
+            if s.get("state", "visible") not in ("visible", "hidden", "veryHidden"):
+                raise Unsupported("a sheet state calamine refuses")
+            ids = [v for k, v in s.attrib.items() if _local(k) == "id"]
+            if len(ids) != 1 or ids[0] not in rels:
+                raise Unsupported("a sheet without its relationship")
+            typ, target = rels[ids[0]]
+            if typ.rsplit("/", 1)[-1] not in ("worksheet", "chartsheet", "dialogsheet"):
+                raise Unsupported("a sheet type calamine refuses")
+            path = target[1:] if target.startswith("/") else "xl/" + target
+            if typ.rsplit("/", 1)[-1] == "worksheet":
+                ours = target.lstrip("/") if target.startswith("/") else formats._normpath("xl/" + target)
+                member = self._member(path)
+                if member is None or member != ours:
+                    raise Unsupported("a worksheet path read differently")
+                self.sheets[s.get("name", "")] = member
+        self.is_1904 = False
+        for m in re.finditer(rb"<workbookPr(?=[\s/>])([^>]*)>", raw_wb):
+            v = re.search(rb"""(?<![\w:.-])date1904\s*=\s*(["'])(.*?)\1""", m.group(1))
+            self.is_1904 = bool(v) and v.group(2) in (b"1", b"true")
+        self.formats = self._styles()
+        sst = self._member("xl/sharedStrings.xml")
+        if sst is not None:
+            self._shared_strings(sst)
+        self.strings.finish()
+
+    def _styles(self) -> list[int]:
+        member = self._member("xl/styles.xml")
+        out: list[int] = []
+        if member is None:
+            return out
+        custom: dict[str, str] = {}
+        in_fmts = in_xfs = 0
+        parser = ET.XMLPullParser(events=("start", "end"))
+        try:
+            for chunk in self._chunks(member):
+                parser.feed(chunk)
+                for event, el in parser.read_events():
+                    tag = _local(el.tag)
+                    if event == "start":
+                        if tag == "numFmts":
+                            in_fmts += 1
+                        elif tag == "cellXfs":
+                            in_xfs += 1
+                        elif tag == "numFmt" and in_fmts:
+                            if el.get("numFmtId") is not None and el.get("formatCode") is not None:
+                                custom[el.get("numFmtId")] = el.get("formatCode")
+                        elif tag == "xf" and in_xfs:
+                            fid = el.get("numFmtId")
+                            out.append(OTHER if fid is None else number_format(custom[fid]) if fid in custom
+                                       else _BUILTIN.get(fid, OTHER))
+                    else:
+                        if tag == "numFmts":
+                            in_fmts -= 1
+                        elif tag == "cellXfs":
+                            in_xfs -= 1
+            parser.close()
+        except ET.ParseError as exc:
+            raise Unsupported(f"styles: {exc}") from None
+        return out
+
+    def _shared_strings(self, member: str) -> None:
+        parser = ET.XMLPullParser(events=("start", "end"))
+        root = None
+        try:
+            for chunk in self._chunks(member):
+                parser.feed(chunk)
+                for event, el in parser.read_events():
+                    if event == "start":
+                        if root is None:
+                            root = el
+                        continue
+                    if _local(el.tag) == "si":
+                        self.strings.add(_string(el))
+                        root.clear()
+            parser.close()
+        except ET.ParseError as exc:
+            raise Unsupported(f"shared strings: {exc}") from None
+
+    # -- a sheet
+    def rows(self, title: str):
+        """The sheet's rows from row 1, each padded with "" from column A (see the module's doc)."""
+        member = self.sheets.get(title)
+        if member is None:
+            raise Unsupported(f"no worksheet {title!r}")
+        parser = ET.XMLPullParser(events=("start", "end"))
+        sheet_data = None
+        done = False
+        row_index = 0  # calamine's position for cells without a reference
+        cur = None  # the row being gathered (0-based) and its cells {column: value}
+        cells: dict[int, object] = {}
+        emitted = 0  # rows yielded so far
+        width = 0  # the longest row so far
+        checked = (0, 0)
+        limits = self.limits
+        try:
+            for chunk in self._chunks(member, check_values=True):
+                parser.feed(chunk)
+                out = []
+                for event, el in parser.read_events():
+                    if event == "start":
+                        if sheet_data is None and _local(el.tag) == "sheetData":
+                            sheet_data = el
+                        elif sheet_data is None and _local(el.tag) == "dimension":
+                            ref = el.get("ref")
+                            if ref is None or not re.fullmatch(r"[A-Za-z]+[0-9]+(:[A-Za-z]+[0-9]+)?", ref):
+                                raise Unsupported("a dimension calamine refuses")
+                        continue
+                    tag = _local(el.tag)
+                    if tag == "sheetData" and el is sheet_data:
+                        if len(el):
+                            raise Unsupported("cells outside rows")
+                        done = True
+                        continue
+                    if tag != "row" or sheet_data is None or done:
+                        continue
+                    r = el.get("r")
+                    if r is not None:
+                        if not _DIGITS.fullmatch(r) or int(r) == 0:
+                            raise Unsupported("a row reference calamine reads differently")
+                        row_index = int(r) - 1
+                    col_index = 0
+                    for c in el:
+                        if _local(c.tag) != "c":
+                            raise Unsupported("a row holding something else than cells")
+                        ref = c.get("r")
+                        if ref is not None:
+                            m = _REF.fullmatch(ref)
+                            if m is None or int(m.group(2)) == 0:
+                                raise Unsupported("a cell reference calamine reads differently")
+                            pos_r = int(m.group(2)) - 1
+                            col_index = formats._col_number(m.group(1).upper().encode()) - 1
+                        else:
+                            pos_r = row_index
+                        value = self._value(c)
+                        if value is not _EMPTY:
+                            if cur is None:
+                                cur = pos_r
+                            elif pos_r != cur:
+                                if pos_r < cur:
+                                    raise Unsupported("cells out of order")
+                                width = max(width, max(cells) + 1)
+                                while emitted < cur:
+                                    out.append([""] * width)
+                                    emitted += 1
+                                row = [""] * width
+                                for k, v in cells.items():
+                                    row[k] = v
+                                out.append(row)
+                                emitted += 1
+                                cells = {}
+                                cur = pos_r
+                            cells[col_index] = value
+                        col_index += 1
+                    row_index += 1
+                    el.clear()
+                    if not len(sheet_data) or sheet_data[0] is not el:
+                        raise Unsupported("a row outside sheetData or cells outside rows")
+                    del sheet_data[0]
+                    if (emitted, width) != checked and out:
+                        checked = (emitted, width)
+                        formats.check_extent(formats.SheetScan(title, emitted, width), self.name, limits)
+                yield from out
+            parser.close()
+        except ET.ParseError as exc:
+            raise Unsupported(f"{title}: {exc}") from None
+        if sheet_data is None or not done:
+            raise Unsupported("no sheetData")
+        if cur is not None:
+            width = max(width, max(cells) + 1)
+            formats.check_extent(formats.SheetScan(title, cur + 1, width), self.name, limits)
+            while emitted < cur:
+                yield [""] * width
+                emitted += 1
+            row = [""] * width
+            for k, v in cells.items():
+                row[k] = v
+            yield row
+
+    def _value(self, c):
+        """The cell's value as python-calamine gives it, or _EMPTY (not part of the range)."""
+        value = _EMPTY
+        t = c.get("t")
+        for child in c:
+            tag = _local(child.tag)
+            if tag == "is":
+                value = _string(child)
+            elif tag == "f":
+                value = _EMPTY
+            elif tag != "v":
+                raise Unsupported("a cell holding something else than a value, formula or string")
+            elif t in ("inlineStr", "is"):
+                value = _EMPTY
+            elif len(child):
+                raise Unsupported("markup inside a cell value")
+            else:
+                value = self._v(child.text or "", t, c.get("s"))
+        return value
+
+    def _v(self, v: str, t: str | None, s: str | None):
+        if t is None or t == "n":
+            if not v:
+                return _EMPTY
+            if _FLOAT.fullmatch(v):
+                if s is None:
+                    fmt = OTHER
+                else:
+                    i = int(s) if _DIGITS.fullmatch(s) else 0
+                    fmt = self.formats[i] if i < len(self.formats) else OTHER
+                return _number(float(v), fmt, self.is_1904)
+            if t is None:
+                return v
+            raise Unsupported("a number calamine cannot read")
+        if t == "s":
+            if not v:
+                return _EMPTY
+            if not _DIGITS.fullmatch(v) or int(v) >= self.strings.count:
+                raise Unsupported("a shared string index calamine reads differently")
+            return self.strings.get(int(v))
+        if t == "str":
+            return unescape(v)
+        if t == "b":
+            if not v:
+                return _EMPTY
+            if v in ("0", "false"):
+                return False
+            if v in ("1", "true"):
+                return True
+            raise Unsupported("a boolean calamine reads differently")
+        if t == "e":
+            if not v:
+                return _EMPTY
+            if v in _ERRORS:
+                return ""
+            raise Unsupported("an error value calamine refuses")
+        raise Unsupported(f"a cell type {t!r} this reader does not take")
+
+
+def _string(el) -> str:
+    """A shared or inline string: the text of its ``<t>`` elements outside phonetic runs, each trimmed of
+    ASCII white space unless ``xml:space="preserve"``, with ``_x00HH_`` escapes read."""
+    parts: list[str] = []
+
+    def walk(e):
+        for ch in e:
+            tag = _local(ch.tag)
+            if tag == "rPh":
+                continue
+            if tag == "t":
+                text = "".join(ch.itertext())
+                if ch.get(f"{NS_XML}space") != "preserve":
+                    text = text.strip(" \t\r\n")
+                parts.append(unescape(text))
+            else:
+                walk(ch)
+
+    walk(el)
+    return "".join(parts)
