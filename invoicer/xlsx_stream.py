@@ -232,13 +232,26 @@ _DECL_ENCODING = re.compile(rb"""<\?xml[^>]*?encoding\s*=\s*["']([^"']*)["']""")
 _V_ODD = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?v(?:\s[^>]*)?>[^<]{0,64}?(?:&|<[!?])")
 
 
-def _safe_chunks(chunks, check_values: bool = False):
+# Characters XML 1.0 cannot hold that calamine reads all the same (control characters, U+FFFE, U+FFFF: a
+# roster may hold them, validate rejects the cell): expat refuses them, so each is carried through the parser
+# as a code point of plane 16's private use area and turned back in the values (a part already holding one of
+# those code points is left to calamine).
+_ODD_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]|\xef\xbf[\xbe\xbf]")
+_PUA_BASE = 0x10FF00
+_CARRIED = {bytes([b]): chr(_PUA_BASE + b).encode() for b in [*range(0x09), 0x0B, 0x0C, *range(0x0E, 0x20)]}
+_CARRIED.update({"\ufffe".encode(): chr(_PUA_BASE + 0x20).encode(), "\uffff".encode(): chr(_PUA_BASE + 0x21).encode()})
+_BACK = {ord(v.decode()): k.decode() for k, v in _CARRIED.items()}
+_PUA_BYTES = b"\xf4\x8f\xbc"  # the UTF-8 lead of U+10FF00..U+10FF3F
+
+
+def _safe_chunks(chunks, check_values: bool = False, odd: list | None = None):
     """The part's chunks, refusing (Unsupported) what expat would read differently from calamine or what must
     not be parsed at all: a DOCTYPE (no DTD, no entity of any kind is ever expanded), an encoding other than
     UTF-8; in a worksheet, an entity, comment or CDATA section in a ``<v>`` value (calamine reads only the
-    text before it)."""
+    text before it). Characters XML cannot hold are carried as private-use code points (``odd`` is set)."""
     first = True
     tail = b""
+    held = b""
     for chunk in chunks:
         if first:
             first = False
@@ -251,11 +264,31 @@ def _safe_chunks(chunks, check_values: bool = False):
             enc = _DECL_ENCODING.search(prolog)
             if enc and enc.group(1).lower() not in (b"utf-8", b"utf8"):
                 raise Unsupported("a part not in UTF-8")
-        if check_values:
-            if _V_ODD.search(tail + chunk):
-                raise Unsupported("an entity or comment in a cell value")
-            tail = chunk[-80:]
-        yield chunk
+        buf = held + chunk
+        cut = max(len(buf) - 3, 0)
+        while cut > 0 and 0x80 <= buf[cut] < 0xC0:  # never cut inside a character
+            cut -= 1
+        held = buf[cut:]
+        out = buf[:cut]
+        if out:
+            yield _checked(out, tail, check_values, odd)
+            tail = out[-80:]
+    if held:
+        yield _checked(held, tail, check_values, odd)
+
+
+def _checked(chunk: bytes, tail: bytes, check_values: bool, odd: list | None) -> bytes:
+    odd = odd if odd is not None else []
+    if check_values and _V_ODD.search(tail + chunk):
+        raise Unsupported("an entity or comment in a cell value")
+    if _PUA_BYTES in chunk or _PUA_BYTES in tail[-3:] + chunk[:3]:
+        odd.append("stand-in")
+    if _ODD_BYTES.search(chunk):
+        odd.append("carried")
+        chunk = _ODD_BYTES.sub(lambda m: _CARRIED[m.group()], chunk)
+    if "stand-in" in odd and "carried" in odd:
+        raise Unsupported("a workbook holding both characters XML cannot hold and their stand-ins")
+    return chunk
 
 
 class XlsxBook:
@@ -271,6 +304,7 @@ class XlsxBook:
             key = n.replace("\\", "/").lower()
             self.lower[key] = None if key in self.lower else n  # two names differing in case: ambiguous
         self.strings = _Strings()
+        self.odd: list = []  # set once a part held characters XML cannot hold
         try:
             self._read_package()
         except BaseException:
@@ -292,7 +326,11 @@ class XlsxBook:
     def _chunks(self, member: str, check_values: bool = False):
         info = self.infos[member]
         return _safe_chunks(formats._inflate(self.data, info, self.name, self.limits.unpacked_mb * MB,
-                                             self.limits), check_values)
+                                             self.limits), check_values, self.odd)
+
+    def _back(self, text: str) -> str:
+        """A value's stand-ins turned back into the characters XML cannot hold (see _CARRIED)."""
+        return text.translate(_BACK) if "carried" in self.odd else text
 
     def _small(self, member: str) -> bytes:
         return b"".join(self._chunks(member))
@@ -373,7 +411,7 @@ class XlsxBook:
                             in_xfs += 1
                         elif tag == "numFmt" and in_fmts:
                             if el.get("numFmtId") is not None and el.get("formatCode") is not None:
-                                custom[el.get("numFmtId")] = el.get("formatCode")
+                                custom[el.get("numFmtId")] = self._back(el.get("formatCode"))
                         elif tag == "xf" and in_xfs:
                             fid = el.get("numFmtId")
                             out.append(OTHER if fid is None else number_format(custom[fid]) if fid in custom
@@ -400,7 +438,7 @@ class XlsxBook:
                             root = el
                         continue
                     if _local(el.tag) == "si":
-                        self.strings.add(_string(el))
+                        self.strings.add(self._back(_string(el)))
                         root.clear()
             parser.close()
         except ET.ParseError as exc:
@@ -513,7 +551,7 @@ class XlsxBook:
         for child in c:
             tag = _local(child.tag)
             if tag == "is":
-                value = _string(child)
+                value = self._back(_string(child))
             elif tag == "f":
                 value = _EMPTY
             elif tag != "v":
@@ -538,7 +576,7 @@ class XlsxBook:
                     fmt = self.formats[i] if i < len(self.formats) else OTHER
                 return _number(float(v), fmt, self.is_1904)
             if t is None:
-                return v
+                return self._back(v)
             raise Unsupported("a number calamine cannot read")
         if t == "s":
             if not v:
@@ -547,7 +585,7 @@ class XlsxBook:
                 raise Unsupported("a shared string index calamine reads differently")
             return self.strings.get(int(v))
         if t == "str":
-            return unescape(v)
+            return unescape(self._back(v))
         if t == "b":
             if not v:
                 return _EMPTY
