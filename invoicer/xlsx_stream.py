@@ -291,6 +291,92 @@ def _checked(chunk: bytes, tail: bytes, check_values: bool, odd: list | None) ->
     return chunk
 
 
+_SHEETDATA_OPEN = re.compile(rb"<((?:[A-Za-z_][\w.-]*:)?)sheetData(\s[^>]*?)?(/?)>")
+_ROW_CLOSE = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?row\s*>")
+_DIMENSION = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?dimension\b([^>]*)>")
+_DIMENSION_REF = re.compile(rb"""\sref\s*=\s*["'][A-Za-z]+0*[1-9][0-9]*(?::[A-Za-z]+0*[1-9][0-9]*)?["']""")
+_START_TAG = re.compile(rb"""<([A-Za-z_][^\s/>]*)(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*>""")
+
+
+def _root_tags(head: bytes) -> tuple[bytes, bytes]:
+    """The worksheet's root start tag (with its namespace declarations) and its end tag."""
+    at = _ROOT.search(head)
+    m = _START_TAG.match(head, at.start()) if at else None
+    if m is None:
+        raise Unsupported("no worksheet element before sheetData")
+    return m.group(), b"</" + m.group(1) + b">"
+
+
+BATCH = 256 * 1024  # bytes of a sheet's XML parsed at once
+_LOCAL: dict[str, str] = {}
+
+
+def _loc(tag: str) -> str:
+    try:
+        return _LOCAL[tag]
+    except KeyError:
+        _LOCAL[tag] = _local(tag)
+        return _LOCAL[tag]
+
+
+_COLUMNS: dict[str, int] = {}
+
+
+def _column(letters: str) -> int:
+    try:
+        return _COLUMNS[letters]
+    except KeyError:
+        n = 0
+        for ch in letters.upper():
+            n = n * 26 + ord(ch) - 64
+        _COLUMNS[letters] = n - 1
+        return n - 1
+
+
+class _SheetState:
+    """Where a sheet's stream stands: calamine's row position, the row being gathered, the rows yielded."""
+
+    def __init__(self):
+        self.row_index = 0  # calamine's row for cells without a reference
+        self.cur = -1  # the row being gathered (0-based), -1 before the first cell
+        self.cells: dict[int, object] = {}
+        self.emitted = 0  # rows yielded so far
+        self.width = 0  # the longest row so far
+        self.checked = (0, 0)
+
+    def move(self, pos_r: int, out: list) -> None:
+        if pos_r < self.cur:
+            raise Unsupported("cells out of order")
+        if self.cur >= 0:
+            self._flush(out)
+        self.cur = pos_r
+
+    def _flush(self, out: list) -> None:
+        cells = self.cells
+        self.width = width = max(self.width, max(cells) + 1)
+        while self.emitted < self.cur:
+            out.append([""] * width)
+            self.emitted += 1
+        row = [""] * width
+        for k, v in cells.items():
+            row[k] = v
+        out.append(row)
+        self.emitted += 1
+        self.cells = {}
+
+    def check(self, book, title: str) -> None:
+        if (self.emitted, self.width) != self.checked:
+            self.checked = (self.emitted, self.width)
+            formats.check_extent(formats.SheetScan(title, self.emitted, self.width), book.name, book.limits)
+
+    def finish(self, book, title: str) -> list:
+        out: list = []
+        if self.cur >= 0:
+            self._flush(out)
+            self.check(book, title)
+        return out
+
+
 class XlsxBook:
     """The workbook's shared parts (relationships, date system, number formats, shared strings), read once;
     ``rows(title)`` streams one sheet. Raises Unsupported when calamine should read the file instead."""
@@ -305,6 +391,7 @@ class XlsxBook:
             self.lower[key] = None if key in self.lower else n  # two names differing in case: ambiguous
         self.strings = _Strings()
         self.odd: list = []  # set once a part held characters XML cannot hold
+        self._dates: dict = {}  # (text, format) -> value: rosters repeat their dates
         try:
             self._read_package()
         except BaseException:
@@ -446,122 +533,124 @@ class XlsxBook:
 
     # -- a sheet
     def rows(self, title: str):
-        """The sheet's rows from row 1, each padded with "" from column A (see the module's doc)."""
+        """The sheet's rows from row 1, each padded with "" from column A (see the module's doc).
+
+        The sheet's XML is cut after its last complete row in each inflated chunk, and those rows are parsed
+        at once (in the root element's namespaces); calamine reads nothing after ``</sheetData>``."""
         member = self.sheets.get(title)
         if member is None:
             raise Unsupported(f"no worksheet {title!r}")
-        parser = ET.XMLPullParser(events=("start", "end"))
-        sheet_data = None
-        done = False
-        row_index = 0  # calamine's position for cells without a reference
-        cur = None  # the row being gathered (0-based) and its cells {column: value}
-        cells: dict[int, object] = {}
-        emitted = 0  # rows yielded so far
-        width = 0  # the longest row so far
-        checked = (0, 0)
-        limits = self.limits
+        state = _SheetState()
+        buf = b""
+        root_open = root_close = data_close = None
+        scan_from = 0
+        for chunk in self._chunks(member, check_values=True):
+            buf += chunk
+            if root_open is None:  # the head: the root's start tag, the dimension, up to <sheetData>
+                open_ = _SHEETDATA_OPEN.search(buf)
+                if open_ is None:
+                    if len(buf) > 16 * MB:
+                        raise Unsupported("no sheetData in the first 16 MB")
+                    continue
+                root_open, root_close = _root_tags(buf[:open_.start()])
+                head = buf[:open_.start()]
+                for dim in _DIMENSION.finditer(head):
+                    if not _DIMENSION_REF.search(dim.group(1)):
+                        raise Unsupported("a dimension calamine refuses")
+                if open_.group(2) and b"xmlns" in open_.group(2):
+                    raise Unsupported("namespaces declared on sheetData")
+                if open_.group(3):  # <sheetData/>
+                    return
+                data_close = re.compile(rb"</" + re.escape(open_.group(1)) + rb"sheetData\s*>")
+                buf = buf[open_.end():]
+                scan_from = 0
+            if b"<!--" in buf or b"<![CDATA[" in buf:
+                raise Unsupported("a comment or CDATA section among the rows")
+            end = data_close.search(buf, max(scan_from - 32, 0))
+            if end is not None:
+                cut = 0
+                for last in _ROW_CLOSE.finditer(buf, 0, end.start()):
+                    if last.end() - cut >= BATCH:
+                        yield from self._batch(state, root_open + buf[cut:last.end()] + root_close, title)
+                        cut = last.end()
+                yield from self._batch(state, root_open + buf[cut:end.start()] + root_close, title)
+                break
+            cut = 0  # parse a batch of whole rows every BATCH bytes (its tree is a few times its size)
+            last = None
+            for last in _ROW_CLOSE.finditer(buf, max(scan_from - 32, 0)):
+                if last.end() - cut >= BATCH:
+                    yield from self._batch(state, root_open + buf[cut:last.end()] + root_close, title)
+                    cut = last.end()
+            if last is not None and last.end() > cut:
+                yield from self._batch(state, root_open + buf[cut:last.end()] + root_close, title)
+                cut = last.end()
+            buf = buf[cut:]
+            scan_from = len(buf)
+        else:
+            raise Unsupported("the sheet ends before </sheetData>")
+        yield from state.finish(self, title)
+
+    def _batch(self, state: _SheetState, xml: bytes, title: str):
         try:
-            for chunk in self._chunks(member, check_values=True):
-                parser.feed(chunk)
-                out = []
-                for event, el in parser.read_events():
-                    if event == "start":
-                        if sheet_data is None and _local(el.tag) == "sheetData":
-                            sheet_data = el
-                        elif sheet_data is None and _local(el.tag) == "dimension":
-                            ref = el.get("ref")
-                            if ref is None or not re.fullmatch(r"[A-Za-z]+[0-9]+(:[A-Za-z]+[0-9]+)?", ref):
-                                raise Unsupported("a dimension calamine refuses")
-                        continue
-                    tag = _local(el.tag)
-                    if tag == "sheetData" and el is sheet_data:
-                        if len(el):
-                            raise Unsupported("cells outside rows")
-                        done = True
-                        continue
-                    if tag != "row" or sheet_data is None or done:
-                        continue
-                    r = el.get("r")
-                    if r is not None:
-                        if not _DIGITS.fullmatch(r) or int(r) == 0:
-                            raise Unsupported("a row reference calamine reads differently")
-                        row_index = int(r) - 1
-                    col_index = 0
-                    for c in el:
-                        if _local(c.tag) != "c":
-                            raise Unsupported("a row holding something else than cells")
-                        ref = c.get("r")
-                        if ref is not None:
-                            m = _REF.fullmatch(ref)
-                            if m is None or int(m.group(2)) == 0:
-                                raise Unsupported("a cell reference calamine reads differently")
-                            pos_r = int(m.group(2)) - 1
-                            col_index = formats._col_number(m.group(1).upper().encode()) - 1
-                        else:
-                            pos_r = row_index
-                        value = self._value(c)
-                        if value is not _EMPTY:
-                            if cur is None:
-                                cur = pos_r
-                            elif pos_r != cur:
-                                if pos_r < cur:
-                                    raise Unsupported("cells out of order")
-                                width = max(width, max(cells) + 1)
-                                while emitted < cur:
-                                    out.append([""] * width)
-                                    emitted += 1
-                                row = [""] * width
-                                for k, v in cells.items():
-                                    row[k] = v
-                                out.append(row)
-                                emitted += 1
-                                cells = {}
-                                cur = pos_r
-                            cells[col_index] = value
-                        col_index += 1
-                    row_index += 1
-                    el.clear()
-                    if not len(sheet_data) or sheet_data[0] is not el:
-                        raise Unsupported("a row outside sheetData or cells outside rows")
-                    del sheet_data[0]
-                    if (emitted, width) != checked and out:
-                        checked = (emitted, width)
-                        formats.check_extent(formats.SheetScan(title, emitted, width), self.name, limits)
-                yield from out
-            parser.close()
+            root = ET.fromstring(xml)
         except ET.ParseError as exc:
             raise Unsupported(f"{title}: {exc}") from None
-        if sheet_data is None or not done:
-            raise Unsupported("no sheetData")
-        if cur is not None:
-            width = max(width, max(cells) + 1)
-            formats.check_extent(formats.SheetScan(title, cur + 1, width), self.name, limits)
-            while emitted < cur:
-                yield [""] * width
-                emitted += 1
-            row = [""] * width
-            for k, v in cells.items():
-                row[k] = v
-            yield row
+        out = []
+        loc = _loc
+        value_of = self._value
+        for row in root:
+            if loc(row.tag) != "row":
+                raise Unsupported("cells outside rows")
+            r = row.get("r")
+            if r is not None:
+                if not _DIGITS.fullmatch(r) or r.strip("0") == "":
+                    raise Unsupported("a row reference calamine reads differently")
+                state.row_index = int(r) - 1
+            col_index = 0
+            row_index = state.row_index
+            for c in row:
+                if loc(c.tag) != "c":
+                    raise Unsupported("a row holding something else than cells")
+                ref = c.get("r")
+                if ref is not None:
+                    m = _REF.fullmatch(ref)
+                    if m is None or m.group(2).strip("0") == "":
+                        raise Unsupported("a cell reference calamine reads differently")
+                    pos_r = int(m.group(2)) - 1
+                    col_index = _column(m.group(1))
+                else:
+                    pos_r = row_index
+                value = value_of(c)
+                if value is not _EMPTY:
+                    if pos_r != state.cur:
+                        state.move(pos_r, out)
+                    state.cells[col_index] = value
+                col_index += 1
+            state.row_index += 1
+        if out:
+            state.check(self, title)
+        return out
 
     def _value(self, c):
-        """The cell's value as python-calamine gives it, or _EMPTY (not part of the range)."""
+        """The cell's value as python-calamine gives it, or _EMPTY (not part of the range): its last child
+        decides (a formula after the value empties the cell, as in calamine)."""
         value = _EMPTY
-        t = c.get("t")
         for child in c:
-            tag = _local(child.tag)
-            if tag == "is":
+            tag = _loc(child.tag)
+            if tag == "v":
+                t = c.get("t")
+                if t == "inlineStr" or t == "is":
+                    value = _EMPTY
+                elif len(child):
+                    raise Unsupported("markup inside a cell value")
+                else:
+                    value = self._v(child.text or "", t, c.get("s"))
+            elif tag == "is":
                 value = self._back(_string(child))
             elif tag == "f":
                 value = _EMPTY
-            elif tag != "v":
-                raise Unsupported("a cell holding something else than a value, formula or string")
-            elif t in ("inlineStr", "is"):
-                value = _EMPTY
-            elif len(child):
-                raise Unsupported("markup inside a cell value")
             else:
-                value = self._v(child.text or "", t, c.get("s"))
+                raise Unsupported("a cell holding something else than a value, formula or string")
         return value
 
     def _v(self, v: str, t: str | None, s: str | None):
@@ -570,11 +659,19 @@ class XlsxBook:
                 return _EMPTY
             if _FLOAT.fullmatch(v):
                 if s is None:
-                    fmt = OTHER
-                else:
-                    i = int(s) if _DIGITS.fullmatch(s) else 0
-                    fmt = self.formats[i] if i < len(self.formats) else OTHER
-                return _number(float(v), fmt, self.is_1904)
+                    return float(v)
+                i = int(s) if _DIGITS.fullmatch(s) else 0
+                fmt = self.formats[i] if i < len(self.formats) else OTHER
+                if fmt == OTHER:
+                    return float(v)
+                key = (v, fmt)
+                try:
+                    return self._dates[key]
+                except KeyError:
+                    if len(self._dates) > 10_000:
+                        self._dates.clear()
+                    self._dates[key] = value = _number(float(v), fmt, self.is_1904)
+                    return value
             if t is None:
                 return self._back(v)
             raise Unsupported("a number calamine cannot read")
@@ -606,11 +703,18 @@ class XlsxBook:
 def _string(el) -> str:
     """A shared or inline string: the text of its ``<t>`` elements outside phonetic runs, each trimmed of
     ASCII white space unless ``xml:space="preserve"``, with ``_x00HH_`` escapes read."""
+    if len(el) == 1:  # the usual: one <t>
+        t = el[0]
+        if _loc(t.tag) == "t" and not len(t):
+            text = t.text or ""
+            if t.get(f"{NS_XML}space") != "preserve":
+                text = text.strip(" \t\r\n")
+            return unescape(text)
     parts: list[str] = []
 
     def walk(e):
         for ch in e:
-            tag = _local(ch.tag)
+            tag = _loc(ch.tag)
             if tag == "rPh":
                 continue
             if tag == "t":
