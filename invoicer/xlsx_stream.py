@@ -229,7 +229,10 @@ class _Strings:
 _DOCTYPE = re.compile(rb"<!DOCTYPE")
 _ROOT = re.compile(rb"<[A-Za-z_]")
 _DECL_ENCODING = re.compile(rb"""<\?xml[^>]*?encoding\s*=\s*["']([^"']*)["']""")
-_V_ODD = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?v(?:\s[^>]*)?>[^<]{0,64}?(?:&|<[!?])")
+# in a worksheet, what calamine reads from the raw bytes where expat resolves or normalises: an entity, a
+# comment, a CDATA section or a carriage return in a <v> value, an entity in a cell's or row's attributes
+_V_ODD = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?v(?:\s[^>]*)?>[^<]*?(?:&|<[!?]|\r)"
+                    rb"|<(?:[A-Za-z_][\w.-]*:)?(?:c|row)\s[^>]*&")
 
 
 # Characters XML 1.0 cannot hold that calamine reads all the same (control characters, U+FFFE, U+FFFF: a

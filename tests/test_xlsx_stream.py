@@ -227,6 +227,9 @@ def test_numbers_in_date_and_duration_formats_as_calamine_converts_them(v, wbpr)
     (R(2, C("A2", 2)) + R(1, C("B1", 1)), None),  # rows out of order
     (R(1, C("A1", "&#53;")), None),  # an entity in a number (calamine reads no text before it: empty)
     (R(1, C("A1", "5<!-- x -->6")), None),
+    (R(1, C("A1", "a\r\nb")), None),  # calamine keeps the raw line end of an untyped text
+    (R(1, C("A1", 1, t="&#115;")), None),  # calamine reads attributes raw
+    (R(1, C("A1", "<![CDATA[5]]>")), None),
     (R(1, C("A1", "1e10", s=3)), None),  # a duration Python cannot hold (calamine raises)
 ])
 def test_what_calamine_reads_differently_or_refuses_is_left_to_it(sheet_data, sst):
