@@ -188,6 +188,7 @@ class _Strings:
         self.items: list[str] | None = []
         self.file = None
         self.offsets = array.array("q", [0])
+        self.pending: list[bytes] = []
         self.count = 0
 
     def add(self, s: str) -> None:
@@ -204,11 +205,16 @@ class _Strings:
 
     def _write(self, s: str) -> None:
         b = s.encode("utf-8", "surrogatepass")
-        self.file.write(b)
+        self.pending.append(b)
         self.offsets.append(self.offsets[-1] + len(b))
+        if len(self.pending) >= 4096:
+            self.file.write(b"".join(self.pending))
+            self.pending.clear()
 
     def finish(self) -> None:
         if self.file is not None:
+            self.file.write(b"".join(self.pending))
+            self.pending.clear()
             self.file.flush()
             self._fd = self.file.fileno()
             self.get = functools.lru_cache(maxsize=4096)(self._read)
@@ -231,8 +237,8 @@ _ROOT = re.compile(rb"<[A-Za-z_]")
 _DECL_ENCODING = re.compile(rb"""<\?xml[^>]*?encoding\s*=\s*["']([^"']*)["']""")
 # in a worksheet, what calamine reads from the raw bytes where expat resolves or normalises: an entity, a
 # comment, a CDATA section or a carriage return in a <v> value, an entity in a cell's or row's attributes
-_V_ODD = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?v(?:\s[^>]*)?>[^<]*?(?:&|<[!?]|\r)"
-                    rb"|<(?:[A-Za-z_][\w.-]*:)?(?:c|row)\s[^>]*&")
+_V_ODD = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?v(?:\s[^>]*)?>[^<&\r]*(?:[&\r]|<[!?])"
+                    rb"|<(?:[A-Za-z_][\w.-]*:)?(?:c|row)\s[^>&]*&")
 
 
 # Characters XML 1.0 cannot hold that calamine reads all the same (control characters, U+FFFE, U+FFFF: a
@@ -282,8 +288,10 @@ def _safe_chunks(chunks, check_values: bool = False, odd: list | None = None):
 
 def _checked(chunk: bytes, tail: bytes, check_values: bool, odd: list | None) -> bytes:
     odd = odd if odd is not None else []
-    if check_values and _V_ODD.search(tail + chunk):
-        raise Unsupported("an entity or comment in a cell value")
+    if check_values:
+        both = tail + chunk
+        if (b"&" in both or b"\r" in both or b"<!" in both or b"<?" in both) and _V_ODD.search(both):
+            raise Unsupported("an entity or comment in a cell value")
     if _PUA_BYTES in chunk or _PUA_BYTES in tail[-3:] + chunk[:3]:
         odd.append("stand-in")
     if _ODD_BYTES.search(chunk):
@@ -296,6 +304,7 @@ def _checked(chunk: bytes, tail: bytes, check_values: bool, odd: list | None) ->
 
 _SHEETDATA_OPEN = re.compile(rb"<((?:[A-Za-z_][\w.-]*:)?)sheetData(\s[^>]*?)?(/?)>")
 _ROW_CLOSE = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?row\s*>")
+_SI_CLOSE = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?si\s*>")
 _DIMENSION = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?dimension\b([^>]*)>")
 _DIMENSION_REF = re.compile(rb"""\sref\s*=\s*["'][A-Za-z]+0*[1-9][0-9]*(?::[A-Za-z]+0*[1-9][0-9]*)?["']""")
 _START_TAG = re.compile(rb"""<([A-Za-z_][^\s/>]*)(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*>""")
@@ -517,6 +526,60 @@ class XlsxBook:
         return out
 
     def _shared_strings(self, member: str) -> None:
+        """The table, parsed in batches of whole ``<si>`` items (by events when it holds comments or CDATA,
+        where a batch could not be cut safely)."""
+        buf = b""
+        root_open = root_close = close = None
+        scan_from = 0
+        for chunk in self._chunks(member):
+            buf += chunk
+            if root_open is None:
+                at = _ROOT.search(buf)
+                tag = _START_TAG.match(buf, at.start()) if at else None
+                if tag is None:
+                    if at is not None and re.match(rb"<[^>]*/>", buf[at.start():]):
+                        return  # <sst/>
+                    if len(buf) > 16 * MB:
+                        raise Unsupported("shared strings: no root element in the first 16 MB")
+                    continue
+                root_open, root_close = tag.group(), b"</" + tag.group(1) + b">"
+                close = re.compile(rb"</" + re.escape(tag.group(1)) + rb"\s*>")
+                buf = buf[tag.end():]
+            if b"<!--" in buf or b"<![CDATA[" in buf:
+                self.strings.close()
+                self.strings = _Strings()
+                return self._shared_strings_by_events(member)
+            end = close.search(buf, max(scan_from - 32, 0))
+            stop = end.start() if end else len(buf)
+            cut = 0
+            last = None
+            for last in _SI_CLOSE.finditer(buf, max(scan_from - 32, 0), stop):
+                if last.end() - cut >= BATCH:
+                    self._strings_batch(root_open + buf[cut:last.end()] + root_close)
+                    cut = last.end()
+            if end is not None:
+                self._strings_batch(root_open + buf[cut:end.start()] + root_close)
+                return
+            if last is not None and last.end() > cut:
+                self._strings_batch(root_open + buf[cut:last.end()] + root_close)
+                cut = last.end()
+            buf = buf[cut:]
+            scan_from = len(buf)
+        raise Unsupported("shared strings: the table ends before its root element does")
+
+    def _strings_batch(self, xml: bytes) -> None:
+        try:
+            root = ET.fromstring(xml)
+        except ET.ParseError as exc:
+            raise Unsupported(f"shared strings: {exc}") from None
+        add, back = self.strings.add, self._back
+        for si in root:
+            if _loc(si.tag) == "si":
+                add(back(_string(si)))
+            elif any(_loc(e.tag) == "si" for e in si.iter()):
+                raise Unsupported("shared strings nested in other elements")
+
+    def _shared_strings_by_events(self, member: str) -> None:
         parser = ET.XMLPullParser(events=("start", "end"))
         root = None
         try:
@@ -642,7 +705,15 @@ class XlsxBook:
             tag = _loc(child.tag)
             if tag == "v":
                 t = c.get("t")
-                if t == "inlineStr" or t == "is":
+                if t == "s":  # the usual text cell: an index into the shared strings
+                    v = child.text
+                    if v and len(v) < 18 and v.isascii() and v.isdigit() and not len(child):
+                        i = int(v)
+                        if i < self.strings.count:
+                            value = self.strings.get(i)
+                            continue
+                    value = self._v(v or "", t, c.get("s")) if not len(child) else self._value_markup()
+                elif t == "inlineStr" or t == "is":
                     value = _EMPTY
                 elif len(child):
                     raise Unsupported("markup inside a cell value")
@@ -655,6 +726,10 @@ class XlsxBook:
             else:
                 raise Unsupported("a cell holding something else than a value, formula or string")
         return value
+
+    @staticmethod
+    def _value_markup():
+        raise Unsupported("markup inside a cell value")
 
     def _v(self, v: str, t: str | None, s: str | None):
         if t is None or t == "n":

@@ -198,6 +198,9 @@ NUMFMTS = '<numFmt numFmtId="164" formatCode="yyyy-mm-dd"/><numFmt numFmtId="165
     (R(1, '<c r="A1"><v>5</v><f>1</f></c>', '<c r="B1"><f>1</f><v>6</v></c>', C("D1", 1), C("C1", 2),
        C("C1", 3), '<c r="C1"/>'), None),
     ("", None),
+    (R(1, C("A1", 0, t="s"), C("B1", 1, t="s"), C("C1", 2, t="s")),  # read by events: CDATA, a comment
+     '<si><t><![CDATA[a</si><b ]]></t></si><!-- </si> --><si><r><t>x</t></r><!-- y --><r><t>z</t></r></si>'
+     '<si/>'),
     ('<row r="2"/>', None),
     ("\n  " + R(1, C("A1", 1)) + "\n  ", None),
 ])
