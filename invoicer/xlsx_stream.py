@@ -50,7 +50,6 @@ _FLOAT = re.compile(r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|(
 _ESCAPE = re.compile(r"_x00(\+[0-9A-Fa-f]|[0-9A-Fa-f]{2})_")
 _ERRORS = frozenset({"#DIV/0!", "#N/A", "#NAME?", "#NULL!", "#NUM!", "#REF!", "#VALUE!"})
 _DIGITS = re.compile(r"[0-9]{1,18}")
-_REF = re.compile(r"([A-Za-z]{1,3})([0-9]{1,7})")
 OTHER, DATETIME, TIMEDELTA = 0, 1, 2
 _EMPTY = object()  # calamine's Empty: not a cell of the range
 
@@ -335,9 +334,12 @@ _COLUMNS: dict[str, int] = {}
 
 
 def _column(letters: str) -> int:
+    """The 0-based column of a reference's letters (1 to 3 ASCII letters, either case)."""
     try:
         return _COLUMNS[letters]
     except KeyError:
+        if not (1 <= len(letters) <= 3 and letters.isascii() and letters.isalpha()):
+            raise Unsupported("a cell reference calamine reads differently") from None
         n = 0
         for ch in letters.upper():
             n = n * 26 + ord(ch) - 64
@@ -404,6 +406,8 @@ class XlsxBook:
         self.strings = _Strings()
         self.odd: list = []  # set once a part held characters XML cannot hold
         self._dates: dict = {}  # (text, format) -> value: rosters repeat their dates
+        self._cell_tags: set[str] = set()
+        self._v_tags: set[str] = set()
         try:
             self._read_package()
         except BaseException:
@@ -663,7 +667,13 @@ class XlsxBook:
             raise Unsupported(f"{title}: {exc}") from None
         out = []
         loc = _loc
-        value_of = self._value
+        value_of, v_of = self._value, self._v
+        cell_tags, v_tags = self._cell_tags, self._v_tags  # tags seen to be <c>, <v> (any prefix)
+        strings = self.strings
+        count, get = strings.count, strings.get
+        columns = _COLUMNS
+        float_match = _FLOAT.fullmatch
+        last_digits, last_r = None, 0
         for row in root:
             if loc(row.tag) != "row":
                 raise Unsupported("cells outside rows")
@@ -674,23 +684,45 @@ class XlsxBook:
                 state.row_index = int(r) - 1
             col_index = 0
             row_index = state.row_index
+            cells = state.cells
             for c in row:
-                if loc(c.tag) != "c":
-                    raise Unsupported("a row holding something else than cells")
+                tag = c.tag
+                if tag not in cell_tags:
+                    if loc(tag) != "c":
+                        raise Unsupported("a row holding something else than cells")
+                    cell_tags.add(tag)
                 ref = c.get("r")
-                if ref is not None:
-                    m = _REF.fullmatch(ref)
-                    if m is None or m.group(2).strip("0") == "":
-                        raise Unsupported("a cell reference calamine reads differently")
-                    pos_r = int(m.group(2)) - 1
-                    col_index = _column(m.group(1))
+                if ref is not None:  # letters then digits, as "AB12"
+                    letters = ref.rstrip("0123456789")
+                    col_index = columns.get(letters)
+                    if col_index is None:
+                        col_index = _column(letters)
+                    digits = ref[len(letters):]
+                    if digits != last_digits:
+                        if not (len(digits) <= 7 and digits.isascii() and digits.isdigit() and digits.strip("0")):
+                            raise Unsupported("a cell reference calamine reads differently")
+                        last_digits, last_r = digits, int(digits) - 1
+                    pos_r = last_r
                 else:
                     pos_r = row_index
-                value = value_of(c)
+                value = _EMPTY
+                if len(c) == 1 and not len(c[0]) and (c[0].tag in v_tags or loc(c[0].tag) == "v"):
+                    v_tags.add(c[0].tag)
+                    v = c[0].text
+                    t = c.get("t")
+                    if t == "s" and v and len(v) < 18 and v.isascii() and v.isdigit() and int(v) < count:
+                        value = get(int(v))
+                    elif t is None and v and c.get("s") is None and float_match(v):
+                        value = float(v)
+                    elif t != "inlineStr" and t != "is":
+                        value = v_of(v or "", t, c.get("s"))
+                elif len(c):
+                    value = value_of(c)
                 if value is not _EMPTY:
                     if pos_r != state.cur:
                         state.move(pos_r, out)
-                    state.cells[col_index] = value
+                        cells = state.cells
+                    cells[col_index] = value
                 col_index += 1
             state.row_index += 1
         if out:
