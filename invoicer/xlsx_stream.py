@@ -192,15 +192,18 @@ class _Strings:
 
     def add(self, s: str) -> None:
         self.count += 1
-        if self.items is not None:
-            self.items.append(s)
-            if len(self.items) > self.IN_MEMORY:
-                self.file = tempfile.TemporaryFile()
-                for item in self.items:
-                    self._write(item)
-                self.items = None
-        else:
-            self._write(s)
+        try:
+            if self.items is not None:
+                self.items.append(s)
+                if len(self.items) > self.IN_MEMORY:
+                    self.file = tempfile.TemporaryFile()
+                    for item in self.items:
+                        self._write(item)
+                    self.items = None
+            else:
+                self._write(s)
+        except OSError as exc:  # a full or unwritable temporary folder: calamine holds the table in memory
+            raise Unsupported(f"the shared strings' temporary file failed ({exc})") from None
 
     def _write(self, s: str) -> None:
         b = s.encode("utf-8", "surrogatepass")
@@ -212,15 +215,21 @@ class _Strings:
 
     def finish(self) -> None:
         if self.file is not None:
-            self.file.write(b"".join(self.pending))
+            try:
+                self.file.write(b"".join(self.pending))
+                self.file.flush()
+            except OSError as exc:
+                raise Unsupported(f"the shared strings' temporary file failed ({exc})") from None
             self.pending.clear()
-            self.file.flush()
             self._fd = self.file.fileno()
             self.get = functools.lru_cache(maxsize=4096)(self._read)
 
     def _read(self, i: int) -> str:
         start = self.offsets[i]
-        return os.pread(self._fd, self.offsets[i + 1] - start, start).decode("utf-8", "surrogatepass")
+        try:
+            return os.pread(self._fd, self.offsets[i + 1] - start, start).decode("utf-8", "surrogatepass")
+        except OSError as exc:
+            raise Unsupported(f"the shared strings' temporary file failed ({exc})") from None
 
     def get(self, i: int) -> str:
         return self.items[i]

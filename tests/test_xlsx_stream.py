@@ -436,3 +436,18 @@ def test_rows_cut_anywhere_by_the_inflater_and_parsed_a_row_at_a_time_read_the_s
         for t, rows in want[p].items():
             assert [[_key(v) for v in r] for r in stream_rows(p.read_bytes(), t)] == \
                 [[_key(v) for v in r] for r in rows], (p.name, t)
+
+
+def test_a_failing_temporary_folder_leaves_the_file_to_calamine(tmp_path, monkeypatch):
+    path = corpus.write_xlsx_raw(tmp_path / "s.xlsx", corpus.base_sheets())
+    data = path.read_bytes()
+    want = _read(data, "s.xlsx", monkeypatch, stream=False)
+    monkeypatch.setattr(xlsx_stream._Strings, "IN_MEMORY", 2)
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(xlsx_stream.tempfile, "TemporaryFile", full)
+    with pytest.raises(xlsx_stream.Unsupported, match="temporary file"):
+        xlsx_stream.XlsxBook(data, "s.xlsx", Limits())
+    assert _typed(_read(data, "s.xlsx", monkeypatch, stream=True)) == _typed(want)
