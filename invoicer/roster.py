@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 import python_calamine
 
-from . import formats
+from . import formats, xlsx_stream
 from . import limits as limits_mod
 from .errors import InputError
 from .limits import CSV_SUFFIXES, Limits
@@ -255,26 +255,32 @@ def read_roster_bytes(data: bytes, name: str, limits: Limits | None = None) -> R
             for title in (role_titles.values() if kind == "xlsx" else list(scans)):
                 if title in scans:
                     formats.check_extent(scans[title], name, limits)
-        try:
-            wb = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
-        except Exception as exc:  # calamine raises several types for corrupt or non-Excel files
-            raise InputError(f"{name}: not a readable workbook (.xlsx, .xlsm, .xls, .ods): "
-                             f"{escape_controls(str(exc))[:200]}") from None
-        titles = role_titles or _roles(wb.sheet_names, name)
-        book = _CalamineBook(wb, scans)
-    warnings: list[str] = []
-    stage = RosterStage({CUSTOMERS: list(COLUMNS["customers"]), CHANGES: list(COLUMNS["changes"])})
+
+        def calamine_book() -> _CalamineBook:
+            try:
+                wb = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
+            except Exception as exc:  # calamine raises several types for corrupt or non-Excel files
+                raise InputError(f"{name}: not a readable workbook (.xlsx, .xlsm, .xls, .ods): "
+                                 f"{escape_controls(str(exc))[:200]}") from None
+            return _CalamineBook(wb, scans)
+
+        book = None
+        if kind == "xlsx":  # streamed (memory flat in the rows), unless it uses what only calamine reads
+            try:
+                book = _StreamBook(xlsx_stream.XlsxBook(data, name, limits), scans)
+            except xlsx_stream.Unsupported:
+                book = None
+        if book is None:
+            book = calamine_book()
+        titles = role_titles or _roles(book.wb.sheet_names, name)
     try:
-        for sheet, number in (("customers", CUSTOMERS), ("changes", CHANGES)):
-            rows = book.rows(titles[sheet], name, limits)
-            stage.add(number, _data_rows(rows, sheet, escape_controls(titles[sheet]), name, warnings, limits))
-    except BaseException:
-        stage.close()
-        raise
-    reseller = {}
-    if "reseller" in titles:
-        reseller = _reseller(book.rows(titles["reseller"], name, limits), escape_controls(titles["reseller"]),
-                             warnings)
+        stage, reseller, warnings = _stage(book, titles, name, limits)
+    except xlsx_stream.Unsupported:  # found while streaming: read again by calamine (the stage is dropped)
+        book.close()
+        book = calamine_book()
+        stage, reseller, warnings = _stage(book, titles, name, limits)
+    finally:
+        book.close()
     return RawRoster(
         path=name,
         sha256=hashlib.sha256(data).hexdigest(),
@@ -284,6 +290,24 @@ def read_roster_bytes(data: bytes, name: str, limits: Limits | None = None) -> R
         sheet_titles={k: escape_controls(v) for k, v in titles.items()},
         warnings=warnings,
     )
+
+
+def _stage(book, titles: dict[str, str], name: str, limits: Limits):
+    """The customers and changes sheets' data rows staged, the reseller block and the reader's warnings."""
+    warnings: list[str] = []
+    stage = RosterStage({CUSTOMERS: list(COLUMNS["customers"]), CHANGES: list(COLUMNS["changes"])})
+    try:
+        for sheet, number in (("customers", CUSTOMERS), ("changes", CHANGES)):
+            rows = book.rows(titles[sheet], name, limits)
+            stage.add(number, _data_rows(rows, sheet, escape_controls(titles[sheet]), name, warnings, limits))
+        reseller = {}
+        if "reseller" in titles:
+            reseller = _reseller(book.rows(titles["reseller"], name, limits, whole=True),
+                                 escape_controls(titles["reseller"]), warnings)
+    except BaseException:
+        stage.close()
+        raise
+    return stage, reseller, warnings
 
 
 def _roles(sheet_names: list[str], name: str) -> dict[str, str]:
@@ -306,13 +330,51 @@ def _roles(sheet_names: list[str], name: str) -> dict[str, str]:
     return titles
 
 
+def _marked(rows, scan: formats.SheetScan | None):
+    """The rows with the scan's misread cells (formula without a saved value, error) as CellProblem."""
+    marks: dict[int, list] = {}  # row -> the scan's misread cells in it
+    for (r, c), problem in (scan.problems.items() if scan else ()):
+        marks.setdefault(r, []).append((c, problem))
+    for r, row in enumerate(rows):
+        for c, (value, reason) in marks.get(r, ()):
+            if c >= len(row):
+                row.extend([None] * (c + 1 - len(row)))
+            row[c] = CellProblem(value, reason)
+        yield row
+
+
+class _StreamBook:
+    """Sheets of an .xlsx/.xlsm streamed by xlsx_stream (the cells calamine gives, memory flat in the rows),
+    with the scan's misread cells marked. Its rows are as long as the longest so far (calamine's are all as
+    long as the sheet's widest): the same cells under every header; ``whole`` reads a small sheet (the
+    reseller block) at once, padded as calamine pads it. Raises xlsx_stream.Unsupported for a file calamine
+    must read."""
+
+    def __init__(self, book: xlsx_stream.XlsxBook, scans: dict[str, formats.SheetScan]):
+        self.book, self.scans = book, scans
+
+    def rows(self, title: str, name: str, limits: Limits, whole: bool = False):
+        rows = self.book.rows(title)
+        if whole:
+            rows = list(rows)
+            width = max((len(r) for r in rows), default=0)
+            rows = [r + [""] * (width - len(r)) for r in rows]
+        return _marked(rows, self.scans.get(title))
+
+    def close(self) -> None:
+        self.book.close()
+
+
 class _CalamineBook:
     """Sheets of an .xlsx/.xlsm/.xls/.ods read by calamine, with the scan's misread cells marked."""
 
     def __init__(self, wb, scans: dict[str, formats.SheetScan]):
         self.wb, self.scans = wb, scans
 
-    def rows(self, title: str, name: str, limits: Limits):
+    def close(self) -> None:
+        pass
+
+    def rows(self, title: str, name: str, limits: Limits, whole: bool = False):
         """The sheet's rows padded from A1, one at a time (calamine holds the sheet's cells; the rows' Python
         values are made as they are read)."""
         try:
@@ -326,18 +388,8 @@ class _CalamineBook:
         except Exception as exc:
             raise InputError(f"{name}: sheet '{escape_controls(title)}' cannot be read: "
                              f"{escape_controls(str(exc))[:200]}") from None
-        scan = self.scans.get(title)
-        marks: dict[int, list] = {}  # row -> the scan's misread cells in it
-        for (r, c), problem in (scan.problems.items() if scan else ()):
-            marks.setdefault(r, []).append((c, problem))
         pad = [""] * left
-        for r, row in enumerate(rows):
-            row = pad + row if left else row
-            for c, (value, reason) in marks.get(r, ()):
-                if c >= len(row):
-                    row.extend([None] * (c + 1 - len(row)))
-                row[c] = CellProblem(value, reason)
-            yield row
+        yield from _marked((pad + row if left else row for row in rows), self.scans.get(title))
 
 
 @dataclass(frozen=True)
