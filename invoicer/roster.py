@@ -385,11 +385,25 @@ class _CalamineBook:
             rows = sheet.iter_rows()  # from row 1, but from the used range's first column
         except InputError:
             raise
-        except Exception as exc:
-            raise InputError(f"{name}: sheet '{escape_controls(title)}' cannot be read: "
-                             f"{escape_controls(str(exc))[:200]}") from None
+        except BaseException as exc:
+            raise _unreadable(exc, name, title) from None
         pad = [""] * left
-        yield from _marked((pad + row if left else row for row in rows), self.scans.get(title))
+        try:
+            yield from _marked((pad + row if left else row for row in rows), self.scans.get(title))
+        except BaseException as exc:  # a cell calamine cannot convert: OverflowError, or its Rust code panicking
+            raise _unreadable(exc, name, title) from None
+
+
+def _unreadable(exc: BaseException, name: str, title: str) -> BaseException:
+    """What calamine raising ``exc`` while reading a sheet becomes: one line (InputError, exit 2) naming the
+    file and the sheet. calamine raises several types, and a cell it cannot convert (a date-formatted number
+    far outside any calendar) makes its Rust code panic: pyo3's PanicException, a BaseException. Python's
+    own BaseExceptions (Ctrl-C, exit, a generator closed) are returned as they are."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit, InputError)) or not isinstance(
+            exc, Exception) and type(exc).__name__ != "PanicException":
+        return exc
+    return InputError(f"{name}: sheet '{escape_controls(title)}' cannot be read: "
+                      f"{escape_controls(str(exc))[:200]}")
 
 
 @dataclass(frozen=True)

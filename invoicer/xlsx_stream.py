@@ -136,9 +136,7 @@ def _ms(x: float) -> int:
         r = f + 1 if a - f >= 0.5 else f
         r = int(r) if x >= 0 else -int(r)
         r = min(max(r, -_I64), _I64 - 1)
-    if r == -_I64:
-        raise Unsupported("a date far out of range (calamine panics)")
-    return r
+    return r  # -_I64: chrono (calamine) panics on it; the callers keep the number instead
 
 
 def _datetime(v: float, is_1904: bool):
@@ -146,6 +144,8 @@ def _datetime(v: float, is_1904: bool):
     f = v + 1462.0 if is_1904 else v
     f = f if f >= 60.0 else f + 1.0
     ms = _ms(f * _DAY_MS)
+    if ms == -_I64:  # calamine's Rust code panics here (a traceback past any handler): the number is kept
+        return v
     days, rem = divmod(ms, _DAY_MS)
     if not _CHRONO_MIN <= days <= _CHRONO_MAX:
         return v
@@ -160,11 +160,15 @@ def _datetime(v: float, is_1904: bool):
 
 
 def _timedelta(v: float):
+    """A number in a duration-formatted cell as python-calamine converts it, or the number itself where
+    calamine panics or raises (beyond chrono's or Python's range: no duration the roster could use)."""
     ms = _ms(v * _DAY_MS)
+    if ms == -_I64:
+        return v
     try:
         return dt.timedelta(milliseconds=ms)
     except OverflowError:
-        raise Unsupported("a duration out of Python's range (calamine raises)") from None
+        return v
 
 
 def _number(v: float, fmt: int, is_1904: bool):
