@@ -114,9 +114,12 @@ def test_the_tests_rosters_bill_across_partitions(tmp_path, book):
 
 
 def test_the_corpus_and_the_sample_give_the_same_in_every_partitioning(tmp_path, book):
+    """Partitioning happens after reading, so of the corpus's cases holding the same content in other
+    formats (``same_as``) one is enough."""
     (tmp_path / "corpus").mkdir()
-    paths = [SAMPLE] + [c.path for c in write_corpus(tmp_path / "corpus") if c.expect == "rows"]
-    assert len(paths) > 10
+    cases = [c for c in write_corpus(tmp_path / "corpus") if c.expect == "rows"]
+    paths = [SAMPLE] + [c.path for c in cases if c.same_as != "base"] + [next(c.path for c in cases if c.same_as)]
+    assert len(paths) > 5
     for path in paths:
         assert_same_in_every_partitioning(path, book, sizes=(1,))
 
