@@ -411,7 +411,7 @@ limits_st = st.builds(Limits, rows=st.sampled_from([2, 5, 500_000, 500_000]), co
                       text=st.sampled_from([3, 10_000]))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=csv_zip(), limits=limits_st, size=st.sampled_from(TINY + (64 * 1024,)))
 def test_random_csv_files_read_and_are_refused_as_before(data, limits, size):
     old = sheets_old(data, "r.zip", limits)
@@ -426,7 +426,7 @@ def test_random_csv_rosters_read_into_the_same_frames_as_before(data, limits):
     assert_same(read_old(data, limits=limits), read_new(data, limits=limits))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(text=csv_text_st, encoding=st.sampled_from(ENCODINGS), cuts=st.lists(st.integers(0, 200), max_size=8),
        size=st.sampled_from(TINY), bad=st.sampled_from([b"", b"\xff", b"\x80", b"\xe4\xb8"]))
 def test_csv_text_gives_the_lines_of_the_decoded_file(text, encoding, cuts, size, bad):

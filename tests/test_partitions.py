@@ -83,14 +83,14 @@ def _workbook(tmp_path, customers, changes):
                                                     "changes": [CHANGE_HEADER, *changes]})
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(customers=st.lists(valid_customer(), max_size=10), changes=st.lists(valid_change(), max_size=12),
        period=st.sampled_from(["2026-10", "2026-11", "2027-02"]))
 def test_billable_rosters_give_the_same_in_every_partitioning(tmp_path, book, customers, changes, period):
     assert_same_in_every_partitioning(_workbook(tmp_path, customers, changes), book, period)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(customers=st.lists(customer_row(), max_size=8), changes=st.lists(change_row(), max_size=8))
 def test_hostile_rosters_give_the_same_in_every_partitioning(tmp_path, book, customers, changes):
     assert_same_in_every_partitioning(_workbook(tmp_path, customers, changes), book)
