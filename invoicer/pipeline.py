@@ -104,7 +104,7 @@ class Plan:
     unchanged: Sequence[IssuedRef] = field(default_factory=list)
     changed: list[tuple[dict, Issued]] = field(default_factory=list)
     withdrawn: list[Issued] = field(default_factory=list)
-    held: dict[str, str] = field(default_factory=dict)  # customer id -> why its invoice is held (a rejected row)
+    held: dict[str, str] = field(default_factory=dict)  # folded customer id -> why its invoice is held (_held)
     _scratch: object = field(default=None, repr=False, compare=False)  # holds ``new`` and ``unchanged``
 
     def differences(self) -> list[str]:
@@ -112,7 +112,7 @@ class Plan:
         for new, old in self.changed:
             out.append(f"{old.customer_id}: invoice {old.number} " + "; ".join(describe_change(old.content, new)))
         for old in self.withdrawn:
-            why = self.held.get(old.customer_id)
+            why = self.held.get(old.customer_id.casefold())
             out.append(f"{old.customer_id}: invoice {old.number} would no longer be issued "
                        + (f"({why}: fix that row, or amend to cancel it)" if why else "(no billable line now)"))
         return out
@@ -195,7 +195,7 @@ class Priced:
     input_bytes: bytes
     input_name: str
     issue_date: str = ""  # the period's issue date (ISO): the last day of the month
-    held: dict[str, str] = field(default_factory=dict)  # customer id -> "held: SHEET row N rejected (COLUMN)"
+    held: dict[str, str] = field(default_factory=dict)  # folded customer id -> "held: SHEET row N rejected (COLUMN)"
     stage: object = None  # the roster's stage (closed by ``close``)
 
     def close(self) -> None:
@@ -244,7 +244,7 @@ def _price(raw, book, period, partition_rows: int | None = None) -> Priced:
             names = roster.customers.drop_duplicates("customer_id").set_index("customer_id")["name"]
             accounts["customer_name"] = accounts["customer_id"].map(names)
             held = _held(part_rejects)
-            accounts["invoice_held"] = [held.get(c, "") for c in accounts["customer_id"]]
+            accounts["invoice_held"] = [held.get(c.casefold(), "") for c in accounts["customer_id"]]
             priced_part = docs_mod.PricedPart(lines.reset_index(drop=True), by_id, accounts, blocked)
             raw.stage.put_part(p, priced_part)
             raw.stage.put_buyers(zip(by_id.index.tolist(), zip(*(by_id[k].tolist() for k in BUYER_COLUMNS))))
@@ -265,8 +265,10 @@ def _price(raw, book, period, partition_rows: int | None = None) -> Priced:
 
 
 def _held(rejects: list[Reject]) -> dict[str, str]:
-    """customer id -> why its invoice is held: its first rejected row (``rejects`` in sheet and row order)."""
-    return {r.customer_id: f"held: {r.sheet} row {r.row} rejected ({r.column})" for r in reversed(rejects)
+    """Customer id, folded (ids are compared ignoring case: validate's blocked ids) -> why its invoice is held:
+    the first rejected row of the id or of an id differing only in case (``rejects`` in sheet and row order).
+    Folded, so the first row of a duplicated id (A1, then a1) says why it gets no invoice too."""
+    return {r.customer_id.casefold(): f"held: {r.sheet} row {r.row} rejected ({r.column})" for r in reversed(rejects)
             if r.customer_id}
 
 

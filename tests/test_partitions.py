@@ -108,6 +108,9 @@ def test_the_tests_rosters_bill_across_partitions(tmp_path, book):
     assert [a["customer_id"] for a in whole["accounts"]] == ["A1", "Z9", "b2", "c3"]  # code point order
     assert {r[5] for r in whole["rejects"]} == {"a1", "q7"}
     assert whole["held"]["a1"] == "held: customers row 4 rejected (customer_id)"  # a duplicate of A1 (row 3)
+    # A1 gets no invoice either (ids are compared ignoring case), and its summary row says why
+    held = {a["customer_id"]: a["invoice_held"] for a in whole["accounts"]}
+    assert held == {"A1": "held: customers row 4 rejected (customer_id)", "Z9": "", "b2": "", "c3": ""}
     raw = read_roster(path)
     sizes = [len(c) for c, _ in raw.stage.partitions(1)]
     assert sizes == [2, 1, 1, 1, 0]  # A1 with a1; b2; c3; Z9; the changes of q7 (no customers row) last
