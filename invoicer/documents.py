@@ -11,7 +11,6 @@ import datetime as dt
 import hashlib
 import json
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +28,7 @@ from .model import CreditNote, Customer, Document, Invoice, Line, Notice, Rules
 from .money import chinese_capital, plain_yuan
 from .pricebook import PriceBook
 from .pricing.dates import DAY
+from .spill import Indexed
 from .vat import split_gross
 
 KIND_ZH = {"opening": "开通", "addition": "加工号", "renewal": "续费"}
@@ -277,7 +277,7 @@ class Parts:
         return len(self.counts)
 
 
-class _PartDocuments(Sequence):
+class _PartDocuments(Indexed):
     """Documents built from the priced partitions a chunk of customers at a time whenever they are read: never
     all in memory at once, so a month of 100,000 customers is planned, rendered and recorded in a few
     chunks' worth of memory. Each pass (iteration) builds them again (deterministic: equal documents every
@@ -335,23 +335,12 @@ class _PartDocuments(Sequence):
             yield from docs
         self._part = None
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
+    def _item(self, i: int):
         for k, (_, first, end) in enumerate(self._chunks):
             if i < end - first:
                 return self._chunk(k)[i]
             i -= end - first
         raise IndexError(i)
-
-    def __eq__(self, other) -> bool:
-        return list(self) == list(other) if isinstance(other, (list, Sequence)) else NotImplemented
-
-    __hash__ = None
 
 
 class InvoiceSet(_PartDocuments):

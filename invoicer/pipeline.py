@@ -46,6 +46,7 @@ from .publish import (  # noqa: F401  (file_name_for, tool_version, LEDGER_NAME:
     tool_version,
 )
 from .roster import read_roster
+from .spill import Indexed
 from .validate import validate
 
 if TYPE_CHECKING:
@@ -685,7 +686,7 @@ def _render_key(doc: dict) -> bytes:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, ensure_ascii=False).encode()).digest()
 
 
-class IssuedNumbers(Sequence):
+class IssuedNumbers(Indexed):
     """The numbers a run issued, in issue order (``RunReport.issued``), kept as runs of consecutive numbers
     of one series (a run numbers each year's series gaplessly, so a month is one or two runs, not one string
     per document). Compares equal to the list of the numbers."""
@@ -712,13 +713,7 @@ class IssuedNumbers(Sequence):
             for seq in range(first, first + count):
                 yield format_number(prefix, year, seq, digits)
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
+    def _item(self, i: int):
         from .ledger import format_number
 
         for prefix, year, first, count, digits in self._runs:
@@ -726,11 +721,6 @@ class IssuedNumbers(Sequence):
                 return format_number(prefix, year, first + i, digits)
             i -= count
         raise IndexError(i)
-
-    def __eq__(self, other) -> bool:
-        return list(self) == list(other) if isinstance(other, (list, Sequence)) else NotImplemented
-
-    __hash__ = None
 
     def __repr__(self) -> str:
         return repr(list(self)) if self._len <= 10 else f"<{self._len} numbers>"

@@ -44,7 +44,30 @@ class Scratch:
         self._close()
 
 
-class SpilledList(Sequence):
+class Indexed(Sequence):
+    """A sequence read by position as a list is: slices (a list), negative positions, IndexError past the end;
+    a subclass gives ``_item(i)`` for 0 <= i < len. Equal to any sequence holding the same items (a list
+    too), unhashable, as a list is."""
+
+    def _item(self, i: int):
+        raise NotImplementedError
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self._item(j) for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._item(i)
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, (list, Sequence)) else NotImplemented
+
+    __hash__ = None
+
+
+class SpilledList(Indexed):
     """A list of named tuples or dataclasses (``row_type``: NewInvoice, IssuedRef; their fields are its
     columns) or of strings (``row_type`` str), appended in order and read back in that order, any number of
     times, from a table of ``scratch``."""
@@ -101,22 +124,11 @@ class SpilledList(Sequence):
             for row in rows:
                 yield self._type(*row)
 
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self):
-            raise IndexError(i)
+    def _item(self, i: int):
         self._flush()
         row = self._scratch.db.execute(f"SELECT {', '.join(self._fields)} FROM {self._table} WHERE seq = ?",
                                        (i + 1,)).fetchone()
         return self._type(*row)
-
-    def __eq__(self, other) -> bool:
-        return list(self) == list(other) if isinstance(other, (list, Sequence)) else NotImplemented
-
-    __hash__ = None
 
     def __repr__(self) -> str:
         return repr(list(self)) if len(self) <= 10 else f"<{len(self)} entries on disk>"
