@@ -1,0 +1,77 @@
+"""Review 9 (session 8's changes: the staged, partitioned roster, the .xlsx stream reader, CSV streaming, the
+per-document bookkeeping, the e-fapiao stream). Each strict-xfail test is a defect found: its docstring says
+the promise, the attack and what happened. The plain tests are attacks that held."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+import pytest
+
+from invoicer import pipeline, roster, xlsx_stream
+from invoicer.errors import InputError
+
+from . import corpus
+from .test_xlsx_stream import C, R, _key, assert_same, book, calamine_rows, stream_rows
+
+
+def _rejects(data: bytes, name: str, pricebook, monkeypatch, stream: bool, period: str = "2026-10"):
+    """The run's rejects and invoiced ids for a roster read by the stream reader or by calamine."""
+    with monkeypatch.context() as m:
+        if not stream:
+            def refuse(*a, **k):
+                raise xlsx_stream.Unsupported("test: calamine")
+            m.setattr(xlsx_stream, "XlsxBook", refuse)
+        raw = roster.read_roster_bytes(data, name)
+    priced = pipeline._price(raw, pricebook, period)
+    try:
+        return ([(r.sheet, r.row, r.column, r.reason) for r in priced.rejects],
+                [d["customer"]["customer_id"] for d in priced.invoices])
+    finally:
+        priced.close()
+
+
+def _restyle(data: bytes, old: bytes, new: bytes) -> bytes:
+    """The same .xlsx with one replacement in xl/styles.xml."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            body = src.read(info)
+            if info.filename == "xl/styles.xml":
+                assert old in body
+                body = body.replace(old, new)
+            dst.writestr(info.filename, body)
+    return out.getvalue()
+
+
+# ------------------------------------------------------------------ the .xlsx stream reader
+
+EAST_ASIAN_DATE_FORMATS = [27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 50, 51, 52, 53, 54, 55, 56, 57, 58]
+
+
+@pytest.mark.xfail(strict=True, reason="xlsx_stream's _BUILTIN lacks the East Asian built-in date formats "
+                                       "(27-36, 50-58) that calamine reads as dates")
+@pytest.mark.parametrize("fid", EAST_ASIAN_DATE_FORMATS)
+def test_east_asian_builtin_date_formats_read_as_calamine_reads_them(fid):
+    """Promise: xlsx_stream gives exactly python-calamine's cells. Attack: a number styled with one of Excel's
+    built-in East Asian date formats (numFmtId 27-36, 50-58: zh-CN Excel's 'yyyy年m月d日', '2026年10月' ...;
+    written with no numFmt element, the id alone). What happened: calamine gives a datetime, the stream
+    reader the bare float 45000.5."""
+    xfs = "".join(f'<xf numFmtId="{i}"/>' for i in range(60))
+    assert_same(book(R(1, C("A1", "45000.5", s=fid)), xfs=xfs), "S")
+
+
+@pytest.mark.xfail(strict=True, reason="a Chinese-dated opened_on (numFmtId 31) is a date to calamine but a "
+                                       "number to the stream reader: the row is rejected, no invoice")
+def test_a_roster_dated_in_chinese_builtin_format_bills_as_it_did_before(tmp_path, book, monkeypatch):
+    """Promise: the stream reader changes nothing a run gives (before session 8 calamine read every .xlsx).
+    Attack: the corpus's base roster with its date cells styled numFmtId 31 ('yyyy"年"m"月"d"日"', what
+    zh-CN Excel's built-in long date writes: the id only, no numFmt). What happened: through the stream
+    reader every date is a number, so the rows are rejected (opened_on, change dates) and fewer customers
+    are invoiced than calamine's reading gives."""
+    path = corpus.write_xlsx_raw(tmp_path / "r.xlsx", corpus.base_sheets())
+    data = _restyle(path.read_bytes(), b'<xf numFmtId="164" applyNumberFormat="1"/>',
+                    b'<xf numFmtId="31" applyNumberFormat="1"/>')
+    before = _rejects(data, "r.xlsx", book, monkeypatch, stream=False)
+    assert before[1]  # calamine's reading bills customers
+    assert _rejects(data, "r.xlsx", book, monkeypatch, stream=True) == before
