@@ -75,3 +75,49 @@ def test_a_roster_dated_in_chinese_builtin_format_bills_as_it_did_before(tmp_pat
     before = _rejects(data, "r.xlsx", book, monkeypatch, stream=False)
     assert before[1]  # calamine's reading bills customers
     assert _rejects(data, "r.xlsx", book, monkeypatch, stream=True) == before
+
+
+def _patched(data: bytes, member: str, old: bytes, new: bytes) -> bytes:
+    """The same .xlsx with the first ``old`` in ``member`` replaced."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            body = src.read(info)
+            if info.filename == member:
+                assert old in body
+                body = body.replace(old, new, 1)
+            dst.writestr(info.filename, body)
+    return out.getvalue()
+
+
+DEEP = b"<x>" * 100_000 + b"</x>" * 100_000  # 700 KB of XML, deflated to a few KB
+
+
+@pytest.mark.xfail(strict=True, reason="xlsx_stream._string walks nested elements recursively: RecursionError "
+                                       "escapes as a traceback (exit 1)")
+def test_a_deeply_nested_shared_string_is_one_line_not_a_traceback(tmp_path):
+    """Promise: no traceback ever reaches the user (one line, a documented exit code); whatever the stream
+    reader does not take is Unsupported (left to calamine). Attack: a 4 KB .xlsx whose first shared string
+    <si> holds 100,000 nested elements after its <t>. What happened: xlsx_stream._string's recursive walk
+    raises RecursionError, which no handler catches: a 40-line Python traceback on stderr and exit 1 (the
+    code for 'rows rejected')."""
+    from .conftest import run_cli
+
+    base = corpus.write_xlsx_raw(tmp_path / "base.xlsx", corpus.base_sheets()).read_bytes()
+    path = tmp_path / "deep.xlsx"
+    path.write_bytes(_patched(base, "xl/sharedStrings.xml", b"</si>", DEEP + b"</si>"))
+    assert len(path.read_bytes()) < 10_000
+    r = run_cli("run", path, "--period", "2026-10", "--out", tmp_path / "out", "--workers", 1)
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") <= 1, r.stderr[-300:]
+
+
+@pytest.mark.xfail(strict=True, reason="a deeply nested inline string raises RecursionError, not Unsupported")
+@pytest.mark.parametrize("inner", ["<t>a</t>" + DEEP.decode(), DEEP.decode()])
+def test_a_deeply_nested_inline_string_is_left_to_calamine(inner):
+    """Promise: the stream reader gives calamine's cells or raises Unsupported. Attack: an inline string
+    (<is>) holding 100,000 nested elements. What happened: RecursionError from xlsx_stream._string."""
+    data = book(R(1, f'<c r="A1" t="inlineStr"><is>{inner}</is></c>'))
+    try:
+        stream_rows(data, "S")
+    except xlsx_stream.Unsupported:
+        pass
