@@ -151,3 +151,53 @@ def test_ids_that_fold_or_normalise_oddly_give_the_same_in_every_partitioning(tm
                for cid in ids + ["ss1", "fi1", "1.0", "k3", "ǆ6", "xii7", "q9", "Q9"]]
     whole = assert_same_in_every_partitioning(_workbook(tmp_path, customers, changes), book)
     assert whole["invoices"] and len(whole["rejects"]) > 40
+
+
+def _edited(data: bytes, edits: list[tuple[str, bytes, bytes]]) -> bytes:
+    """The same .xlsx with regular-expression edits (member, pattern, replacement), each made once."""
+    import re
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            body = src.read(info)
+            for member, pattern, new in edits:
+                if info.filename == member:
+                    body, n = re.subn(pattern, new, body, count=1)
+                    assert n == 1, (member, pattern)
+            dst.writestr(info.filename, body)
+    return out.getvalue()
+
+
+LYING_COUNT = ("xl/sharedStrings.xml", rb'uniqueCount="\d+"', b'uniqueCount="999999999999"')
+
+
+@pytest.mark.xfail(strict=True, reason="a shared-strings uniqueCount of 10**12 makes calamine (the fallback) "
+                                       "abort the process: Rust OOM backtrace, exit 134")
+@pytest.mark.parametrize("why_calamine", [
+    ("xl/worksheets/sheet1.xml", rb"<v>5</v>", b"<v>&#53;</v>"),  # an entity in a value: left to calamine
+    ("xl/sharedStrings.xml", rb"<sst ", b'<sst count="1" '),  # a duplicate attribute: left to calamine
+])
+def test_a_lying_shared_strings_count_is_one_line_not_an_abort(tmp_path, why_calamine):
+    """Promise: no traceback (a Rust panic or abort counts) reaches the user: one line, a documented exit
+    code. Attack: the corpus's base roster (2 KB) with sharedStrings' uniqueCount="999999999999" and one
+    thing the stream reader leaves to calamine (an entity in a number; a repeated attribute). What happened:
+    the stream reader rightly gives up, the fallback python_calamine reserves uniqueCount * 24 bytes and
+    Rust aborts the whole process ("memory allocation of 23999999999976 bytes failed", a 50-line backtrace,
+    SIGABRT, exit 134); a watcher reading it in-process dies with it. (calamine alone did the same before
+    session 8; the stream reader, which reads the lying count fine, does not cover the fallback.)"""
+    from .conftest import run_cli
+
+    base = corpus.write_xlsx_raw(tmp_path / "base.xlsx", corpus.base_sheets()).read_bytes()
+    path = tmp_path / "lie.xlsx"
+    path.write_bytes(_edited(base, [LYING_COUNT, why_calamine]))
+    r = run_cli("run", path, "--period", "2026-10", "--out", tmp_path / "out", "--workers", 1)
+    assert r.returncode in (0, 1, 2) and r.stderr.count("\n") <= 1, (r.returncode, r.stderr[:300])
+
+
+def test_a_lying_shared_strings_count_alone_is_read_by_the_stream_reader(tmp_path, book, monkeypatch):
+    """Attack held: the lying uniqueCount alone: the stream reader reads the file (it never trusts the count)
+    and bills what the honest file bills."""
+    base = corpus.write_xlsx_raw(tmp_path / "base.xlsx", corpus.base_sheets()).read_bytes()
+    assert (_rejects(_edited(base, [LYING_COUNT]), "r.xlsx", book, monkeypatch, stream=True)
+            == _rejects(base, "r.xlsx", book, monkeypatch, stream=True))
