@@ -246,3 +246,56 @@ def test_csv_read_in_tiny_buffers_reads_as_in_one(tmp_path, monkeypatch, encodin
     pd.testing.assert_frame_equal(tiny[0], whole[0])
     pd.testing.assert_frame_equal(tiny[1], whole[1])
     assert tiny[2] == whole[2]
+
+
+# ------------------------------------------------------------------ re-runs, the manifest, the e-fapiao stream (held)
+
+def test_reruns_restore_files_edited_in_place_and_never_issue_twice(tmp_path, stub_render):
+    """Attack held: the e-fapiao import file and a PDF edited in place (same size, modification time set
+    back), then the manifest replaced by 200,000 levels of nested arrays: each re-run issues nothing and
+    puts every file back byte for byte; verify is clean. A manifest forged to list an edited PDF's new inode
+    state is trusted by the re-run (the manifest is a hint: not hashed again), but verify names the file."""
+    import hashlib
+    import json
+    import os
+
+    from .conftest import SAMPLE, run_cli
+
+    out = tmp_path / "out"
+
+    def files():
+        return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.rglob("*"))
+                if p.is_file() and p.name not in ("ledger.sqlite", "manifest.json")}
+
+    def rerun():
+        r = run_cli("run", SAMPLE, "--period", "2026-10", "--out", out, "--workers", 1)
+        assert r.returncode == 1 and "issued 0 numbered document(s)" in r.stdout, r.stdout[-300:]
+
+    def edit(name):
+        p = out / name
+        st = p.stat()
+        data = bytearray(p.read_bytes())
+        data[-20] ^= 1
+        p.write_bytes(bytes(data))
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    assert run_cli("run", SAMPLE, "--period", "2026-10", "--out", out, "--workers", 1).returncode == 1
+    first = files()
+    assert "fapiao/SZTY-2026-10.xlsx" in first
+    edit("fapiao/SZTY-2026-10.xlsx")
+    edit("invoices/SZTY-2026-000003.pdf")
+    rerun()
+    assert files() == first
+    (out / "manifest.json").write_text('{"files": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    edit("notices/C014-overdue.pdf")
+    rerun()
+    assert files() == first
+    assert run_cli("verify", out).returncode == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    edit("invoices/SZTY-2026-000006.pdf")
+    st = (out / "invoices/SZTY-2026-000006.pdf").lstat()
+    manifest["file_stats"]["invoices/SZTY-2026-000006.pdf"] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    rerun()
+    v = run_cli("verify", out)
+    assert v.returncode != 0 and "SZTY-2026-000006.pdf" in v.stdout
