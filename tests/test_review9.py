@@ -299,3 +299,42 @@ def test_reruns_restore_files_edited_in_place_and_never_issue_twice(tmp_path, st
     rerun()
     v = run_cli("verify", out)
     assert v.returncode != 0 and "SZTY-2026-000006.pdf" in v.stdout
+
+
+def _stream_peak(data: bytes, title: str) -> tuple[int, int]:
+    """(rows read, peak bytes Python allocated) streaming one sheet."""
+    import tracemalloc
+
+    from invoicer.limits import Limits
+
+    tracemalloc.start()
+    try:
+        reader = xlsx_stream.XlsxBook(data, "r.xlsx", Limits())
+        try:
+            n = sum(1 for _ in reader.rows(title))
+        finally:
+            reader.close()
+        return n, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.xfail(strict=True, reason="self-closing empty rows are never a batch boundary (_ROW_CLOSE matches "
+                                       "</row> only): the whole run of them is parsed as one ElementTree")
+def test_a_sheet_of_empty_styled_rows_is_streamed_in_bounded_memory(tmp_path):
+    """Promise: the stream reader parses a sheet a batch (BATCH = 256 KiB of XML) at a time, so its memory
+    does not grow with the sheet. Attack: the base roster's customers sheet followed by 60,000 empty
+    formatted rows as Excel writes them (<row r="N" spans="1:7" s="1" customFormat="1" ht="15"/>: a clerk
+    who formatted rows far down; 3.6 MB of XML, a 0.15 MB file). What happened: batches are cut only after a
+    </row>, so all 60,000 rows are one ET.fromstring: ~40 MB allocated (200,000 rows: 140 MB; 1 M such rows:
+    a 2.6 MB file, 60 MB of XML, 860 MB resident), growing with the rows where calamine kept none of them."""
+    base = corpus.write_xlsx_raw(tmp_path / "base.xlsx", corpus.base_sheets()).read_bytes()
+
+    def with_rows(n):
+        rows = b"".join(b'<row r="%d" spans="1:7" s="1" customFormat="1" ht="15"/>' % i for i in range(6, 6 + n))
+        return _edited(base, [("xl/worksheets/sheet1.xml", rb"</sheetData>", rows + b"</sheetData>")])
+
+    few_rows, few = _stream_peak(with_rows(2_000), "customers")
+    many_rows, many = _stream_peak(with_rows(60_000), "customers")
+    assert few_rows == many_rows == 5
+    assert many < few + 16 * 2**20, (few, many)
