@@ -351,3 +351,26 @@ def test_self_closing_runs_are_streamed_in_bounded_memory(tmp_path, shape):
     many_rows, many = _stream_peak(_edited(base, [(member, anchor, make(30_000))]), "customers")
     assert few_rows == many_rows == 5
     assert many < few + 8 * 2**20, (few, many)
+
+
+def test_one_id_on_thousands_of_rows_and_changes_without_customers_give_the_same_in_every_partitioning(
+        tmp_path, book):
+    """Attack held: 400 customers rows of one id in varying case and width (one key: a partition far over
+    its size), 400 changes of it, and 300 changes of ids no customers row names; and a customers sheet
+    with no rows under a full changes sheet: partitions of one give what one partition gives."""
+    import datetime as dt
+
+    from .test_partitions import _workbook, assert_same_in_every_partitioning
+
+    variants = ["x1", "X1", "Ｘ1", " x1 "]
+    customers = [[variants[i % 4], "公司", dt.date(2025, 10, 10), 5, None, None, None] for i in range(400)]
+    customers += [["y2", "公司", dt.date(2025, 10, 10), 5, None, None, None]]
+    changes = [[variants[i % 4], dt.date(2026, 10, 3), "add", 1, None] for i in range(400)]
+    changes += [[f"z{i % 7}", dt.date(2026, 10, 3), "add", 1, None] for i in range(300)]
+    changes += [["y2", dt.date(2026, 10, 5), "add", 2, None]]
+    whole = assert_same_in_every_partitioning(_workbook(tmp_path, customers, changes), book, sizes=(1,))
+    assert [d["customer"]["customer_id"] for d in whole["invoices"]] == ["y2"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    whole = assert_same_in_every_partitioning(_workbook(empty, [], changes), book, sizes=(1,))
+    assert not whole["invoices"] and len(whole["rejects"]) == len(changes)
