@@ -374,3 +374,48 @@ def test_one_id_on_thousands_of_rows_and_changes_without_customers_give_the_same
     empty.mkdir()
     whole = assert_same_in_every_partitioning(_workbook(empty, [], changes), book, sizes=(1,))
     assert not whole["invoices"] and len(whole["rejects"]) == len(changes)
+
+
+def test_an_amending_rerun_in_partitions_of_one_publishes_what_one_partition_publishes(tmp_path, stub_render,
+                                                                                      monkeypatch):
+    """Attack held: the sample issued, then re-run after the clerk changed C002's seats, turned C003's id to
+    lower case (c003: its invoice withdrawn, a new one issued; the ledger's cursor meets 'c003' after every
+    upper-case id) and deleted C004's row: credit notes, replacements and new numbers in one run. Each run
+    in partitions of one customer publishes the files, bytes and manifest entries one partition publishes."""
+    import filecmp
+    import json
+
+    import openpyxl
+
+    from invoicer import stage
+
+    from .conftest import SAMPLE, run_cli
+
+    wb = openpyxl.load_workbook(SAMPLE)
+    ws = wb["客户"]
+    for row in ws.iter_rows(min_row=2):
+        if row[0].value == "C002":
+            row[3].value = 14
+        elif row[0].value == "C003":
+            row[0].value = "c003"
+    ws.delete_rows(next(r[0].row for r in ws.iter_rows(min_row=2) if r[0].value == "C004"))
+    changed = tmp_path / "changed.xlsx"
+    wb.save(changed)
+
+    def month(out, size):
+        with monkeypatch.context() as m:
+            m.setattr(stage, "PARTITION_ROWS", size)
+            for roster_path, more in ((SAMPLE, []), (changed, ["--amend"])):
+                r = run_cli("run", roster_path, "--period", "2026-10", "--out", out, "--workers", 1, *more)
+                assert r.returncode == 1, r.stderr[-300:]
+        return r
+
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    month(whole, 10**9)
+    names = list(json.loads((whole / "manifest.json").read_text())["files"])
+    assert len(names) > 25 and any("credit" in n for n in names), names
+    month(parts, 1)
+    a, b = (json.loads((d / "manifest.json").read_text()) for d in (whole, parts))
+    assert a["files"] == b["files"] and a["counts"] == b["counts"] and a["total_fen"] == b["total_fen"]
+    match, mismatch, errors = filecmp.cmpfiles(whole, parts, list(a["files"]), shallow=False)
+    assert (mismatch, errors) == ([], []) and len(match) == len(a["files"]) > 20
