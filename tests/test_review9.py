@@ -359,7 +359,7 @@ def test_self_closing_runs_are_streamed_in_bounded_memory(tmp_path, shape):
     assert many < few + 8 * 2**20, (few, many)
 
 
-def test_one_id_on_thousands_of_rows_and_changes_without_customers_give_the_same_in_every_partitioning(
+def test_one_id_on_hundreds_of_rows_and_changes_without_customers_give_the_same_in_every_partitioning(
         tmp_path, book):
     """Attack held: 400 customers rows of one id in varying case and width (one key: a partition far over
     its size), 400 changes of it, and 300 changes of ids no customers row names; and a customers sheet
