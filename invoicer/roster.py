@@ -257,6 +257,8 @@ def read_roster_bytes(data: bytes, name: str, limits: Limits | None = None) -> R
                     formats.check_extent(scans[title], name, limits)
 
         def calamine_book() -> _CalamineBook:
+            if kind == "xlsx":
+                _check_shared_strings_count(data, name, limits)
             try:
                 wb = python_calamine.CalamineWorkbook.from_filelike(io.BytesIO(data))
             except Exception as exc:  # calamine raises several types for corrupt or non-Excel files
@@ -290,6 +292,32 @@ def read_roster_bytes(data: bytes, name: str, limits: Limits | None = None) -> R
         sheet_titles={k: escape_controls(v) for k, v in titles.items()},
         warnings=warnings,
     )
+
+
+_UNIQUE_COUNT = re.compile(rb"""\suniqueCount\s*=\s*["']\s*\+?0*([0-9]{1,30})""")
+
+
+def _check_shared_strings_count(data: bytes, name: str, limits: Limits) -> None:
+    """Refuse (InputError, exit 2) an .xlsx whose shared strings declare more strings than their bytes can
+    hold, before calamine opens it: calamine reserves memory for the declared count, and a forged count
+    (uniqueCount="999999999999" in a 2 KB file) made its Rust code abort the whole process (a watcher with
+    it) with a backtrace (review 9). A string takes at least five bytes (<si/>); the declared size is the
+    one inflating checks."""
+    import zipfile
+
+    try:
+        members = zipfile.ZipFile(io.BytesIO(data)).infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return  # calamine refuses it in one line
+    for info in members:
+        if not info.filename.casefold().endswith("sharedstrings.xml"):
+            continue
+        head, _ = formats.peek(formats.inflate_member(data, info, name, limits), 64 * 1024)
+        found = _UNIQUE_COUNT.search(head)
+        if found and int(found.group(1)) > info.file_size // 5 + 1:
+            raise InputError(f"{name}: its shared strings ({info.filename}) declare {found.group(1)[:30].decode()} "
+                             f"strings, more than their {info.file_size} bytes can hold: a damaged or forged "
+                             f"workbook; open it in Excel and save it again")
 
 
 def _stage(book, titles: dict[str, str], name: str, limits: Limits):

@@ -102,7 +102,10 @@ def number_format(code: str) -> int:
 
 
 _BUILTIN = {"14": DATETIME, "15": DATETIME, "16": DATETIME, "17": DATETIME, "18": DATETIME, "19": DATETIME,
-            "20": DATETIME, "21": DATETIME, "22": DATETIME, "45": DATETIME, "47": DATETIME, "46": TIMEDELTA}
+            "20": DATETIME, "21": DATETIME, "22": DATETIME, "45": DATETIME, "47": DATETIME, "46": TIMEDELTA,
+            # the East Asian built-in date formats (zh-CN Excel's 'yyyy年m月d日', '2026年10月'...: only the id is
+            # written), dates to calamine too (review 9)
+            **{str(i): DATETIME for i in (*range(27, 37), *range(50, 59))}}
 
 _I64 = 2 ** 63
 _DAY_MS = 86_400_000
@@ -315,8 +318,27 @@ def _checked(chunk: bytes, tail: bytes, check_values: bool, odd: list | None) ->
 
 
 _SHEETDATA_OPEN = re.compile(rb"<((?:[A-Za-z_][\w.-]*:)?)sheetData(\s[^>]*?)?(/?)>")
-_ROW_CLOSE = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?row\s*>")
-_SI_CLOSE = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?si\s*>")
+# where a batch may end: after a row (or a shared string), closed or self-closing (Excel writes the empty
+# rows a clerk formatted as <row r="9" s="1" customFormat="1"/>: a run of them is a batch too, review 9). A
+# "/>" inside an attribute value would cut a tag in two: the batch then fails to parse, and calamine reads
+# the file (Unsupported), never a wrong row.
+_ROW_CLOSE = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?row\s*>|<(?:[A-Za-z_][\w.-]*:)?row\b[^>]*/>")
+_SI_CLOSE = re.compile(rb"</(?:[A-Za-z_][\w.-]*:)?si\s*>|<(?:[A-Za-z_][\w.-]*:)?si\b[^>]*/>")
+def _row_ends(buf: bytes, start: int, stop: int):
+    """Where each row in ``buf[start:stop]`` ends; a row (or the XML before ``stop`` after the last) of more
+    than ROW_MAX bytes is Unsupported: one row is one tree, so thousands of style-only cells in a row (no
+    cell to calamine, review 9) would be held at once."""
+    prev = start
+    for m in _ROW_CLOSE.finditer(buf, start, stop):
+        if m.end() - prev > ROW_MAX:
+            raise Unsupported("a row of more than 256 KB of XML")
+        prev = m.end()
+        yield prev
+    if stop - prev > ROW_MAX:
+        raise Unsupported("a row of more than 256 KB of XML")
+
+
+ROW_MAX = 1 << 18  # bytes of XML of one row at most (a roster's row is a few hundred): more is left to calamine
 _DIMENSION = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?dimension\b([^>]*)>")
 _DIMENSION_REF = re.compile(rb"""\sref\s*=\s*["'][A-Za-z]+0*[1-9][0-9]*(?::[A-Za-z]+0*[1-9][0-9]*)?["']""")
 _START_TAG = re.compile(rb"""<([A-Za-z_][^\s/>]*)(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*>""")
@@ -652,22 +674,24 @@ class XlsxBook:
             end = data_close.search(buf, max(scan_from - 32, 0))
             if end is not None:
                 cut = 0
-                for last in _ROW_CLOSE.finditer(buf, 0, end.start()):
-                    if last.end() - cut >= BATCH:
-                        yield from self._batch(state, root_open + buf[cut:last.end()] + root_close, title)
-                        cut = last.end()
+                for last in _row_ends(buf, 0, end.start()):
+                    if last - cut >= BATCH:
+                        yield from self._batch(state, root_open + buf[cut:last] + root_close, title)
+                        cut = last
                 yield from self._batch(state, root_open + buf[cut:end.start()] + root_close, title)
                 break
             cut = 0  # parse a batch of whole rows every BATCH bytes (its tree is a few times its size)
             last = None
-            for last in _ROW_CLOSE.finditer(buf, max(scan_from - 32, 0)):
-                if last.end() - cut >= BATCH:
-                    yield from self._batch(state, root_open + buf[cut:last.end()] + root_close, title)
-                    cut = last.end()
-            if last is not None and last.end() > cut:
-                yield from self._batch(state, root_open + buf[cut:last.end()] + root_close, title)
-                cut = last.end()
+            for last in _row_ends(buf, max(scan_from - 32, 0), len(buf)):
+                if last - cut >= BATCH:
+                    yield from self._batch(state, root_open + buf[cut:last] + root_close, title)
+                    cut = last
+            if last is not None and last > cut:
+                yield from self._batch(state, root_open + buf[cut:last] + root_close, title)
+                cut = last
             buf = buf[cut:]
+            if len(buf) > ROW_MAX:
+                raise Unsupported("a row of more than 256 KB of XML")
             scan_from = len(buf)
         else:
             raise Unsupported("the sheet ends before </sheetData>")
@@ -834,19 +858,22 @@ def _string(el) -> str:
                 text = text.strip(" \t\r\n")
             return unescape(text)
     parts: list[str] = []
-
-    def walk(e):
-        for ch in e:
-            tag = _loc(ch.tag)
-            if tag == "rPh":
-                continue
-            if tag == "t":
-                text = "".join(ch.itertext())
-                if ch.get(f"{NS_XML}space") != "preserve":
-                    text = text.strip(" \t\r\n")
-                parts.append(unescape(text))
-            else:
-                walk(ch)
-
-    walk(el)
+    stack = [iter(el)]  # walked without recursion: a string may nest elements 100,000 deep (review 9)
+    while stack:
+        ch = next(stack[-1], None)
+        if ch is None:
+            stack.pop()
+            continue
+        tag = _loc(ch.tag)
+        if tag == "rPh":
+            continue
+        if tag == "t":
+            if len(ch):  # calamine ends the text at the first </t> inside it: not reproduced
+                raise Unsupported("an element inside a string's text")
+            text = ch.text or ""
+            if ch.get(f"{NS_XML}space") != "preserve":
+                text = text.strip(" \t\r\n")
+            parts.append(unescape(text))
+        else:
+            stack.append(iter(ch))
     return "".join(parts)
