@@ -34,7 +34,7 @@ CHANGE_HEADERS = ["customer_id", "date", "type", "seats", "reference"]
 # review_findings with golden ~20 s, pdf ~17 s, review_session5 ~10-15 s, properties ~10 s; the streaming modules (fapiao, partitions,
 # xlsx, csv, perdoc) ~10-15 s each.
 SLOW_FIRST = ("test_watch.py", "test_scale.py", "test_ledger.py", "test_template_trust.py", "test_corpus.py",
-              "test_watch_hostile.py", "test_review_findings.py", "test_review7.py", "test_review8.py",
+              "test_watch_hostile.py", "test_review_findings.py", "test_review7.py", "test_review8.py", "test_review9.py",
               "test_golden.py", "test_pdf.py", "test_review_session5.py", "test_properties.py",
               "test_fapiao_stream.py", "test_partitions.py", "test_xlsx_stream.py", "test_csv_stream.py",
               "test_perdoc.py")
