@@ -61,8 +61,7 @@ def _instrument(times: dict[str, float], stub_render: bool) -> None:
     timed(pipeline, "price_period", "price")
     timed(documents, "build_invoices", "build")
     timed(documents, "build_notices", "build")
-    for name in ("begin_read", "begin", "commit", "active_invoice_refs", "latest_notice_refs", "load",
-                 "series_mark", "prefix_owner", "customer_notice_hashes"):
+    for name in ("begin_read", "begin", "commit", "load", "series_mark", "prefix_owner", "customer_notice_hashes"):
         timed(ledger.Ledger, name, "ledger")
     # the plan reads the invoices in force by a cursor as it builds the invoices: its time less the build's
     timed(pipeline, "plan_against", "ledger", exclude=("build", "ledger"))

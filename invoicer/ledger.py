@@ -343,19 +343,6 @@ class LedgerReader:
             (prefix, period))
         return {r[3]: IssuedRef(*r) for r in rows}
 
-    def latest_notice_refs(self, prefix: str, period: str) -> dict[str, IssuedRef]:
-        """The newest notice per file name (one per customer and notice kind) of a period, unparsed."""
-        out = {}
-        for r in self.db.execute(f"SELECT {self._REF} FROM documents WHERE kind = 'notice' AND prefix = ? AND "
-                                 "period = ? ORDER BY id", (prefix, period)):
-            out[r[5]] = IssuedRef(*r)
-        return out
-
-    def document_refs(self, prefix: str, period: str) -> list[IssuedRef]:
-        """Every document of a period, oldest first, unparsed."""
-        return [IssuedRef(*r) for r in self.db.execute(
-            f"SELECT {self._REF} FROM documents WHERE prefix = ? AND period = ? ORDER BY id", (prefix, period))]
-
     # -- streamed reads: a cursor, one row at a time, so a month of documents is never held -----------------
     def active_invoice_ref_stream(self, prefix: str, period: str):
         """``active_invoice_refs`` as a stream in customer id order (then issue order), for a merge with the
@@ -369,14 +356,14 @@ class LedgerReader:
             yield IssuedRef(*r)
 
     def customer_notice_hashes(self, prefix: str, period: str, customer_id: str) -> dict[str, str]:
-        """The content hash of the newest notice per file name of one customer's notices of a period (what
-        ``latest_notice_refs`` says of that customer's): by the (prefix, period, customer_id) index."""
+        """The content hash of the newest notice per file name of one customer's notices of a period: by the
+        (prefix, period, customer_id) index."""
         return {name: sha for name, sha in self.db.execute(
             "SELECT file_name, content_sha256 FROM documents WHERE prefix = ? AND period = ? AND customer_id = ? "
             "AND kind = 'notice' ORDER BY id", (prefix, period, customer_id))}
 
     def document_ref_stream(self, prefix: str, period: str):
-        """``document_refs`` as a stream (oldest first)."""
+        """Every document of a period, oldest first, unparsed, as a stream."""
         for r in self.db.execute(f"SELECT {self._REF} FROM documents WHERE prefix = ? AND period = ? ORDER BY id",
                                  (prefix, period)):
             yield IssuedRef(*r)

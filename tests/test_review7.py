@@ -326,7 +326,7 @@ def test_verify_pdf_does_not_call_a_notice_superseded_by_another_resellers(share
 
 
 def test_a_rerun_on_a_shared_ledger_restores_its_own_notice(shared, tmp_path):
-    """Held: the run itself takes the notice in force per prefix (ledger.latest_notice_refs): a lost XX
+    """Held: the run itself takes the notice in force per prefix (ledger.customer_notice_hashes): a lost XX
     notice is restored as XX's, not YY's."""
     x = tmp_path / "x"
     shutil.copytree(shared.x, x)
