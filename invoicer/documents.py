@@ -263,45 +263,35 @@ def part_counts(part: PricedPart) -> PartCounts:
 
 
 class Parts:
-    """A run's priced partitions, in customer id order: ``get(i)`` reads one (from the stage, or a list held in
-    memory), ``counts`` says what each holds without reading it."""
+    """A run's priced partitions, in customer id order: ``get(i)`` reads one (from the stage), ``counts`` says
+    what each holds without reading it."""
 
     def __init__(self, get, counts: list[PartCounts]):
         self.get, self.counts = get, counts
-
-    @classmethod
-    def held(cls, parts: list[PricedPart]) -> Parts:
-        return cls(parts.__getitem__, [part_counts(p) for p in parts])
 
     def __len__(self) -> int:
         return len(self.counts)
 
 
 class _PartDocuments(Indexed):
-    """Documents built from the priced partitions a chunk of customers at a time whenever they are read: never
-    all in memory at once, so a month of 100,000 customers is planned, rendered and recorded in a few
-    chunks' worth of memory. Each pass (iteration) builds them again (deterministic: equal documents every
-    time); ``len`` comes from the partitions' counts without building any."""
-
-    CHUNK = 2000  # customers per chunk
+    """Documents built from the priced partitions one partition at a time whenever they are read: never all
+    in memory at once (a partition bills at most ``stage.PARTITION_ROWS`` customers: it holds that many
+    customers rows, and a customer's further rows are duplicates), so a month of 100,000 customers is
+    planned, rendered and recorded in a partition's worth of documents. Each pass (iteration) builds them
+    again (deterministic: equal documents every time); ``len`` comes from the partitions' counts without
+    building any."""
 
     def __init__(self, parts: Parts, seller: dict, book: PriceBook, period: str, issue_date: dt.date):
         self._parts = parts
         self._args = (seller, book, period, issue_date)
-        self._chunks: list[tuple[int, int, int]] = []  # (part, first, end) within the part's documents
-        for i, n in enumerate(self._sizes()):
-            self._chunks += [(i, a, min(a + self.CHUNK, n)) for a in range(0, n, self.CHUNK)]
-        self._len = sum(b - a for _, a, b in self._chunks)
-        self._part: tuple[int, object] | None = None
-        self._cached: tuple[int, list] | None = None
+        self._sizes = self._counts(parts.counts)
+        self._len = sum(self._sizes)
+        self._cached: tuple[int, list] | None = None  # (partition, its documents)
 
-    def _sizes(self) -> list[int]:
+    def _counts(self, counts: list[PartCounts]) -> list[int]:
         raise NotImplementedError
 
-    def _prepare(self, part: PricedPart) -> object:
-        return part
-
-    def _build(self, prepared, first: int, end: int) -> list:
+    def _build(self, part: PricedPart) -> list:
         raise NotImplementedError
 
     def __len__(self) -> int:
@@ -310,58 +300,46 @@ class _PartDocuments(Indexed):
     def release(self) -> None:
         """Let go of the partitions (a run does once its invoices are recorded: publishing reads them from the
         ledger); ``len`` and ``total_fen`` stay, building a document is refused."""
-        self._parts = None
-        self._part = self._cached = None
+        self._parts = self._cached = None
 
-    def _prepared(self, i: int):
-        if self._part is None or self._part[0] != i:
-            if self._parts is None:
-                raise RuntimeError("the documents were released (recorded): read them from the ledger")
-            self._part = (i, self._prepare(self._parts.get(i)))
-        return self._part[1]
-
-    def _chunk(self, k: int) -> list:
-        if self._cached is not None and self._cached[0] == k:
+    def _documents(self, i: int) -> list:
+        if self._cached is not None and self._cached[0] == i:
             return self._cached[1]
-        i, first, end = self._chunks[k]
-        docs = self._build(self._prepared(i), first, end)
-        self._cached = (k, docs)
+        if self._parts is None:
+            raise RuntimeError("the documents were released (recorded): read them from the ledger")
+        docs = self._build(self._parts.get(i))
+        self._cached = (i, docs)
         return docs
 
     def __iter__(self):
-        for k in range(len(self._chunks)):
-            docs = self._chunk(k)
-            self._cached = None  # a pass keeps one chunk alive, not the last one after it ends
-            yield from docs
-        self._part = None
+        for i, n in enumerate(self._sizes):
+            if n:
+                docs = self._documents(i)
+                self._cached = None  # a pass keeps one partition's documents alive, not the last after it ends
+                yield from docs
 
     def _item(self, i: int):
-        for k, (_, first, end) in enumerate(self._chunks):
-            if i < end - first:
-                return self._chunk(k)[i]
-            i -= end - first
+        for k, n in enumerate(self._sizes):
+            if i < n:
+                return self._documents(k)[i]
+            i -= n
         raise IndexError(i)
 
 
 class InvoiceSet(_PartDocuments):
     """A run's invoices: the same documents as ``build_invoices`` over the whole roster (customers in id
-    order), built from the priced partitions a chunk at a time (see _PartDocuments); ``total_fen`` from the
+    order), built from the priced partitions one at a time (see _PartDocuments); ``total_fen`` from the
     partitions' counts."""
 
     def __init__(self, parts: Parts, seller: dict, book: PriceBook, period: str, issue_date: dt.date):
         super().__init__(parts, seller, book, period, issue_date)
         self.total_fen = sum(c.total_fen for c in parts.counts)
 
-    def _sizes(self) -> list[int]:
-        return [c.invoices for c in self._parts.counts]
+    def _counts(self, counts: list[PartCounts]) -> list[int]:
+        return [c.invoices for c in counts]
 
-    def _prepare(self, part: PricedPart):
-        return part, customer_bounds(part.lines)
-
-    def _build(self, prepared, first: int, end: int) -> list[Invoice]:
-        part, starts = prepared
-        rows = part.lines.iloc[starts[first]:starts[end]]
-        return build_invoices(rows, None, set(), *self._args, by_id=part.by_id)
+    def _build(self, part: PricedPart) -> list[Invoice]:
+        return build_invoices(part.lines, None, set(), *self._args, by_id=part.by_id)
 
     def totals(self) -> list[tuple[str, int]]:
         """(customer id, invoice total in fen) of each invoice, in order, from the frames (no document built):
@@ -375,16 +353,13 @@ class InvoiceSet(_PartDocuments):
 
 class NoticeSet(_PartDocuments):
     """A run's renewal and overdue notices: the same documents as ``build_notices`` over the whole roster (in
-    customer id order), built from the priced partitions a chunk at a time (see _PartDocuments)."""
+    customer id order), built from the priced partitions one at a time (see _PartDocuments)."""
 
-    def _sizes(self) -> list[int]:
-        return [c.notices for c in self._parts.counts]
+    def _counts(self, counts: list[PartCounts]) -> list[int]:
+        return [c.notices for c in counts]
 
-    def _prepare(self, part: PricedPart):
+    def _build(self, part: PricedPart) -> list[Notice]:
         return build_notices(part.accounts, None, part.blocked, *self._args, by_id=part.by_id)
-
-    def _build(self, prepared, first: int, end: int) -> list[Notice]:
-        return prepared[first:end]
 
 
 class AccountSet:

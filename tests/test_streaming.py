@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from invoicer import documents, pipeline, pricebook, publish
+from invoicer import documents, pipeline, pricebook, publish, stage
 from invoicer.pipeline import RunOptions, run
 from invoicer.render import fapiao, summary
 
@@ -57,7 +57,7 @@ def test_tiny_chunks_and_batches_issue_the_same_month_byte_for_byte(tmp_path, mo
     first, amended = _month(tmp_path, "a.xlsx"), _month(tmp_path, "b.xlsx", drop=("C012",), more_seats=("C007",))
     _run(first, tmp_path / "big")
     big_amend = _run(amended, tmp_path / "big", amend=True)
-    monkeypatch.setattr(documents.InvoiceSet, "CHUNK", 2)
+    monkeypatch.setattr(stage, "PARTITION_ROWS", 2)  # documents are built a partition at a time
     monkeypatch.setattr(pipeline, "RENDER_BATCH", 3)
     monkeypatch.setattr(publish.PeriodBills, "BATCH", 2)
     _run(first, tmp_path / "small")
@@ -120,7 +120,7 @@ def test_issue_list_numbers_as_the_row_by_row_rule_did(tmp_path, stub_render):
 
 
 def test_invoice_set_is_the_built_list_in_chunks(priced, monkeypatch):
-    monkeypatch.setattr(documents.InvoiceSet, "CHUNK", 2)
+    monkeypatch.setattr(stage, "PARTITION_ROWS", 2)  # documents are built a partition at a time
     p = priced([cust(f"C{i}", D(2026, 10, 1 + i), 3 + i) for i in range(5)])
     built = list(p.invoices)
     assert len(p.invoices) == 5 and [d["customer"]["customer_id"] for d in built] == [f"C{i}" for i in range(5)]
