@@ -303,7 +303,6 @@ def _check_shared_strings_count(data: bytes, name: str, limits: Limits) -> None:
     (uniqueCount="999999999999" in a 2 KB file) made its Rust code abort the whole process (a watcher with
     it) with a backtrace (review 9). A string takes at least five bytes (<si/>); the declared size is the
     one inflating checks."""
-    import zipfile
 
     try:
         members = zipfile.ZipFile(io.BytesIO(data)).infolist()

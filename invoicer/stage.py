@@ -55,7 +55,6 @@ class RosterStage:
     def __init__(self, columns: dict[int, list[str]]):
         self.columns = columns
         self._partitioned: int | None = None
-        self.counts = {CUSTOMERS: 0, CHANGES: 0}
         with self._failing():
             self._scratch = Scratch()  # an anonymous SQLite database; one thread at a time uses it
             self.db = self._scratch.db
@@ -103,7 +102,6 @@ class RosterStage:
         if batch:
             with self._failing():
                 self.db.executemany("INSERT INTO rows VALUES (?, ?, ?, ?, ?)", batch)
-            self.counts[batch[0][1]] += len(batch)
 
     def frame(self, sheet: int, where: str = "WHERE", args: tuple = ()) -> pd.DataFrame:
         """A sheet's staged rows (all of them, or those of one partition) as the raw frame validate reads:
