@@ -355,14 +355,18 @@ def _root_tags(head: bytes) -> tuple[bytes, bytes]:
 
 BATCH = 256 * 1024  # bytes of a sheet's XML parsed at once
 _LOCAL: dict[str, str] = {}
+_LOCAL_MAX = 4096  # tags kept: a workbook names a few dozen; a hostile one's millions of names are not kept
 
 
 def _loc(tag: str) -> str:
+    """``_local``, remembered for the process (the watcher reads many files) up to _LOCAL_MAX tags."""
     try:
         return _LOCAL[tag]
     except KeyError:
-        _LOCAL[tag] = _local(tag)
-        return _LOCAL[tag]
+        local = _local(tag)
+        if len(_LOCAL) < _LOCAL_MAX:
+            _LOCAL[tag] = local
+        return local
 
 
 _COLUMNS: dict[str, int] = {}

@@ -489,3 +489,11 @@ def test_a_roster_with_a_date_beyond_any_calendar_rejects_its_row_in_one_line(tm
     assert r.returncode == 1 and "panicked" not in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert "row 2 column opened_on value '-200000000000': not a date" in r.stdout
     assert "1 row(s) rejected" in r.stdout
+
+
+def test_the_tag_cache_stays_bounded_whatever_names_a_workbook_uses():
+    """The local names of tags are remembered for the life of the process (the watcher reads many files):
+    a hostile workbook naming millions of elements differently must not grow it for good."""
+    for i in range(xlsx_stream._LOCAL_MAX + 100):
+        assert xlsx_stream._loc("{urn:x}e%d" % i) == "e%d" % i
+    assert len(xlsx_stream._LOCAL) <= xlsx_stream._LOCAL_MAX
